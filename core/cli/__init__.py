@@ -1,0 +1,57 @@
+"""Headless commands: `vrampilot status|models|estimate|route|generate|history|build-demo`.
+
+Each command lives in its own module exposing ``register(subparsers, common)``; the module
+sets ``func`` on its parser to a callable taking the parsed args and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+COMMANDS = ("status", "models", "estimate", "route", "generate", "history", "build_demo")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command (and the GUI) accepts."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE",
+                        help="user YAML overriding resources/monitoring.yaml and models.yaml")
+    common.add_argument("--simulate", metavar="PROFILE",
+                        help="decide against a simulated GPU (e.g. rtx4090-laptop)")
+    return common
+
+
+def command_names() -> list[str]:
+    return [name.replace("_", "-") for name in COMMANDS]
+
+
+def build_parser(prog: str = "vrampilot") -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(prog=prog, description="vrampilot headless commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        if importlib.util.find_spec(f"core.cli.{name}") is None:  # TODO(lead): strict once all land
+            continue
+        module = importlib.import_module(f"core.cli.{name}")
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one headless command; returns its exit code. Bad input exits 2 without a traceback."""
+    from core.config_loading import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"vrampilot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,36 @@
+"""Where vrampilot keeps its files (per-user, via platformdirs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "vrampilot"
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+def data_dir() -> Path:
+    """User data dir; VRAMPILOT_DATA_DIR overrides it (tests use a temp dir)."""
+    override = os.environ.get("VRAMPILOT_DATA_DIR")
+    path = Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    """Where locally built demo models live."""
+    path = data_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def history_db() -> Path:
+    """The SQLite switch-history database."""
+    return data_dir() / "history.sqlite3"
+
+
+def resource(*parts: str) -> Path:
+    """A file shipped in resources/."""
+    return RESOURCES.joinpath(*parts)
