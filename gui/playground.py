@@ -1,0 +1,207 @@
+"""Prompt playground: type a prompt, stream the reply, see timings; stop at any time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.engine.base import ChatMessage, GenerationDelta, GenerationRequest
+
+
+class ChatBackend(Protocol):
+    """What the playground needs: stream a request on some model, and cancel it."""
+
+    def generate(self, request: GenerationRequest, model: str | None, task_type: str,
+                 private: bool) -> AsyncIterator[GenerationDelta]: ...
+
+    async def abort(self, request_id: str) -> None: ...
+
+    def model_choices(self) -> list[str]: ...
+
+
+class PlaygroundPanel(QWidget):
+    """Prompt editor, settings, streaming output (thinking apart from the answer), stats."""
+
+    generation_finished = Signal(object)  # last GenerationDelta, or an Exception
+    log = Signal(str, str)
+
+    def __init__(self, backend: ChatBackend, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._backend = backend
+        self._task: asyncio.Task[None] | None = None
+        self._request_id: str | None = None
+
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Type a prompt; Ctrl+Enter sends, Esc stops.")
+        self.model = QComboBox()
+        self.model.addItem("Auto (router)", None)
+        for name in backend.model_choices():
+            self.model.addItem(name, name)
+        self.task_type = QComboBox()
+        self.task_type.addItems(["simple_extraction", "standard_parsing", "salary_analysis",
+                                 "complex_reasoning", "multi_step_analysis",
+                                 "edge_case_handling", "unknown"])
+        self.task_type.setCurrentText("standard_parsing")
+        self.private = QCheckBox("Private (never sent to a remote endpoint)")
+        self.max_tokens = QSpinBox()
+        self.max_tokens.setRange(1, 8192)
+        self.max_tokens.setValue(128)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(0.7)
+        self.send_button = QPushButton("Send")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+
+        self.thinking = QPlainTextEdit()
+        self.thinking.setReadOnly(True)
+        self.thinking.setPlaceholderText("Thinking (models in thinking mode) appears here.")
+        self.answer = QPlainTextEdit()
+        self.answer.setReadOnly(True)
+        self.answer.setPlaceholderText("The answer streams here.")
+        self.stats = QLabel("")
+        self.explanation = QLabel("")
+        self.explanation.setWordWrap(True)
+        self.explanation.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model)
+        form.addRow("Task type", self.task_type)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("", self.private)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addStretch(1)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(self.prompt, 1)
+        left_layout.addLayout(form)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.explanation)
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.thinking)
+        right.addWidget(self.answer)
+        right.setSizes([80, 300])
+        right_box = QWidget()
+        right_layout = QVBoxLayout(right_box)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(right, 1)
+        right_layout.addWidget(self.stats)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right_box)
+        split.setSizes([400, 600])
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+
+        self.send_button.clicked.connect(self.send)
+        self.stop_button.clicked.connect(self.stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send)
+        QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.send)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.stop)
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def send(self) -> None:
+        """Start streaming the prompt's reply (no-op while a reply is streaming)."""
+        text = self.prompt.toPlainText().strip()
+        if self.busy or not text:
+            return
+        self._request_id = f"playground-{uuid.uuid4().hex[:12]}"
+        request = GenerationRequest(
+            messages=(ChatMessage("user", text),),
+            max_tokens=self.max_tokens.value(),
+            temperature=self.temperature.value(),
+            request_id=self._request_id,
+        )
+        self.answer.clear()
+        self.thinking.clear()
+        self.stats.setText("waiting for the model…")
+        self.send_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        self._task = asyncio.ensure_future(self._stream(request))
+
+    def stop(self) -> None:
+        """Cancel the reply being streamed."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _stream(self, request: GenerationRequest) -> None:
+        last: GenerationDelta | Exception | None = None
+        try:
+            stream = self._backend.generate(
+                request, self.model.currentData(), self.task_type.currentText(),
+                self.private.isChecked())
+            async for delta in stream:
+                if delta.thinking:
+                    self._append(self.thinking, delta.thinking)
+                if delta.text:
+                    self._append(self.answer, delta.text)
+                self.stats.setText(self._format_stats(delta))
+                last = delta
+        except asyncio.CancelledError:
+            self.stats.setText(self.stats.text() + "  (stopped)")
+            if self._request_id:
+                await self._backend.abort(self._request_id)
+        except Exception as exc:  # noqa: BLE001 - any failure is shown, and the UI restored
+            last = exc
+            self.stats.setText(f"error: {exc}")
+            self.log.emit("error", f"generation failed: {exc}")
+        finally:
+            self.send_button.setEnabled(True)
+            self.stop_button.setEnabled(False)
+            self.generation_finished.emit(last)
+
+    @staticmethod
+    def _append(view: QPlainTextEdit, text: str) -> None:
+        cursor = view.textCursor()
+        cursor.movePosition(cursor.MoveOperation.End)
+        cursor.insertText(text)
+        view.setTextCursor(cursor)
+
+    @staticmethod
+    def _format_stats(delta: GenerationDelta) -> str:
+        parts = [f"{delta.tokens} tokens"]
+        if delta.first_token_s is not None:
+            parts.append(f"first token {delta.first_token_s * 1000:.0f} ms")
+        if delta.tokens_per_s is not None:
+            parts.append(f"{delta.tokens_per_s:.1f} tok/s")
+        if delta.finished and delta.finish_reason:
+            parts.append(f"finished ({delta.finish_reason})")
+        return " · ".join(parts)
+
+    async def shutdown(self) -> None:
+        """Cancel a running stream and wait for it to unwind."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
