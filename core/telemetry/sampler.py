@@ -1,0 +1,160 @@
+"""Sampling loop: one dedicated thread reads the host and every GPU at the configured rate.
+
+That thread is the only caller of the devices (the one NVML owner). Each tick it appends to the
+history, evaluates alerts and calls the subscribers, from the sampler thread: a GUI marshals the
+callback to its own thread (a queued Qt signal), the core never touches widgets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from core.telemetry.activity import EngineActivity
+from core.telemetry.alerts import AlertEvaluator, AlertEvent
+from core.telemetry.config import HardwareMonitoring
+from core.telemetry.history import TelemetryHistory
+from core.telemetry.host import HostSampler
+from core.telemetry.snapshot import GpuSnapshot, Sample
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[Sample, list[AlertEvent]], None]
+
+
+class GpuDevice(Protocol):
+    """A GPU the sampler can read: real (NvmlGpu) or simulated (SimulatedGpu)."""
+
+    def sample(self) -> GpuSnapshot: ...
+
+    def close(self) -> None: ...
+
+
+def open_gpu_devices(
+    simulate: str | None,
+    activity: EngineActivity | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    seed: int = 0,
+    process_poll_every: int = 10,
+) -> list[GpuDevice]:
+    """The simulated profile's GPU when simulate names one, else every NVIDIA GPU NVML finds.
+
+    No driver or library: an empty list. Unknown profile: UnknownProfileError (lists known ones).
+    """
+    if simulate:
+        from core.telemetry.simulated_device import SimulatedGpu, load_profile
+
+        profile = load_profile(simulate)
+        return [SimulatedGpu(profile, activity or EngineActivity(), clock=clock, seed=seed)]
+    from core.telemetry.nvml_device import NvmlDevices
+
+    devices = NvmlDevices.open(clock=clock, process_poll_every=process_poll_every)
+    return list(devices.devices) if devices is not None else []
+
+
+class Sampler:
+    """Reads, records, evaluates and publishes one Sample per tick."""
+
+    def __init__(
+        self,
+        devices: Sequence[GpuDevice],
+        host: HostSampler,
+        monitoring: HardwareMonitoring,
+        *,
+        history: TelemetryHistory | None = None,
+        evaluator: AlertEvaluator | None = None,
+    ) -> None:
+        self.devices = tuple(devices)
+        self.interval_seconds = monitoring.interval_seconds
+        self.history = history if history is not None else TelemetryHistory(
+            monitoring.history_capacity)
+        self.alerts = evaluator if evaluator is not None else AlertEvaluator(monitoring)
+        self._host = host
+        self._subscribers: list[Subscriber] = []
+        self._subscribers_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._latest: Sample | None = None
+
+    @property
+    def latest(self) -> Sample | None:
+        """The most recent sample (None before the first tick)."""
+        return self._latest
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call callback(sample, events) after every tick, on the sampler thread. Returns an
+        unsubscribe function."""
+        with self._subscribers_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._subscribers_lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def sample_once(self) -> Sample:
+        """One tick on the calling thread (for the CLI and tests). Not while the thread runs."""
+        if self.running:
+            raise RuntimeError("the sampler thread owns the devices; use subscribe() instead")
+        return self._tick()
+
+    def start(self) -> None:
+        """Start the sampler thread (idempotent)."""
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="vrampilot-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and wait for it (at most timeout seconds)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("sampler thread did not stop within %.1f s", timeout)
+
+    def close(self) -> None:
+        """Stop sampling and release the devices."""
+        self.stop()
+        for device in self.devices:
+            device.close()
+
+    def _run(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # one bad tick must not kill monitoring
+                log.exception("telemetry tick failed")
+            deadline += self.interval_seconds
+            now = time.monotonic()
+            if deadline < now:  # fell behind (suspend, slow driver): skip, don't burst
+                deadline = now + self.interval_seconds
+            self._stop.wait(deadline - now)
+
+    def _tick(self) -> Sample:
+        host = self._host.sample()
+        sample = Sample(host=host, gpus=tuple(d.sample() for d in self.devices))
+        self.history.append(sample)
+        events = self.alerts.evaluate(sample)
+        self._latest = sample
+        with self._subscribers_lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(sample, events)
+            except Exception:  # a broken view must not stop the sampler
+                log.exception("telemetry subscriber %r failed", callback)
+        return sample
