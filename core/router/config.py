@@ -1,0 +1,169 @@
+"""Router settings (the `router:` section of models.yaml, overridable by the user's file).
+
+Every weight, band and model list of the decision record lives here, not in code. Every model
+name a list can hold must be in the catalog: `load_router_config` checks it and names file and key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.config_loading import ConfigError
+from core.models.catalog import Catalog, key_origin, merge_sections
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class LengthBand(BaseModel):
+    """Content strictly longer than over_chars adds `add` (only the highest band passed counts)."""
+
+    model_config = _FROZEN
+    over_chars: int = Field(ge=0)
+    add: float
+
+
+class Signal(BaseModel):
+    """A case-insensitive content signal. Exactly one of any / all / count is set."""
+
+    model_config = _FROZEN
+    name: str
+    add: float
+    any: tuple[str, ...] | None = None  # one of these terms occurs
+    all: tuple[str, ...] | None = None  # every one of these terms occurs
+    count: str | None = None  # this term occurs more than `more_than` times
+    more_than: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Signal:
+        kinds = [k for k in ("any", "all", "count") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("a signal needs exactly one of `any`, `all` or `count`")
+        return self
+
+    def describe(self) -> str:
+        if self.any:
+            return " or ".join(f'"{t}"' for t in self.any)
+        if self.all:
+            return " and ".join(f'"{t}"' for t in self.all)
+        return f'more than {self.more_than} x "{self.count}"'
+
+
+class ComplexityConfig(BaseModel):
+    model_config = _FROZEN
+    length_bands: tuple[LengthBand, ...]
+    task_types: dict[str, float]
+    unknown_task_type: float
+    signals: tuple[Signal, ...] = ()
+    cap: float = 1.0
+
+
+class SelectionRule(BaseModel):
+    """Applies when the complexity is below below_complexity (None: always; the last rule)."""
+
+    model_config = _FROZEN
+    below_complexity: float | None = None
+    prefer: tuple[str, ...] = Field(min_length=1)
+
+
+class VramBand(BaseModel):
+    """Applies when free memory is below below_gib GiB (None: no bound; the last band)."""
+
+    model_config = _FROZEN
+    below_gib: float | None = None
+    rules: tuple[SelectionRule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _last_rule_catches_all(self) -> VramBand:
+        if self.rules[-1].below_complexity is not None:
+            raise ValueError("the last rule of a band must have no below_complexity")
+        if any(r.below_complexity is None for r in self.rules[:-1]):
+            raise ValueError("only the last rule of a band may leave out below_complexity")
+        bounds = [r.below_complexity for r in self.rules[:-1]]
+        if bounds != sorted(bounds):
+            raise ValueError("rules must be in increasing below_complexity")
+        return self
+
+
+class SelectionConfig(BaseModel):
+    model_config = _FROZEN
+    buffer_gib: float = Field(default=1.0, ge=0)
+    min_context_tokens: int = Field(default=1024, ge=1)
+    hot_temperature_c: float = 80.0
+    hot_prefer: tuple[str, ...] = Field(min_length=1)
+    vram_bands: tuple[VramBand, ...] = Field(min_length=1)
+    cascade: tuple[str, ...] = ()
+    local_tier: tuple[str, ...] = ()
+    use_remote: bool = True
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> SelectionConfig:
+        if self.vram_bands[-1].below_gib is not None:
+            raise ValueError("the last vram band must have no below_gib")
+        bounds = [b.below_gib for b in self.vram_bands[:-1]]
+        if None in bounds:
+            raise ValueError("only the last vram band may leave out below_gib")
+        if bounds != sorted(bounds):  # type: ignore[type-var]
+            raise ValueError("vram bands must be in increasing below_gib")
+        return self
+
+
+class RouterConfig(BaseModel):
+    """The `router:` section."""
+
+    model_config = _FROZEN
+    complexity: ComplexityConfig
+    selection: SelectionConfig
+
+    def named_models(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Every model name in the config with its key path (relative to `router:`)."""
+        sel = self.selection
+        for i, name in enumerate(sel.hot_prefer):
+            yield ("selection", "hot_prefer", i), name
+        for b, band in enumerate(sel.vram_bands):
+            for r, rule in enumerate(band.rules):
+                for i, name in enumerate(rule.prefer):
+                    yield ("selection", "vram_bands", b, "rules", r, "prefer", i), name
+        for i, name in enumerate(sel.cascade):
+            yield ("selection", "cascade", i), name
+        for i, name in enumerate(sel.local_tier):
+            yield ("selection", "local_tier", i), name
+
+
+def build_router_config(defaults: Mapping[str, Any], catalog: Catalog, *,
+                        defaults_path: Path | str,
+                        user_router: Mapping[str, Any] | None = None,
+                        user_path: Path | str | None = None) -> RouterConfig:
+    """Merge the user's `router:` over the defaults, validate, and check every model name."""
+    if user_router is not None and not isinstance(user_router, Mapping):
+        raise ConfigError(user_path or "<user config>", "router", "expected a mapping")
+    merged = merge_sections(defaults, user_router)
+    try:
+        config = RouterConfig.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        path = key_origin(loc, user_router, defaults_path, user_path)
+        key = ".".join(["router", *(str(p) for p in loc)])
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif err["type"] == "missing":
+            problem = "required key is missing"
+        else:
+            problem = f"{err['msg']} (got {err.get('input')!r})"
+        raise ConfigError(path, key, problem) from None
+    for loc, name in config.named_models():
+        if name not in catalog:
+            path = key_origin(loc, user_router, defaults_path, user_path)
+            raise ConfigError(path, ".".join(["router", *(str(p) for p in loc)]),
+                              f"model {name!r} is not in the catalog "
+                              f"(known: {', '.join(catalog.ids)})")
+        if catalog.get(name).is_remote:
+            path = key_origin(loc, user_router, defaults_path, user_path)
+            raise ConfigError(path, ".".join(["router", *(str(p) for p in loc)]),
+                              f"{name!r} is the remote endpoint; the router adds it itself "
+                              "(selection.use_remote)")
+    return config

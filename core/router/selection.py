@@ -1,0 +1,236 @@
+"""Hardware-aware model selection: the decision record's temperature and free-VRAM bands.
+
+A decision takes a complexity score and the device's state, picks the configured preference list,
+and chooses the first candidate that an engine here can load, that is on disk and that fits free
+memory (with the buffer and at least a minimum context). After the preferred models come the smaller
+models of the cascade, then the local tier (models built on this machine), then the remote endpoint
+(when configured and the task is not private). Nothing usable: the decision's model is None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import paths
+from core.models.catalog import Catalog, ModelEntry
+from core.models.estimator import GIB, Estimate, Estimator, gib
+from core.router.complexity import Complexity, ComplexityAnalyzer
+from core.router.config import RouterConfig, SelectionRule
+
+# Engines this app drives. llama.cpp entries (GGUF) are listed for the record but not loadable here.
+LOADABLE_ENGINES = frozenset({"vllm", "remote"})
+
+
+@dataclass(frozen=True)
+class HardwareState:
+    """The device state a decision is made against (bytes; temperature None when unknown)."""
+
+    free_bytes: int
+    total_bytes: int
+    temperature_c: float | None = None
+    label: str = ""  # e.g. "simulated rtx4090-laptop" or "host RAM"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A candidate that was not chosen, and why. kind is a stable code for the GUI and tests."""
+
+    model_id: str
+    kind: str  # disabled | engine | not_on_disk | does_not_fit | private | remote_off
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """The chosen model (None: nothing usable) and everything that led to it."""
+
+    model_id: str | None
+    complexity: Complexity
+    hardware: HardwareState
+    private: bool
+    hot: bool
+    band: str
+    rule: str
+    candidates: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+    estimate: Estimate | None = None  # the chosen local model fitted to free memory
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def score(self) -> float:
+        return self.complexity.score
+
+    @property
+    def factors(self) -> tuple[tuple[str, float], ...]:
+        return tuple((f.name, f.contribution) for f in self.complexity.factors)
+
+    def explain(self) -> str:
+        """A multi-line explanation: factors, hardware state, rule, candidates rejected and why."""
+        c = self.complexity
+        lines = [f"Chosen model: {self.model_id or 'none (no candidate is usable)'}"]
+        lines.append(f"Complexity {c.score:.2f} for task type {c.task_type!r}, "
+                     f"{c.chars:,} characters:")
+        lines.extend(f"  {f.contribution:+.2f}  {f.name}: {f.detail}" for f in c.factors)
+        hw = self.hardware
+        temp = "temperature unknown" if hw.temperature_c is None else f"{hw.temperature_c:.0f} C"
+        where = f" ({hw.label})" if hw.label else ""
+        lines.append(f"Hardware{where}: {gib(hw.free_bytes)} free of {gib(hw.total_bytes)}, "
+                     f"{temp}")
+        lines.append(f"  selection: {self.band}; {self.rule}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        lines.append("Candidates in order: " + (", ".join(self.candidates) or "none"))
+        lines.extend(f"  rejected {r.model_id}: {r.reason}" for r in self.rejected)
+        if self.model_id is not None:
+            if self.estimate is not None:
+                e = self.estimate
+                lines.append(f"  chosen {self.model_id}: context {e.context_tokens} tokens, "
+                             f"gpu_memory_utilization {e.gpu_memory_utilization}, "
+                             f"needs {gib(e.total_bytes)}")
+            else:
+                lines.append(f"  chosen {self.model_id}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.complexity
+        return {
+            "model": self.model_id,
+            "complexity": c.score, "raw_complexity": c.raw_score, "capped": c.capped,
+            "task_type": c.task_type, "task_type_known": c.task_type_known, "chars": c.chars,
+            "factors": [{"name": f.name, "contribution": f.contribution, "detail": f.detail}
+                        for f in c.factors],
+            "hardware": {"free_bytes": self.hardware.free_bytes,
+                         "total_bytes": self.hardware.total_bytes,
+                         "temperature_c": self.hardware.temperature_c,
+                         "label": self.hardware.label},
+            "private": self.private, "hot": self.hot, "band": self.band, "rule": self.rule,
+            "candidates": list(self.candidates),
+            "rejected": [{"model": r.model_id, "kind": r.kind, "reason": r.reason}
+                         for r in self.rejected],
+            "estimate": self.estimate.as_dict() if self.estimate else None,
+            "notes": list(self.notes),
+            "explanation": self.explain(),
+        }
+
+
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+class Router:
+    """Routes tasks to models. Build once (it precomputes), call `route` per task."""
+
+    def __init__(self, config: RouterConfig, catalog: Catalog, *,
+                 estimator: Estimator | None = None,
+                 loadable_engines: frozenset[str] = LOADABLE_ENGINES) -> None:
+        if catalog.models_dir is None:
+            # Resolve the models directory once, not per candidate per decision.
+            catalog = Catalog(catalog.entries, paths.models_dir(), catalog.sources)
+        self.config = config
+        self.catalog = catalog
+        self.estimator = estimator if estimator is not None else Estimator(catalog)
+        self.loadable_engines = loadable_engines
+        self.analyzer = ComplexityAnalyzer(config.complexity)
+        sel = config.selection
+        self._buffer = int(sel.buffer_gib * GIB)
+        self._band_bounds = tuple(
+            None if b.below_gib is None else int(b.below_gib * GIB) for b in sel.vram_bands)
+        self._remote = tuple(e for e in catalog.entries if e.is_remote)
+
+    # -- pieces, public so tests and the GUI can ask them separately --
+
+    def preference(self, score: float, hardware: HardwareState) -> tuple[bool, str, str,
+                                                                         tuple[str, ...]]:
+        """(hot, band text, rule text, preferred ids) for a score on this hardware."""
+        sel = self.config.selection
+        t = hardware.temperature_c
+        if t is not None and t > sel.hot_temperature_c:
+            return (True, f"hot: {t:.0f} C > {sel.hot_temperature_c:.0f} C",
+                    "prefer small models", sel.hot_prefer)
+        for band, bound in zip(sel.vram_bands, self._band_bounds, strict=True):
+            if bound is None or hardware.free_bytes < bound:
+                band_text = (f"free {gib(hardware.free_bytes)} < {band.below_gib} GiB"
+                             if band.below_gib is not None else
+                             f"free {gib(hardware.free_bytes)} >= "
+                             f"{sel.vram_bands[-2].below_gib if len(sel.vram_bands) > 1 else 0}"
+                             " GiB")
+                rule = self._rule(band.rules, score)
+                rule_text = (f"complexity {score:.2f} < {rule.below_complexity}"
+                             if rule.below_complexity is not None else
+                             f"complexity {score:.2f} above every threshold")
+                return False, band_text, f"{rule_text} -> prefer {', '.join(rule.prefer)}", \
+                    rule.prefer
+        raise AssertionError("the last band has no bound")  # guaranteed by SelectionConfig
+
+    @staticmethod
+    def _rule(rules: tuple[SelectionRule, ...], score: float) -> SelectionRule:
+        for rule in rules:
+            if rule.below_complexity is None or score < rule.below_complexity:
+                return rule
+        return rules[-1]
+
+    def candidates(self, preferred: tuple[str, ...]) -> tuple[str, ...]:
+        """Preferred ids, then the cascade below the first preferred one, then the local tier."""
+        sel = self.config.selection
+        cascade = sel.cascade
+        after: tuple[str, ...] = cascade
+        positions = [cascade.index(p) for p in preferred if p in cascade]
+        if positions:
+            after = cascade[min(positions) + 1:]
+        return _unique((*preferred, *after, *sel.local_tier))
+
+    def check(self, entry: ModelEntry, hardware: HardwareState,
+              private: bool) -> Rejection | Estimate | None:
+        """Why entry can't be used now (a Rejection), else its fitted Estimate (None: remote)."""
+        if entry.is_remote:
+            if private:
+                return Rejection(entry.id, "private", "the task is private: it must not leave "
+                                 "this machine")
+            if not entry.enabled or not entry.base_url:
+                return Rejection(entry.id, "remote_off", "no remote endpoint configured "
+                                 "(set remote.base_url and remote.model in your config)")
+            return None
+        if not entry.enabled:
+            return Rejection(entry.id, "disabled", "disabled in the configuration")
+        if entry.engine not in self.loadable_engines:
+            return Rejection(entry.id, "engine",
+                             f"{entry.quantization.upper()} weights need {entry.engine}; "
+                             f"this app loads models with {', '.join(sorted(self.loadable_engines))}")
+        if not self.catalog.is_on_disk(entry):
+            return Rejection(entry.id, "not_on_disk",
+                             f"not on disk (no config.json in {self.catalog.local_path(entry)})")
+        fp = self.estimator.footprint(entry)
+        est = self.estimator.fit_context(entry, hardware.total_bytes, hardware.free_bytes,
+                                         self._buffer)
+        need = min(self.config.selection.min_context_tokens, fp.max_position,
+                   entry.default_context or fp.max_position)
+        if not est.fits or est.context_tokens < need:
+            why = est.reason if not est.fits else (
+                f"only {est.max_context} tokens of context fit, fewer than {need}")
+            return Rejection(entry.id, "does_not_fit", why)
+        return est
+
+    def route(self, text: str, task_type: str, hardware: HardwareState,
+              private: bool = False) -> RoutingDecision:
+        """Score text for task_type and choose a model for this hardware state."""
+        complexity = self.analyzer.analyze(text, task_type)
+        hot, band, rule, preferred = self.preference(complexity.score, hardware)
+        names = self.candidates(preferred)
+        use_remote = self.config.selection.use_remote
+        names_all = names + tuple(e.id for e in self._remote) if use_remote else names
+        rejected: list[Rejection] = []
+        notes: list[str] = []
+        if not complexity.task_type_known:
+            notes.append(f"unknown task type {task_type!r} scored as "
+                         f"{self.config.complexity.unknown_task_type}")
+        for name in names_all:
+            result = self.check(self.catalog.get(name), hardware, private)
+            if isinstance(result, Rejection):
+                rejected.append(result)
+                continue
+            return RoutingDecision(name, complexity, hardware, private, hot, band, rule,
+                                   names_all, tuple(rejected), result, tuple(notes))
+        notes.append("no candidate is usable: the manager's fallback cascade decides")
+        return RoutingDecision(None, complexity, hardware, private, hot, band, rule, names_all,
+                               tuple(rejected), None, tuple(notes))
