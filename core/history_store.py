@@ -1,0 +1,214 @@
+"""Switch history and per-model throughput in SQLite (WAL), committed as each switch ends.
+
+One row per switch (from, to, reason, per-phase durations, outcome, error) and one row per real
+generation (tokens/s). Every write commits at once, so a crash loses nothing already recorded.
+Queries feed the GUI and the manager's predicted switch durations.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import paths
+
+PHASE_COLUMNS = ("planning", "unloading", "waiting_for_memory", "checking", "loading",
+                 "warming_up")
+REASONS = ("manual", "router", "alert", "fallback")
+OUTCOMES = ("ready", "failed", "refused", "cancelled")
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS switches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    from_model TEXT,
+    to_model TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    error TEXT,
+    total_s REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    {", ".join(f"{c}_s REAL" for c in PHASE_COLUMNS)}
+);
+CREATE INDEX IF NOT EXISTS switches_pair ON switches (from_model, to_model, outcome);
+CREATE TABLE IF NOT EXISTS generations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    model TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    elapsed_s REAL NOT NULL,
+    first_token_s REAL,
+    tokens_per_s REAL
+);
+CREATE INDEX IF NOT EXISTS generations_model ON generations (model);
+"""
+
+
+@dataclass(frozen=True)
+class SwitchRecord:
+    """One finished switch as stored."""
+
+    id: int
+    started_at: float
+    from_model: str | None
+    to_model: str
+    reason: str
+    outcome: str
+    error: str | None
+    total_s: float
+    attempts: int
+    phases: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class PairStats:
+    """Successful switch durations for one (from, to) pair."""
+
+    from_model: str | None
+    to_model: str
+    count: int
+    mean_s: float
+    p95_s: float
+
+
+@dataclass(frozen=True)
+class ThroughputStats:
+    model: str
+    generations: int
+    mean_tokens_per_s: float | None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class HistoryStore:
+    """The SQLite history. Thread-safe (one connection behind a lock); use `close()` at exit."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else paths.history_db()
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False,
+                                     isolation_level=None)  # autocommit: each write is durable
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- writes ---------------------------------------------------------------------------------
+    def record_switch(self, *, from_model: str | None, to_model: str, reason: str, outcome: str,
+                      total_s: float, phases: Mapping[str, float], error: str | None = None,
+                      attempts: int = 1, started_at: float | None = None) -> int:
+        """Store one finished switch and commit; returns its row id."""
+        if reason not in REASONS:
+            raise ValueError(f"reason must be one of {REASONS}, got {reason!r}")
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+        unknown = set(phases) - set(PHASE_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown phases {sorted(unknown)}")
+        cols = ["started_at", "from_model", "to_model", "reason", "outcome", "error", "total_s",
+                "attempts", *(f"{p}_s" for p in PHASE_COLUMNS)]
+        values = [time.time() if started_at is None else started_at, from_model, to_model, reason,
+                  outcome, error, total_s, attempts, *(phases.get(p) for p in PHASE_COLUMNS)]
+        sql = f"INSERT INTO switches ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with self._lock:
+            cur = self._conn.execute(sql, values)
+            return int(cur.lastrowid or 0)
+
+    def record_generation(self, model: str, tokens: int, elapsed_s: float,
+                          first_token_s: float | None, tokens_per_s: float | None) -> None:
+        """Store the throughput of one real generation."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO generations (at, model, tokens, elapsed_s, first_token_s, "
+                "tokens_per_s) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), model, tokens, elapsed_s, first_token_s, tokens_per_s))
+
+    # -- queries --------------------------------------------------------------------------------
+    def recent(self, limit: int = 20) -> list[SwitchRecord]:
+        """The latest switches, newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM switches ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [self._record(row) for row in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM switches").fetchone()[0])
+
+    def pair_stats(self) -> list[PairStats]:
+        """Mean and p95 of successful switch durations, per (from, to) pair."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT from_model, to_model, total_s FROM switches WHERE outcome = 'ready' "
+                "ORDER BY id").fetchall()
+        groups: dict[tuple[str | None, str], list[float]] = {}
+        for from_model, to_model, total in rows:
+            groups.setdefault((from_model, to_model), []).append(float(total))
+        return [PairStats(f, t, len(v), sum(v) / len(v), percentile(v, 95))
+                for (f, t), v in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))]
+
+    def trend(self, to_model: str, from_model: str | None = None,
+              limit: int = 50) -> list[tuple[float, float]]:
+        """(started_at, total_s) of the latest successful switches to a model, oldest first."""
+        sql = "SELECT started_at, total_s FROM switches WHERE outcome = 'ready' AND to_model = ?"
+        args: list[object] = [to_model]
+        if from_model is not None:
+            sql += " AND from_model = ?"
+            args.append(from_model)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [(float(a), float(b)) for a, b in reversed(rows)]
+
+    def predicted_duration(self, from_model: str | None, to_model: str,
+                           window: int = 10) -> float | None:
+        """Mean of the latest successful switches of this pair, else of any switch to the target;
+        None when there is no history yet."""
+        for points in (self.trend(to_model, from_model, window) if from_model else [],
+                       self.trend(to_model, None, window)):
+            if points:
+                return sum(p[1] for p in points) / len(points)
+        return None
+
+    def predicted_phase(self, to_model: str, phase: str, window: int = 10) -> float | None:
+        """Mean duration of one phase in the latest successful switches to a model."""
+        if phase not in PHASE_COLUMNS:
+            raise ValueError(f"unknown phase {phase!r}")
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {phase}_s FROM switches WHERE outcome = 'ready' AND to_model = ? "
+                f"AND {phase}_s IS NOT NULL ORDER BY id DESC LIMIT ?",
+                (to_model, window)).fetchall()
+        return sum(float(r[0]) for r in rows) / len(rows) if rows else None
+
+    def throughput(self) -> list[ThroughputStats]:
+        """Mean measured tokens/s per model."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT model, COUNT(*), AVG(tokens_per_s) FROM generations GROUP BY model "
+                "ORDER BY model").fetchall()
+        return [ThroughputStats(m, int(n), None if avg is None else float(avg))
+                for m, n, avg in rows]
+
+    def _record(self, row: tuple[Any, ...]) -> SwitchRecord:
+        (rid, started, from_model, to_model, reason, outcome, error, total, attempts,
+         *phase_values) = row
+        phases = {p: float(v) for p, v in zip(PHASE_COLUMNS, phase_values, strict=True)
+                  if v is not None}
+        return SwitchRecord(int(rid), float(started), from_model, str(to_model), str(reason),
+                            str(outcome), error, float(total), int(attempts), phases)

@@ -1,0 +1,53 @@
+"""Switch progress events: one per phase, with timings and an ETA from history (for the GUI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class SwitchPhase(StrEnum):
+    PLANNING = "planning"
+    UNLOADING = "unloading"
+    WAITING_FOR_MEMORY = "waiting_for_memory"
+    CHECKING = "checking"
+    LOADING = "loading"
+    WARMING_UP = "warming_up"
+    READY = "ready"
+    FAILED = "failed"
+    FALLBACK = "fallback"
+    CANCELLED = "cancelled"
+    ADVICE = "advice"  # not a switch phase: the alert policy's advice in advise-only mode
+
+
+TERMINAL_PHASES = frozenset({SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED})
+
+
+@dataclass(frozen=True)
+class SwitchEvent:
+    """A switch entered a phase (or ended).
+
+    elapsed_s: since the switch began; eta_s: predicted seconds left (None: no history yet);
+    predicted_total_s: the history's prediction for the whole switch; message: for people.
+    """
+
+    switch_id: int
+    phase: SwitchPhase
+    target: str
+    from_model: str | None
+    reason: str
+    elapsed_s: float
+    eta_s: float | None = None
+    predicted_total_s: float | None = None
+    attempt: int = 1
+    message: str = ""
+    error: str | None = None
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction done (0..1) by the prediction, for a progress bar; None without history."""
+        if self.phase in TERMINAL_PHASES:
+            return 1.0
+        if not self.predicted_total_s:
+            return None
+        return min(0.99, self.elapsed_s / self.predicted_total_s)

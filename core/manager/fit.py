@@ -1,0 +1,27 @@
+"""Adapts the VRAM estimator (core.models.estimator) to the manager's FitEstimator hook."""
+
+from __future__ import annotations
+
+from core.manager.plan import FitEstimate, FitEstimator
+from core.models.catalog import ModelEntry
+from core.models.estimator import Estimator
+
+
+def estimator_fit(estimator: Estimator) -> FitEstimator:
+    """A FitEstimator answering with the context and utilization fitted to the free memory."""
+
+    def fit(entry: ModelEntry, free: int | None, total: int | None, buffer: int) -> FitEstimate:
+        if entry.is_remote:
+            return FitEstimate(True, 0, entry.default_context or 0, 0.0, "remote endpoint")
+        if free is None or total is None:
+            # No memory figures: load at the default context with the footprint's own share.
+            fp = estimator.footprint(entry)
+            ctx = entry.default_context or fp.max_position
+            return FitEstimate(True, fp.total_bytes(ctx), ctx, 0.1,
+                               "device reports no memory; default context")
+        est = estimator.fit_context(entry, total, max(0, free), buffer)
+        util = est.gpu_memory_utilization
+        needed = int(util * total) if util is not None else est.total_bytes
+        return FitEstimate(est.fits, needed, est.context_tokens, util or 0.0, est.reason)
+
+    return fit

@@ -1,0 +1,529 @@
+"""The single-active-model manager: at most one model loaded, ever; switches behind one lock.
+
+A switch: plan (pure, `plan_switch`), unload the active model, wait until its memory is back
+(polling), re-check safety against the device as it is now, load with the fitted context and
+utilization (timeout, retries, context retry), warm up, ready. A failure or a refusal moves down
+the fallback cascade, so an unload never leaves the user with nothing when anything else can load.
+Every switch, successful or not, is one history row, committed as it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from core.engine.base import (
+    ChatMessage,
+    ContextTooLongError,
+    Engine,
+    EngineDiedError,
+    EngineError,
+    EngineTimeoutError,
+    GenerationRequest,
+    InsufficientMemoryError,
+    LoadSpec,
+)
+from core.history_store import HistoryStore
+from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
+from core.manager.plan import (
+    FitEstimator,
+    SafetyLimits,
+    SwitchingSettings,
+    SwitchPlan,
+    fallback_order,
+    plan_switch,
+)
+from core.models.catalog import Catalog, ModelEntry
+from core.telemetry.activity import EngineActivity
+
+EngineFactory = Callable[[ModelEntry], Engine]
+EventCallback = Callable[[SwitchEvent], None]
+
+# Failures worth another attempt at the same model (the engine may just have been slow or the
+# memory still draining); anything else moves straight down the cascade.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    EngineTimeoutError, EngineDiedError, InsufficientMemoryError, TimeoutError)
+WARMUP_MAX_TOKENS = 2
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    """How a switch request ended.
+
+    outcome: "noop" (already active), "ready" (target loaded), "fallback" (another model loaded
+    instead), "failed" (nothing could load; `active` says what is loaded now), "cancelled".
+    """
+
+    requested: str
+    active: str | None
+    outcome: str
+    reason: str
+    plan: SwitchPlan | None
+    total_s: float
+    errors: tuple[str, ...] = ()
+    history_ids: tuple[int, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("noop", "ready", "fallback")
+
+
+@dataclass(frozen=True)
+class ManagerState:
+    """A snapshot of the manager for display."""
+
+    active_model: str | None
+    loaded_bytes: int
+    switching_to: str | None
+    phase: SwitchPhase | None
+    max_concurrent: int | None
+    max_model_len: int | None
+
+
+@dataclass
+class _Loaded:
+    entry: ModelEntry
+    engine: Engine
+    spec: LoadSpec
+    loaded_bytes: int
+
+
+@dataclass
+class _Attempt:
+    """One switch to one model: what the history row is built from."""
+
+    switch_id: int
+    entry: ModelEntry
+    reason: str
+    from_model: str | None
+    started: float
+    predicted_s: float | None
+    phases: dict[str, float] = field(default_factory=dict)
+    attempts: int = 0
+
+
+class SwitchFailed(Exception):
+    """One switch to one model did not end ready (internal; carries the outcome for history)."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        self.outcome = outcome
+        super().__init__(message)
+
+
+class _ConcurrencyGate:
+    """Limits how many generations run on the engine at once (None: no limit)."""
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+        self._running = 0
+        self._cond = asyncio.Condition()
+
+    async def set_limit(self, limit: int | None) -> None:
+        async with self._cond:
+            self.limit = limit
+            self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.limit is None or self._running < self.limit)
+            self._running += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+
+class ModelManager:
+    """Owns the one loaded engine. Use from one event loop; `close()` at exit."""
+
+    def __init__(self, catalog: Catalog, switching: SwitchingSettings, memory_probe: MemoryProbe,
+                 engine_factory: EngineFactory, history: HistoryStore, activity: EngineActivity,
+                 fit_estimator: FitEstimator, *, cascade: Sequence[str] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 on_disk: Callable[[ModelEntry], bool] | None = None) -> None:
+        self.catalog = catalog
+        self.switching = switching
+        self.limits = SafetyLimits.from_settings(switching)
+        self.cascade = tuple(cascade if cascade is not None else switching.fallback_cascade)
+        for model_id in self.cascade:
+            catalog.get(model_id)  # a cascade naming an unknown model is a configuration error
+        self._probe = memory_probe
+        self._factory = engine_factory
+        self._history = history
+        self._activity = activity
+        self._fit = fit_estimator
+        self._clock = clock
+        self._sleep = sleep
+        self._on_disk = on_disk or catalog.is_on_disk
+        self._lock = asyncio.Lock()
+        self._loaded: _Loaded | None = None
+        self._inflight: dict[str, asyncio.Task[SwitchResult]] = {}
+        self._subscribers: list[EventCallback] = []
+        self._ids = itertools.count(1)
+        self._switching_to: str | None = None
+        self._phase: SwitchPhase | None = None
+        self._gate = _ConcurrencyGate()
+        self._closed = False
+
+    # -- observation ----------------------------------------------------------------------------
+    @property
+    def active_model(self) -> str | None:
+        return self._loaded.entry.id if self._loaded else None
+
+    @property
+    def active_engine(self) -> Engine | None:
+        return self._loaded.engine if self._loaded else None
+
+    @property
+    def state(self) -> ManagerState:
+        loaded = self._loaded
+        return ManagerState(loaded.entry.id if loaded else None,
+                            loaded.loaded_bytes if loaded else 0, self._switching_to,
+                            self._phase, self._gate.limit,
+                            loaded.spec.max_model_len if loaded else None)
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Call back on every switch event; returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def emit(self, event: SwitchEvent) -> None:
+        """Deliver an event to every subscriber (a failing subscriber does not stop a switch)."""
+        for callback in list(self._subscribers):
+            with contextlib.suppress(Exception):
+                callback(event)
+
+    def needed_bytes(self, model_id: str) -> int | None:
+        """The estimator's memory need for a model on this device (None: unknown or remote)."""
+        entry = self.catalog.get(model_id)
+        if entry.is_remote:
+            return None
+        reading = self._probe.read()
+        fit = self._fit(entry, reading.total_bytes, reading.total_bytes, self.limits.buffer_bytes)
+        return fit.needed_bytes
+
+    def remote_configured(self, entry: ModelEntry) -> bool:
+        return entry.is_remote and entry.enabled and bool(entry.base_url)
+
+    # -- planning -------------------------------------------------------------------------------
+    def plan_switch(self, target: str, private: bool = False) -> SwitchPlan:
+        """The plan for switching to target now (pure: reads the device, changes nothing)."""
+        entry = self.catalog.get(target)
+        loaded = self._loaded
+        return plan_switch(
+            entry, active_model=loaded.entry.id if loaded else None,
+            active_loaded_bytes=loaded.loaded_bytes if loaded else 0, reading=self._probe.read(),
+            limits=self.limits, estimate=self._fit,
+            on_disk=not entry.is_remote and self._on_disk(entry), private=private,
+            remote_configured=self.remote_configured(entry),
+            predicted_s=self._history.predicted_duration(self.active_model, target))
+
+    # -- concurrency gate (thermal policy) ------------------------------------------------------
+    async def set_max_concurrent(self, limit: int | None) -> None:
+        """Give the engine at most `limit` requests at once (None: no limit)."""
+        await self._gate.set_limit(limit)
+
+    def generation_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold while a generation runs on the active engine (respects the concurrency limit)."""
+        return self._gate.slot()
+
+    # -- switching ------------------------------------------------------------------------------
+    async def switch_to(self, target: str, reason: str = "manual",
+                        private: bool = False) -> SwitchResult:
+        """Make `target` the active model (or, failing that, the best fallback).
+
+        Serialised with every other switch; a request for a target already in flight joins it.
+        Cancelling the caller that started a switch cancels it and leaves nothing half-loaded.
+        """
+        if self._closed:
+            raise RuntimeError("the model manager is closed")
+        self.catalog.get(target)  # unknown names fail here, with the known ids
+        task = self._inflight.get(target)
+        if task is not None and not task.done():
+            return await asyncio.shield(task)
+        if self.active_model == target and not self._lock.locked():
+            return SwitchResult(target, target, "noop", reason, None, 0.0)
+        task = asyncio.ensure_future(self._run(target, reason, private))
+        self._inflight[target] = task
+        task.add_done_callback(lambda t: self._inflight.pop(target, None)
+                               if self._inflight.get(target) is t else None)
+        return await task
+
+    async def cancel_switches(self) -> None:
+        """Cancel every switch in flight or queued (the GUI's Cancel button)."""
+        tasks = [t for t in self._inflight.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def unload(self) -> None:
+        """Unload the active model (if any), behind the switch lock."""
+        async with self._lock:
+            await self._unload_current()
+
+    async def close(self) -> None:
+        """Cancel switches and shut the engine down (app exit). Idempotent."""
+        self._closed = True
+        await self.cancel_switches()
+        await self.unload()
+
+    async def _run(self, target: str, reason: str, private: bool) -> SwitchResult:
+        async with self._lock:
+            start = self._clock()
+            if self.active_model == target:
+                return SwitchResult(target, target, "noop", reason, None, 0.0)
+            entry = self.catalog.get(target)
+            self._switching_to = target
+            try:
+                return await self._switch_with_fallback(entry, reason, private, start)
+            finally:
+                self._switching_to = None
+                self._phase = None
+
+    async def _switch_with_fallback(self, entry: ModelEntry, reason: str, private: bool,
+                                    start: float) -> SwitchResult:
+        previous = self.active_model
+        first_plan = self.plan_switch(entry.id, private)
+        candidates = [entry.id]
+        candidates += [m for m in fallback_order(entry.id, self.cascade, self._needed_or_none)
+                       if m not in candidates]
+        errors: list[str] = []
+        ids: list[int] = []
+        for i, model_id in enumerate(candidates):
+            cand = self.catalog.get(model_id)
+            if i > 0 and not self._usable_fallback(cand, private):
+                continue
+            if i > 0 and self.active_model == model_id:
+                # The previous model is still loaded (refused before unloading): keep it.
+                return SwitchResult(entry.id, model_id, "fallback", reason, first_plan,
+                                    self._clock() - start, tuple(errors), tuple(ids))
+            if i > 0:
+                self._emit_simple(SwitchPhase.FALLBACK, cand.id, reason,
+                                  f"{errors[-1]} - falling back to {cand.id}" if errors
+                                  else f"falling back to {cand.id}")
+            row_id, error = await self._switch_once(cand, reason if i == 0 else "fallback",
+                                                    private)
+            if row_id is not None:
+                ids.append(row_id)
+            if error is None:
+                outcome = "ready" if i == 0 else "fallback"
+                return SwitchResult(entry.id, cand.id, outcome, reason, first_plan,
+                                    self._clock() - start, tuple(errors), tuple(ids))
+            errors.append(f"{cand.id}: {error}")
+        # Nothing down the cascade loaded: bring back what was loaded before, if it was unloaded.
+        if previous is not None and self.active_model is None and previous not in candidates:
+            row_id, error = await self._switch_once(self.catalog.get(previous), "fallback",
+                                                    private)
+            if row_id is not None:
+                ids.append(row_id)
+            if error is not None:
+                errors.append(f"{previous}: {error}")
+        self._emit_simple(SwitchPhase.FAILED, entry.id, reason, "; ".join(errors),
+                          error="; ".join(errors))
+        return SwitchResult(entry.id, self.active_model, "failed", reason, first_plan,
+                            self._clock() - start, tuple(errors), tuple(ids))
+
+    def _needed_or_none(self, model_id: str) -> int | None:
+        try:
+            return self.needed_bytes(model_id)
+        except (ValueError, EngineError):
+            return None
+
+    def _usable_fallback(self, entry: ModelEntry, private: bool) -> bool:
+        if not entry.enabled:
+            return False
+        if entry.is_remote:
+            return not private and self.remote_configured(entry)
+        return self._on_disk(entry)
+
+    async def _switch_once(self, entry: ModelEntry, reason: str,
+                           private: bool) -> tuple[int | None, str | None]:
+        """One switch to one model, recorded as one history row. Returns (row id, error)."""
+        from_model = self.active_model
+        a = _Attempt(next(self._ids), entry, reason, from_model, self._clock(),
+                     self._history.predicted_duration(from_model, entry.id))
+        try:
+            await self._execute(a, private)
+        except SwitchFailed as exc:
+            row = self._record(a, exc.outcome, str(exc))
+            self._emit(a, SwitchPhase.FAILED, str(exc), error=str(exc))
+            return row, str(exc)
+        except asyncio.CancelledError:
+            self._record(a, "cancelled", "cancelled")
+            self._emit(a, SwitchPhase.CANCELLED, "switch cancelled")
+            raise
+        row = self._record(a, "ready", None)
+        self._emit(a, SwitchPhase.READY, f"{entry.id} ready")
+        return row, None
+
+    async def _execute(self, a: _Attempt, private: bool) -> None:
+        entry = a.entry
+        with self._phase_timer(a, SwitchPhase.PLANNING, f"planning the switch to {entry.id}"):
+            plan = self.plan_switch(entry.id, private)
+        if plan.noop:
+            return
+        if not plan.ok:
+            # Refused before anything was unloaded: the active model stays.
+            raise SwitchFailed("refused", f"refused: {plan.refusal}")
+
+        if self._loaded is not None:
+            released = self._loaded.loaded_bytes
+            free_before = self._probe.read().free_bytes
+            with self._phase_timer(a, SwitchPhase.UNLOADING, f"unloading {self._loaded.entry.id}"):
+                await self._unload_current()
+            with self._phase_timer(a, SwitchPhase.WAITING_FOR_MEMORY,
+                                   "waiting for the device memory to come back"):
+                await self._wait_memory(free_before, released)
+
+        with self._phase_timer(a, SwitchPhase.CHECKING, "checking free memory, temperature, power"):
+            plan = self.plan_switch(entry.id, private)
+        if not plan.ok:
+            raise SwitchFailed("refused", f"refused after unloading: {plan.refusal}")
+        fit = plan.fit
+        spec = self._load_spec(entry, fit.context if fit else (entry.default_context or 2048),
+                               fit.memory_utilization if fit else 0.1)
+        loaded_bytes = fit.needed_bytes if fit else 0
+
+        with self._phase_timer(a, SwitchPhase.LOADING, f"loading {entry.id}"):
+            engine, spec = await self._load_with_retries(a, spec, loaded_bytes)
+        self._loaded = _Loaded(entry, engine, spec, loaded_bytes)
+        with self._phase_timer(a, SwitchPhase.WARMING_UP, "warming up with one short request"):
+            try:
+                await asyncio.wait_for(self._warm_up(engine, spec),
+                                       self.switching.switch_timeout_seconds)
+            except (EngineError, TimeoutError) as exc:
+                await self._unload_current()
+                raise SwitchFailed("failed", f"warm-up failed: {_describe(exc)}") from exc
+            except asyncio.CancelledError:
+                await asyncio.shield(self._unload_current())
+                raise
+
+    async def _load_with_retries(self, a: _Attempt, spec: LoadSpec,
+                                 loaded_bytes: int) -> tuple[Engine, LoadSpec]:
+        attempts = max(1, self.switching.max_retries)
+        last = ""
+        context_retried = False
+        n = 0
+        while n < attempts:
+            n += 1
+            a.attempts += 1
+            if a.attempts > 1:
+                self._emit(a, SwitchPhase.LOADING, f"loading {spec.model_id} "
+                           f"(attempt {a.attempts}: {last})")
+            engine = self._factory(a.entry)
+            self._activity.set_loading(True, spec.model_id)
+            # Report the memory while loading: the engine takes it during the load, not after.
+            self._activity.set_loaded(spec.model_id, loaded_bytes)
+            try:
+                await asyncio.wait_for(engine.load(spec), self.switching.switch_timeout_seconds)
+                self._activity.set_loading(False)
+                return engine, spec
+            except asyncio.CancelledError:
+                await asyncio.shield(self._discard(engine))
+                raise
+            except ContextTooLongError as exc:
+                await self._discard(engine)
+                last = _describe(exc)
+                if exc.max_fitting and not context_retried and exc.max_fitting < spec.max_model_len:
+                    spec = dataclasses.replace(spec, max_model_len=exc.max_fitting)
+                    context_retried = True
+                    n -= 1  # a fitted retry is not a failure of the model
+                    continue
+                raise SwitchFailed("failed", last) from exc
+            except TRANSIENT_ERRORS as exc:
+                await self._discard(engine)
+                last = _describe(exc) if not isinstance(exc, TimeoutError) else (
+                    f"load timed out after {self.switching.switch_timeout_seconds:.0f} s")
+            except EngineError as exc:
+                await self._discard(engine)
+                raise SwitchFailed("failed", _describe(exc)) from exc
+        raise SwitchFailed("failed", f"{last} (gave up after {a.attempts} attempts)")
+
+    async def _discard(self, engine: Engine) -> None:
+        """Shut down an engine that never became active (nothing half-loaded stays)."""
+        try:
+            await engine.shutdown()
+        finally:
+            self._activity.set_loading(False)
+            self._activity.set_loaded(None, 0)
+
+    async def _unload_current(self) -> None:
+        loaded, self._loaded = self._loaded, None
+        if loaded is None:
+            return
+        try:
+            await loaded.engine.shutdown()
+        finally:
+            self._activity.set_loaded(None, 0)
+
+    async def _wait_memory(self, free_before: int | None, released: int) -> None:
+        # free_before was read with the model loaded: the memory it held must come back on top.
+        try:
+            await wait_for_memory(
+                self._probe, free_before_unload=free_before, released_bytes=released,
+                poll_interval_s=self.switching.memory_poll_interval_seconds,
+                timeout_s=self.switching.memory_return_timeout_seconds, clock=self._clock,
+                sleep=self._sleep)
+        except MemoryNotReturnedError as exc:
+            raise SwitchFailed("failed", str(exc)) from exc
+
+    async def _warm_up(self, engine: Engine, spec: LoadSpec) -> None:
+        request = GenerationRequest((ChatMessage("user", "Hi"),), max_tokens=WARMUP_MAX_TOKENS,
+                                    temperature=0.0, request_id=f"warmup-{spec.model_id}")
+        async for delta in engine.generate(request):
+            if delta.finished:
+                break
+
+    def _load_spec(self, entry: ModelEntry, context: int, utilization: float) -> LoadSpec:
+        path = entry.base_url or "" if entry.is_remote else str(self.catalog.local_path(entry))
+        return LoadSpec(model_id=entry.id, path=path, max_model_len=context,
+                        memory_utilization=utilization, quantization=entry.vllm_quantization,
+                        dtype=entry.vllm_dtype, trust_remote_code=entry.trust_remote_code)
+
+    # -- events and history ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _phase_timer(self, a: _Attempt, phase: SwitchPhase, message: str) -> Iterator[None]:
+        self._phase = phase
+        self._emit(a, phase, message)
+        t0 = self._clock()
+        try:
+            yield
+        finally:
+            a.phases[phase.value] = self._clock() - t0
+
+    def _emit(self, a: _Attempt, phase: SwitchPhase, message: str,
+              error: str | None = None) -> None:
+        elapsed = self._clock() - a.started
+        eta = None if a.predicted_s is None else max(0.0, a.predicted_s - elapsed)
+        if phase in (SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED):
+            eta = 0.0
+        self.emit(SwitchEvent(a.switch_id, phase, a.entry.id, a.from_model, a.reason, elapsed,
+                              eta, a.predicted_s, max(1, a.attempts), message, error))
+
+    def _emit_simple(self, phase: SwitchPhase, target: str, reason: str, message: str,
+                     error: str | None = None) -> None:
+        self.emit(SwitchEvent(0, phase, target, self.active_model, reason, 0.0, None, None, 1,
+                              message, error))
+
+    def _record(self, a: _Attempt, outcome: str, error: str | None) -> int | None:
+        return self._history.record_switch(
+            from_model=a.from_model, to_model=a.entry.id, reason=a.reason, outcome=outcome,
+            total_s=self._clock() - a.started, phases=a.phases, error=error,
+            attempts=max(1, a.attempts))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
