@@ -221,12 +221,11 @@ def key_origin(key_path: tuple[str | int, ...], overrides: Mapping[str, Any] | N
     node: Any = overrides
     depth = 0
     for part in key_path:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
+        in_mapping = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_mapping or in_list):
             break
+        node = node[part]
         depth += 1
     if depth == len(key_path) or depth >= min_depth:
         return str(overrides_path)

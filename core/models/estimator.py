@@ -1,8 +1,8 @@
 """How much device memory a model needs, and the context and utilization that fit a device.
 
-Device-agnostic: it takes the device's total and free bytes. On a GPU those are NVML's device-wide
-figures; with vLLM's CPU build the "device" is host memory (gpu_memory_utilization is then a fraction
-of host RAM, see FACTS.md).
+Device-agnostic: it takes the device's total and free bytes. On a GPU those are NVML's
+device-wide figures; with vLLM's CPU build the "device" is host memory (gpu_memory_utilization is
+then a fraction of host RAM, see FACTS.md).
 
 Model memory = weights + KV cache (context x bytes per token) + engine overhead:
 - weights: parameters x bytes per parameter for the quantization. AWQ/GPTQ 4-bit store each
@@ -15,8 +15,8 @@ Model memory = weights + KV cache (context x bytes per token) + engine overhead:
   through the widest layer, plus fp32 logits for `max_num_seqs` sequences). 0.9-1.2 GiB for the
   Qwen3 models here.
 
-vLLM reserves gpu_memory_utilization x TOTAL memory and refuses to start when less than that is free,
-so a model fits when that reservation fits in free memory minus the safety buffer.
+vLLM reserves gpu_memory_utilization x TOTAL memory and refuses to start when less than that is
+free, so a model fits when that reservation fits in free memory minus the safety buffer.
 """
 
 from __future__ import annotations
@@ -107,8 +107,13 @@ class Estimate:
         }
 
 
-def gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
+def fmt_bytes(n: float) -> str:
+    """Bytes for people: GiB from 1 GiB up, else MiB (KiB below 1 MiB)."""
+    if abs(n) >= GIB:
+        return f"{n / GIB:.2f} GiB"
+    if abs(n) >= 1024**2:
+        return f"{n / 1024**2:.1f} MiB"
+    return f"{n / 1024:.1f} KiB"
 
 
 # --- the three terms -------------------------------------------------------------------------
@@ -192,11 +197,13 @@ def architecture_from_config(cfg: dict[str, Any], fallback: Architecture | None)
     hd = cfg.get("head_dim") or fb.get("head_dim") or (hidden // q if hidden and q else None)
     vocab = get("vocab_size", "vocab")
     tied = bool(cfg.get("tie_word_embeddings", fb.get("tied_embeddings", False)))
-    if None in (hidden, layers, q, hd, vocab):
+    if hidden is None or layers is None or q is None or hd is None or vocab is None:
         raise ValueError("config.json lacks the sizes the estimator needs "
                          "(hidden_size, num_hidden_layers, num_attention_heads, vocab_size)")
     counted = _count_params(cfg, hidden, layers, q, kv, hd, vocab, tied)
     total, active = counted if counted else (fb.get("params_total"), fb.get("params_active"))
+    if total is None or active is None:
+        raise ValueError("config.json lacks the sizes to count parameters (intermediate_size)")
     return Architecture(
         layers=layers, q_heads=q, kv_heads=kv, head_dim=hd, hidden=hidden, vocab=vocab,
         tied_embeddings=tied, params_total=total, params_active=active,
@@ -306,23 +313,24 @@ def estimate_footprint(fp: Footprint, context_tokens: int, device_total_bytes: i
     util = utilization_for(total, device_total_bytes, settings.utilization_resolution)
     reserved = -(-total * settings.utilization_resolution // device_total_bytes) \
         * device_total_bytes // settings.utilization_resolution
-    budget = (f"{gib(device_free_bytes)} free - {gib(buffer_bytes)} buffer = {gib(usable)} usable")
+    budget = (f"{fmt_bytes(device_free_bytes)} free - {fmt_bytes(buffer_bytes)} buffer = "
+              f"{fmt_bytes(usable)} usable")
+    w, o = fmt_bytes(fp.weight_bytes), fmt_bytes(fp.overhead_bytes)
     fits = False
     if context_tokens > fp.max_position:
         reason = (f"a context of {context_tokens} tokens exceeds the model's maximum of "
                   f"{fp.max_position}")
     elif fp.weight_bytes + fp.overhead_bytes > usable:
-        reason = (f"the weights ({gib(fp.weight_bytes)}) and engine overhead "
-                  f"({gib(fp.overhead_bytes)}) alone exceed {budget}")
+        reason = f"the weights ({w}) and engine overhead ({o}) alone exceed {budget}"
     elif util > 1.0 or reserved > usable:
-        reason = (f"needs {gib(total)} (weights {gib(fp.weight_bytes)} + KV cache for "
-                  f"{context_tokens} tokens {gib(kv)} + overhead {gib(fp.overhead_bytes)}) but "
+        reason = (f"needs {fmt_bytes(total)} (weights {w} + KV cache for {context_tokens} "
+                  f"tokens {fmt_bytes(kv)} + overhead {o}) but "
                   f"{budget}; at most {max_ctx} tokens of context fit")
     else:
         fits = True
-        reason = (f"fits: {gib(total)} (weights {gib(fp.weight_bytes)} + KV {gib(kv)} + overhead "
-                  f"{gib(fp.overhead_bytes)}) within {budget}; gpu_memory_utilization {util:.3f} "
-                  f"of {gib(device_total_bytes)} total")
+        reason = (f"fits: {fmt_bytes(total)} (weights {w} + KV {fmt_bytes(kv)} + overhead {o}) "
+                  f"within {budget}; gpu_memory_utilization {util:.3f} "
+                  f"of {fmt_bytes(device_total_bytes)} total")
     return Estimate(
         model_id=fp.model_id, context_tokens=context_tokens, weight_bytes=fp.weight_bytes,
         kv_bytes=kv, overhead_bytes=fp.overhead_bytes, total_bytes=total,

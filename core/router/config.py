@@ -82,7 +82,7 @@ class VramBand(BaseModel):
             raise ValueError("the last rule of a band must have no below_complexity")
         if any(r.below_complexity is None for r in self.rules[:-1]):
             raise ValueError("only the last rule of a band may leave out below_complexity")
-        bounds = [r.below_complexity for r in self.rules[:-1]]
+        bounds = [r.below_complexity for r in self.rules[:-1] if r.below_complexity is not None]
         if bounds != sorted(bounds):
             raise ValueError("rules must be in increasing below_complexity")
         return self
@@ -103,10 +103,10 @@ class SelectionConfig(BaseModel):
     def _bands_ordered(self) -> SelectionConfig:
         if self.vram_bands[-1].below_gib is not None:
             raise ValueError("the last vram band must have no below_gib")
-        bounds = [b.below_gib for b in self.vram_bands[:-1]]
-        if None in bounds:
+        bounds = [b.below_gib for b in self.vram_bands[:-1] if b.below_gib is not None]
+        if len(bounds) != len(self.vram_bands) - 1:
             raise ValueError("only the last vram band may leave out below_gib")
-        if bounds != sorted(bounds):  # type: ignore[type-var]
+        if bounds != sorted(bounds):
             raise ValueError("vram bands must be in increasing below_gib")
         return self
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from core import paths
 from core.models.catalog import Catalog, ModelEntry
-from core.models.estimator import GIB, Estimate, Estimator, gib
+from core.models.estimator import GIB, Estimate, Estimator, fmt_bytes
 from core.router.complexity import Complexity, ComplexityAnalyzer
 from core.router.config import RouterConfig, SelectionRule
 
@@ -76,8 +76,8 @@ class RoutingDecision:
         hw = self.hardware
         temp = "temperature unknown" if hw.temperature_c is None else f"{hw.temperature_c:.0f} C"
         where = f" ({hw.label})" if hw.label else ""
-        lines.append(f"Hardware{where}: {gib(hw.free_bytes)} free of {gib(hw.total_bytes)}, "
-                     f"{temp}")
+        lines.append(f"Hardware{where}: {fmt_bytes(hw.free_bytes)} free of "
+                     f"{fmt_bytes(hw.total_bytes)}, {temp}")
         lines.append(f"  selection: {self.band}; {self.rule}")
         lines.extend(f"  note: {n}" for n in self.notes)
         lines.append("Candidates in order: " + (", ".join(self.candidates) or "none"))
@@ -87,7 +87,7 @@ class RoutingDecision:
                 e = self.estimate
                 lines.append(f"  chosen {self.model_id}: context {e.context_tokens} tokens, "
                              f"gpu_memory_utilization {e.gpu_memory_utilization}, "
-                             f"needs {gib(e.total_bytes)}")
+                             f"needs {fmt_bytes(e.total_bytes)}")
             else:
                 lines.append(f"  chosen {self.model_id}")
         return "\n".join(lines)
@@ -150,9 +150,9 @@ class Router:
                     "prefer small models", sel.hot_prefer)
         for band, bound in zip(sel.vram_bands, self._band_bounds, strict=True):
             if bound is None or hardware.free_bytes < bound:
-                band_text = (f"free {gib(hardware.free_bytes)} < {band.below_gib} GiB"
+                band_text = (f"free {fmt_bytes(hardware.free_bytes)} < {band.below_gib} GiB"
                              if band.below_gib is not None else
-                             f"free {gib(hardware.free_bytes)} >= "
+                             f"free {fmt_bytes(hardware.free_bytes)} >= "
                              f"{sel.vram_bands[-2].below_gib if len(sel.vram_bands) > 1 else 0}"
                              " GiB")
                 rule = self._rule(band.rules, score)
@@ -194,9 +194,10 @@ class Router:
         if not entry.enabled:
             return Rejection(entry.id, "disabled", "disabled in the configuration")
         if entry.engine not in self.loadable_engines:
+            engines = ", ".join(sorted(self.loadable_engines))
             return Rejection(entry.id, "engine",
                              f"{entry.quantization.upper()} weights need {entry.engine}; "
-                             f"this app loads models with {', '.join(sorted(self.loadable_engines))}")
+                             f"this app loads models with {engines}")
         if not self.catalog.is_on_disk(entry):
             return Rejection(entry.id, "not_on_disk",
                              f"not on disk (no config.json in {self.catalog.local_path(entry)})")

@@ -1,0 +1,71 @@
+"""`vrampilot models [--json]`: the catalog, with size, fit, largest context and on-disk state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from core.cli.estimate import load_config_and_state
+from core.models.estimator import GIB, Estimator, fmt_bytes
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "models", parents=[common],
+        help="list the model catalog: engine, size, fit on this device, max context, on disk",
+        description="The catalog with each model's estimated size, whether it fits the device's "
+                    "free memory (with the safety buffer), the largest context that fits and "
+                    "whether its files are on disk.")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_config_and_state(args, "models")
+    if isinstance(loaded, int):
+        return loaded
+    config, state = loaded
+    catalog = config.catalog
+    buffer = int(config.router.selection.buffer_gib * GIB)
+    estimator = Estimator(catalog)
+    rows: list[dict[str, Any]] = []
+    for entry in catalog:
+        row: dict[str, Any] = {
+            "id": entry.id, "name": entry.display_name, "engine": entry.engine,
+            "quantization": entry.quantization, "mode": entry.mode, "priority": entry.priority,
+            "enabled": entry.enabled, "trust_remote_code": entry.trust_remote_code,
+            "expected_tokens_per_s": entry.expected_tokens_per_s,
+        }
+        if entry.is_remote:
+            row.update(size_bytes=None, fits=None, max_context=None, on_disk=None,
+                       base_url=entry.base_url, note="remote endpoint" + (
+                           "" if entry.base_url else " (not configured)"))
+        else:
+            est = estimator.fit_context(entry, state.total_bytes, state.free_bytes, buffer)
+            row.update(size_bytes=est.weight_bytes, fits=est.fits,
+                       max_context=est.max_context, on_disk=catalog.is_on_disk(entry),
+                       path=str(catalog.local_path(entry)),
+                       context=est.context_tokens if est.fits else None,
+                       gpu_memory_utilization=est.gpu_memory_utilization,
+                       note=None if entry.engine == "vllm" else f"needs {entry.engine}")
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"device": {"label": state.label, "free_bytes": state.free_bytes,
+                                     "total_bytes": state.total_bytes},
+                          "models": rows}, indent=1))
+        return 0
+    print(f"device: {state.label}: {fmt_bytes(state.free_bytes)} free of "
+          f"{fmt_bytes(state.total_bytes)}, buffer {fmt_bytes(buffer)}")
+    print(f"{'model':30} {'engine':9} {'quant':7} {'weights':>10} {'fits':5} {'max ctx':>8} "
+          f"{'on disk':7}")
+    for row in rows:
+        if row["size_bytes"] is None:
+            print(f"{row['id']:30} {row['engine']:9} {'-':7} {'-':>10} {'-':5} {'-':>8} {'-':7} "
+                  f"{row['note']}")
+            continue
+        print(f"{row['id']:30} {row['engine']:9} {row['quantization']:7} "
+              f"{fmt_bytes(row['size_bytes']):>10} {'yes' if row['fits'] else 'no':5} "
+              f"{row['max_context']:>8} {'yes' if row['on_disk'] else 'no':7}"
+              + (f" {row['note']}" if row["note"] else ""))
+    return 0

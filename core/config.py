@@ -1,0 +1,120 @@
+"""The whole application's settings: monitoring, model catalog, router, remote endpoint.
+
+One user YAML file (``--config FILE``) may hold any of the top-level sections
+hardware_monitoring, model_switching, performance_tracking (resources/monitoring.yaml), models,
+router (resources/models.yaml) and remote. Shipped defaults are merged under it; every model name a
+router list or the fallback cascade holds is checked against the catalog here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.config_loading import ConfigError, read_yaml
+from core.models.catalog import Catalog, default_models_file, load_catalog
+from core.router import RouterConfig, load_router_config
+
+if TYPE_CHECKING:
+    from core.telemetry.config import MonitoringConfig
+
+TOP_LEVEL_KEYS = ("hardware_monitoring", "model_switching", "performance_tracking", "models",
+                  "router", "remote")
+# The name a fallback cascade uses for the remote endpoint (the catalog entry of engine "remote").
+REMOTE_ID = "remote"
+
+
+class RemoteSettings(BaseModel):
+    """An OpenAI-compatible endpoint; the API key is read from the named environment variable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the app reads from YAML, validated and cross-checked."""
+
+    monitoring: MonitoringConfig
+    catalog: Catalog
+    router: RouterConfig
+    remote: RemoteSettings | None
+    sources: tuple[str, ...]  # the files read: defaults first, the user's file last
+
+    @property
+    def fallback_cascade(self) -> tuple[str, ...]:
+        return tuple(self.monitoring.model_switching.fallback_cascade)
+
+
+def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteSettings | None:
+    if "remote" not in user or user["remote"] is None:
+        return None
+    raw = user["remote"]
+    if not isinstance(raw, dict):
+        raise ConfigError(user_label, "remote", f"expected a mapping, got {type(raw).__name__}")
+    try:
+        return RemoteSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(["remote", *(str(p) for p in err["loc"])])
+        problem = {"extra_forbidden": "unknown key",
+                   "missing": "required key is missing"}.get(
+            err["type"], f"{err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(user_label, key, problem) from None
+
+
+def _apply_remote(catalog: Catalog, remote: RemoteSettings | None) -> Catalog:
+    """Point the catalog's remote entry at the configured endpoint (enabled only when set)."""
+    if remote is None or REMOTE_ID not in catalog:
+        return catalog
+    entry = catalog.get(REMOTE_ID)
+    updated = entry.model_copy(update={"base_url": remote.base_url, "remote_model": remote.model,
+                                       "enabled": remote.enabled})
+    return catalog.with_entry(updated)
+
+
+def load_app_config(user_file: Path | str | None = None, *,
+                    models_dir: Path | None = None) -> AppConfig:
+    """Read the shipped defaults and the user's file (if any) into one validated AppConfig.
+
+    ConfigError (naming the file and key) for: an unknown top-level key, a bad value in any
+    section, a router list or fallback cascade naming a model missing from the catalog.
+    """
+    from core.telemetry.config import default_path as monitoring_defaults
+    from core.telemetry.config import load_monitoring_config
+
+    user: dict[str, Any] = read_yaml(user_file) if user_file is not None else {}
+    user_label = str(user_file) if user_file is not None else "<user config>"
+    for key in user:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(user_label, str(key),
+                              "unknown key; expected one of " + ", ".join(TOP_LEVEL_KEYS))
+
+    models_path = default_models_file()
+    catalog = load_catalog(user.get("models"), user_file, defaults_path=models_path,
+                           models_dir=models_dir)
+    remote = _remote_settings(user, user_label)
+    catalog = _apply_remote(catalog, remote)
+    router = load_router_config(catalog, user.get("router"), user_file,
+                                defaults_path=models_path)
+    monitoring = load_monitoring_config(user, user_file)
+
+    cascade = monitoring.model_switching.fallback_cascade
+    user_sets_cascade = isinstance(user.get("model_switching"), dict) and \
+        "fallback_cascade" in user["model_switching"]
+    for i, name in enumerate(cascade):
+        if name not in catalog:
+            where = user_label if user_sets_cascade else str(monitoring_defaults())
+            raise ConfigError(where, f"model_switching.fallback_cascade.{i}",
+                              f"model {name!r} is not in the catalog "
+                              f"(known: {', '.join(catalog.ids)})")
+    sources = (str(monitoring_defaults()), str(models_path)) + \
+        ((user_label,) if user_file is not None else ())
+    return AppConfig(monitoring=monitoring, catalog=catalog, router=router, remote=remote,
+                     sources=sources)
