@@ -168,6 +168,7 @@ class ModelManager:
         self._lock = asyncio.Lock()
         self._loaded: _Loaded | None = None
         self._inflight: dict[str, asyncio.Task[SwitchResult]] = {}
+        self._last_task: asyncio.Task[SwitchResult] | None = None
         self._subscribers: list[EventCallback] = []
         self._ids = itertools.count(1)
         self._switching_to: str | None = None
@@ -249,12 +250,15 @@ class ModelManager:
             raise RuntimeError("the model manager is closed")
         self.catalog.get(target)  # unknown names fail here, with the known ids
         task = self._inflight.get(target)
-        if task is not None and not task.done():
+        if task is not None and not task.done() and task is self._last_task:
+            # Joins only the newest request: after a switch elsewhere is queued, the target must
+            # be switched to again once that one ends.
             return await asyncio.shield(task)
         if self.active_model == target and not self._lock.locked():
             return SwitchResult(target, target, "noop", reason, None, 0.0)
         task = asyncio.ensure_future(self._run(target, reason, private))
         self._inflight[target] = task
+        self._last_task = task
         task.add_done_callback(lambda t: self._inflight.pop(target, None)
                                if self._inflight.get(target) is t else None)
         return await task

@@ -188,3 +188,15 @@ def fallback_order(failed: str, cascade: Sequence[str], needed: Callable[[str], 
     before = [m for m in reversed(cascade[:i])
               if limit is not None and (n := needed(m)) is not None and n <= limit]
     return after + before
+
+
+def effective_cascade(fallback_cascade: Sequence[str], local_tier: Sequence[str],
+                      remote_id: str = "remote") -> tuple[str, ...]:
+    """The configured cascade with the local tier (models built on this machine, such as the demo
+    models) placed before the remote endpoint, so a machine with only demo models still falls back
+    from one demo model to the other."""
+    out = [m for m in fallback_cascade if m != remote_id]
+    out += [m for m in local_tier if m not in out]
+    if remote_id in fallback_cascade:
+        out.append(remote_id)
+    return tuple(out)

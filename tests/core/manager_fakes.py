@@ -1,0 +1,193 @@
+"""Shared pieces for the manager tests: a driven clock, a simulated 16 GB GPU, an in-test engine.
+
+Why an in-test engine: a real vLLM load takes ~20 s here, and the property tests run hundreds of
+switches. `RecordingEngine` implements the Engine protocol honestly: it holds no memory itself; the
+manager reports the loaded bytes to EngineActivity, which is what drives the simulated device's VRAM
+(the hardware seam). It can be told to fail, to block until released, and it keeps a class-wide
+registry of engines currently loaded so a test can assert "at most one, at every instant".
+The real engine is exercised in test_manager_vllm.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from core.engine.base import GenerationDelta, GenerationRequest, LoadSpec
+from core.history_store import HistoryStore
+from core.manager.fit import estimator_fit
+from core.manager.manager import ModelManager
+from core.manager.memory_wait import GpuSnapshotProbe
+from core.manager.plan import DeviceReading
+from core.models.catalog import Catalog, ModelEntry, load_catalog
+from core.models.estimator import Estimator
+from core.telemetry.activity import EngineActivity
+from core.telemetry.config import ModelSwitching
+from core.telemetry.simulated_device import SimulatedGpu, load_profile
+
+GIB = 1024**3
+CASCADE = ("qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507",
+           "demo-tiny-a", "demo-tiny-b", "remote")
+
+
+class DrivenClock:
+    """Time moves only when a test (or the manager's injected sleep) advances it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@dataclass
+class EngineScript:
+    """What the next loads of a model do: a list of exceptions (None = succeed), then succeed."""
+
+    failures: dict[str, list[BaseException | None]] = field(default_factory=dict)
+    block: dict[str, asyncio.Event] = field(default_factory=dict)
+    load_seconds: float = 2.0
+
+    def fail_next(self, model_id: str, *errors: BaseException | None) -> None:
+        self.failures.setdefault(model_id, []).extend(errors)
+
+
+class RecordingEngine:
+    """Engine protocol implementation for tests (see module docstring)."""
+
+    loaded: set[RecordingEngine] = set()
+    overlap_seen = False
+    shutdowns = 0
+
+    def __init__(self, entry: ModelEntry, script: EngineScript, clock: DrivenClock) -> None:
+        self.entry = entry
+        self.script = script
+        self.clock = clock
+        self.spec: LoadSpec | None = None
+        self.shut = False
+        self.generated = 0
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.loaded = set()
+        cls.overlap_seen = False
+        cls.shutdowns = 0
+
+    async def load(self, spec: LoadSpec) -> None:
+        if RecordingEngine.loaded:
+            RecordingEngine.overlap_seen = True
+        self.spec = spec
+        RecordingEngine.loaded.add(self)  # from here until shutdown, it holds the device
+        self.clock.now += self.script.load_seconds
+        gate = self.script.block.get(spec.model_id)
+        if gate is not None:
+            await gate.wait()
+        await asyncio.sleep(0)
+        queue = self.script.failures.get(spec.model_id)
+        if queue:
+            error = queue.pop(0)
+            if error is not None:
+                raise error
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        self.generated += 1
+        n = request.max_tokens
+        for i in range(1, n + 1):
+            self.clock.now += 0.01
+            await asyncio.sleep(0)
+            yield GenerationDelta(text=f"t{i} ", tokens=i, elapsed_s=0.01 * i + 0.02,
+                                  first_token_s=0.03, finished=i == n,
+                                  finish_reason="length" if i == n else None)
+
+    async def abort(self, request_id: str) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        if not self.shut:
+            self.shut = True
+            RecordingEngine.shutdowns += 1
+        RecordingEngine.loaded.discard(self)
+        await asyncio.sleep(0)
+
+    def is_healthy(self) -> bool:
+        return not self.shut
+
+    def pids(self) -> tuple[int, ...]:
+        return ()
+
+
+class AdjustableProbe:
+    """The simulated GPU's reading, with extra memory taken by 'another process' and optional
+    temperature/power overrides (to exercise refusals the thermal model would take minutes for)."""
+
+    def __init__(self, gpu: SimulatedGpu) -> None:
+        self._inner = GpuSnapshotProbe(gpu.sample)
+        self.other_process_bytes = 0
+        self.temperature_c: float | None = None
+        self.power_w: float | None = None
+        self.reads = 0
+
+    def read(self) -> DeviceReading:
+        self.reads += 1
+        r = self._inner.read()
+        free = None if r.free_bytes is None else max(0, r.free_bytes - self.other_process_bytes)
+        return DeviceReading(free, r.total_bytes,
+                             self.temperature_c if self.temperature_c is not None
+                             else r.temperature_c,
+                             self.power_w if self.power_w is not None else r.power_w, True)
+
+
+@dataclass
+class Rig:
+    manager: ModelManager
+    gpu: SimulatedGpu
+    probe: AdjustableProbe
+    activity: EngineActivity
+    history: HistoryStore
+    clock: DrivenClock
+    script: EngineScript
+    catalog: Catalog
+    engines: list[RecordingEngine]
+    events: list[object]
+
+    def vram_in_use(self) -> int:
+        return int(self.gpu.profile.baseline_vram_used_mib * 1024**2) \
+            + self.activity.state().loaded_bytes
+
+
+def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
+             on_disk: Callable[[ModelEntry], bool] | None = None,
+             catalog: Catalog | None = None) -> Rig:
+    from pathlib import Path
+
+    RecordingEngine.reset()
+    base = Path(str(tmp_path))
+    catalog = catalog or load_catalog(models_dir=base / "models")
+    clock = DrivenClock()
+    activity = EngineActivity()
+    gpu = SimulatedGpu(load_profile("rtx4090-laptop"), activity, clock=clock)
+    probe = AdjustableProbe(gpu)
+    history = HistoryStore(base / "history.sqlite3")
+    script = EngineScript()
+    engines: list[RecordingEngine] = []
+
+    def factory(entry: ModelEntry) -> RecordingEngine:
+        engine = RecordingEngine(entry, script, clock)
+        engines.append(engine)
+        return engine
+
+    settings = switching or ModelSwitching(switch_timeout_seconds=90, max_retries=3,
+                                           memory_poll_interval_seconds=0.25,
+                                           memory_return_timeout_seconds=30,
+                                           fallback_cascade=CASCADE)
+    manager = ModelManager(catalog, settings, probe, factory, history, activity,
+                           estimator_fit(Estimator(catalog)), clock=clock, sleep=clock.sleep,
+                           on_disk=on_disk or (lambda e: not e.is_remote))
+    events: list[object] = []
+    manager.subscribe(events.append)
+    return Rig(manager, gpu, probe, activity, history, clock, script, catalog, engines, events)
