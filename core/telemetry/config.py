@@ -166,7 +166,8 @@ def load_monitoring_config(
         return MonitoringConfig.model_validate(merged)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(str(part) for part in err["loc"])
+        # pydantic marks a bad mapping key with a trailing "[key]" part: the key itself is the loc.
+        loc = tuple(str(part) for part in err["loc"] if part != "[key]")
         where = user_label if _has_path(user, loc) else str(base_path)
         raise ConfigError(where, ".".join(loc), _problem(err)) from None
 
