@@ -307,7 +307,7 @@ class ModelManager:
         ids: list[int] = []
         for i, model_id in enumerate(candidates):
             cand = self.catalog.get(model_id)
-            if i > 0 and not self._usable_fallback(cand, private):
+            if i > 0 and not self.is_usable(cand, private):
                 continue
             if i > 0 and self.active_model == model_id:
                 # The previous model is still loaded (refused before unloading): keep it.
@@ -345,7 +345,8 @@ class ModelManager:
         except (ValueError, EngineError):
             return None
 
-    def _usable_fallback(self, entry: ModelEntry, private: bool) -> bool:
+    def is_usable(self, entry: ModelEntry, private: bool = False) -> bool:
+        """Could this model be loaded here at all (enabled, on disk, or remote allowed)?"""
         if not entry.enabled:
             return False
         if entry.is_remote:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from core.engine.base import GenerationDelta, GenerationRequest, LoadSpec
 from core.history_store import HistoryStore
@@ -60,7 +61,7 @@ class EngineScript:
 class RecordingEngine:
     """Engine protocol implementation for tests (see module docstring)."""
 
-    loaded: set[RecordingEngine] = set()
+    loaded: ClassVar[set[RecordingEngine]] = set()
     overlap_seen = False
     shutdowns = 0
 

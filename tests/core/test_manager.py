@@ -38,8 +38,10 @@ def test_switch_loads_reports_memory_and_records_history(tmp_path: Path) -> None
     assert loaded == rig.manager.state.loaded_bytes > 8 * GIB
     assert snap.vram_used_bytes == rig.vram_in_use() <= snap.vram_total_bytes
     spec = rig.engines[0].spec
-    assert spec is not None and 0 < spec.memory_utilization <= 1
-    assert spec.max_model_len <= 32768 and not spec.trust_remote_code
+    assert spec is not None
+    assert 0 < spec.memory_utilization <= 1
+    assert spec.max_model_len <= 32768
+    assert not spec.trust_remote_code
     [row] = rig.history.recent()
     assert (row.from_model, row.to_model, row.reason, row.outcome) == (None, FOUR_B, "manual",
                                                                      "ready")
@@ -55,7 +57,8 @@ def test_switching_to_the_active_model_is_a_noop(tmp_path: Path) -> None:
         return (await rig.manager.switch_to(FOUR_B)).outcome
 
     assert asyncio.run(run()) == "noop"
-    assert len(rig.engines) == 1 and rig.history.count() == 1
+    assert len(rig.engines) == 1
+    assert rig.history.count() == 1
 
 
 def test_switch_unloads_waits_for_memory_then_loads(tmp_path: Path) -> None:
@@ -66,11 +69,13 @@ def test_switch_unloads_waits_for_memory_then_loads(tmp_path: Path) -> None:
         await rig.manager.switch_to("qwen3-8b", reason="router")
 
     asyncio.run(run())
-    assert rig.engines[0].shut and not rig.engines[1].shut
+    assert rig.engines[0].shut
+    assert not rig.engines[1].shut
     assert not RecordingEngine.overlap_seen
     row = rig.history.recent()[0]
     assert (row.from_model, row.to_model, row.reason) == (FOUR_B, "qwen3-8b", "router")
-    assert "unloading" in row.phases and "waiting_for_memory" in row.phases
+    assert "unloading" in row.phases
+    assert "waiting_for_memory" in row.phases
     # The simulated device frees memory as soon as the engine is gone: no poll interval is spent.
     assert row.phases["waiting_for_memory"] == 0.0
 
@@ -84,9 +89,11 @@ def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
 def test_model_that_cannot_fit_is_refused_and_falls_back(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     result = asyncio.run(rig.manager.switch_to("qwen3-30b-a3b-instruct-2507"))
-    assert result.outcome == "fallback" and result.active == "qwen3-14b"
+    assert result.outcome == "fallback"
+    assert result.active == "qwen3-14b"
     refused, ready = reversed(rig.history.recent())
-    assert refused.outcome == "refused" and "memory" in (refused.error or "")
+    assert refused.outcome == "refused"
+    assert "memory" in (refused.error or "")
     assert "GiB" in (refused.error or "")  # the refusal carries the numbers
     assert (ready.reason, ready.outcome) == ("fallback", "ready")
     assert "fallback" in phases(rig.events)
@@ -96,10 +103,13 @@ def test_failed_load_moves_down_the_cascade_and_records_the_error(tmp_path: Path
     rig = make_rig(tmp_path)
     rig.script.fail_next("qwen3-8b", ModelDirectoryError("/m/qwen3-8b", "no config.json"))
     result = asyncio.run(rig.manager.switch_to("qwen3-8b"))
-    assert result.outcome == "fallback" and result.active == FOUR_B
+    assert result.outcome == "fallback"
+    assert result.active == FOUR_B
     failed = rig.history.recent()[1]
-    assert failed.outcome == "failed" and "no config.json" in (failed.error or "")
-    assert len(RecordingEngine.loaded) == 1 and rig.engines[0].shut
+    assert failed.outcome == "failed"
+    assert "no config.json" in (failed.error or "")
+    assert len(RecordingEngine.loaded) == 1
+    assert rig.engines[0].shut
 
 
 def test_transient_failures_are_retried(tmp_path: Path) -> None:
@@ -116,7 +126,8 @@ def test_retries_are_bounded(tmp_path: Path) -> None:
     rig.script.fail_next("demo-tiny-b", *[EngineTimeoutError("slow")] * 3)
     result = asyncio.run(rig.manager.switch_to("demo-tiny-b"))
     # demo-tiny-b is last of the local tier; its peer demo-tiny-a (same size) is tried next.
-    assert result.outcome == "fallback" and result.active == "demo-tiny-a"
+    assert result.outcome == "fallback"
+    assert result.active == "demo-tiny-a"
     assert "gave up after 3 attempts" in result.errors[0]
 
 
@@ -141,7 +152,8 @@ def test_memory_not_coming_back_falls_back_instead_of_leaving_nothing(tmp_path: 
 
     rig.engines[0].shutdown = shutdown_and_grab  # type: ignore[method-assign]
     result = asyncio.run(rig.manager.switch_to("qwen3-14b"))
-    assert result.outcome == "fallback" and rig.manager.active_model is not None
+    assert result.outcome == "fallback"
+    assert rig.manager.active_model is not None
     assert "did not come back after unloading" in result.errors[0]
     assert rig.clock.now >= 30  # it waited the configured timeout, polling
 
@@ -169,8 +181,10 @@ def test_refusal_after_unloading_falls_back_instead_of_leaving_nothing(tmp_path:
     rig.probe.read = read  # type: ignore[method-assign]
     rig.engines[0].shutdown = shutdown  # type: ignore[method-assign]
     result = asyncio.run(rig.manager.switch_to("qwen3-14b"))
-    assert "refused after unloading" in result.errors[0] and "memory" in result.errors[0]
-    assert result.outcome == "fallback" and rig.manager.active_model is not None
+    assert "refused after unloading" in result.errors[0]
+    assert "memory" in result.errors[0]
+    assert result.outcome == "fallback"
+    assert rig.manager.active_model is not None
     assert rig.history.recent()[-2].outcome == "refused"
 
 
@@ -179,7 +193,8 @@ def test_too_hot_refuses_before_unloading_and_keeps_the_model(tmp_path: Path) ->
     asyncio.run(rig.manager.switch_to(FOUR_B))
     rig.probe.temperature_c = 90.0
     result = asyncio.run(rig.manager.switch_to("qwen3-8b"))
-    assert result.outcome == "fallback" and result.active == FOUR_B
+    assert result.outcome == "fallback"
+    assert result.active == FOUR_B
     assert not rig.engines[0].shut
     assert "90 °C, limit 85 °C" in result.errors[0]
 
@@ -208,15 +223,17 @@ def test_cancelling_a_switch_leaves_nothing_half_loaded(tmp_path: Path) -> None:
     async def run() -> None:
         await rig.manager.switch_to(FOUR_B)
         task = asyncio.ensure_future(rig.manager.switch_to("qwen3-8b"))
-        while not any(e.entry.id == "qwen3-8b" for e in rig.engines):
+        while not any(e.entry.id == "qwen3-8b" for e in rig.engines):  # noqa: ASYNC110
             await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(run())
-    assert rig.engines[1].shut and RecordingEngine.loaded == set()
-    assert rig.activity.state().loaded_bytes == 0 and rig.manager.active_model is None
+    assert rig.engines[1].shut
+    assert RecordingEngine.loaded == set()
+    assert rig.activity.state().loaded_bytes == 0
+    assert rig.manager.active_model is None
     assert rig.history.recent()[0].outcome == "cancelled"
     assert phases(rig.events)[-1] == "cancelled"
 
@@ -230,9 +247,11 @@ def test_events_carry_an_eta_from_history(tmp_path: Path) -> None:
 
     asyncio.run(run())
     last = [e for e in rig.events if isinstance(e, SwitchEvent) and e.target == FOUR_B][-5:]
-    assert last[0].predicted_total_s is not None and last[0].eta_s is not None
+    assert last[0].predicted_total_s is not None
+    assert last[0].eta_s is not None
     assert last[0].eta_s == pytest.approx(last[0].predicted_total_s)
-    assert last[-1].phase is SwitchPhase.READY and last[-1].progress == 1.0
+    assert last[-1].phase is SwitchPhase.READY
+    assert last[-1].progress == 1.0
     assert rig.history.predicted_duration(FOUR_B, "qwen3-8b") is not None
 
 
@@ -244,7 +263,8 @@ def test_close_shuts_the_engine_down(tmp_path: Path) -> None:
         await rig.manager.close()
 
     asyncio.run(run())
-    assert rig.engines[0].shut and rig.activity.state().loaded_bytes == 0
+    assert rig.engines[0].shut
+    assert rig.activity.state().loaded_bytes == 0
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(rig.manager.switch_to(FOUR_B))
 
@@ -253,7 +273,8 @@ def test_private_task_never_falls_back_to_remote(tmp_path: Path) -> None:
     rig = make_rig(tmp_path, on_disk=lambda e: e.id == "qwen3-8b")
     rig.script.fail_next("qwen3-8b", ModelDirectoryError("/m", "broken"))
     result = asyncio.run(rig.manager.switch_to("qwen3-8b", private=True))
-    assert result.outcome == "failed" and result.active is None
+    assert result.outcome == "failed"
+    assert result.active is None
     assert all(e.entry.id != "remote" for e in rig.engines)
 
 
