@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvaluator, AlertEvent
@@ -40,10 +40,12 @@ def open_gpu_devices(
     clock: Callable[[], float] = time.time,
     seed: int = 0,
     process_poll_every: int = 10,
+    nvml: Any = None,
 ) -> list[GpuDevice]:
     """The simulated profile's GPU when simulate names one, else every NVIDIA GPU NVML finds.
 
     No driver or library: an empty list. Unknown profile: UnknownProfileError (lists known ones).
+    nvml: the pynvml module to use (default: import it); tests pass a fake.
     """
     if simulate:
         from core.telemetry.simulated_device import SimulatedGpu, load_profile
@@ -52,7 +54,7 @@ def open_gpu_devices(
         return [SimulatedGpu(profile, activity or EngineActivity(), clock=clock, seed=seed)]
     from core.telemetry.nvml_device import NvmlDevices
 
-    devices = NvmlDevices.open(clock=clock, process_poll_every=process_poll_every)
+    devices = NvmlDevices.open(nvml, clock=clock, process_poll_every=process_poll_every)
     return list(devices.devices) if devices is not None else []
 
 
