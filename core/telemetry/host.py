@@ -20,6 +20,9 @@ RAPL_PACKAGE = Path("/sys/class/powercap/intel-rapl:0")
 _CPU_SENSORS = ("coretemp", "k10temp", "zenpower", "cpu_thermal", "acpitz")
 # Reading every hwmon file costs milliseconds; a CPU temperature does not move faster than this.
 _TEMPERATURE_REFRESH_S = 1.0
+# psutil.swap_memory parses all of /proc/vmstat (~0.25 ms, the costliest read of a tick); swap
+# use moves slowly, so at 10 Hz it is read once a second.
+_SWAP_REFRESH_S = 1.0
 
 
 class RaplPackagePower:
@@ -78,25 +81,35 @@ class HostSampler:
         self._rapl = rapl if rapl is not None else RaplPackagePower()
         self._temp_at = float("-inf")
         self._temp: float | None = None
+        self._swap_at = float("-inf")
+        self._swap: tuple[int, int] = (0, 0)
         # Primes the delta: the first real call measures from here.
         self._ps.cpu_percent(interval=None)
 
     def sample(self) -> HostSnapshot:
         now = self._clock()
         vm = self._ps.virtual_memory()
-        swap = self._ps.swap_memory()
+        mono = time.monotonic()
+        swap_total, swap_used = self._swap_memory(mono)
         return HostSnapshot(
             timestamp=now,
             ram_total_bytes=int(vm.total),
             # total - available counts what programs hold, not reclaimable page cache
             ram_used_bytes=int(vm.total - vm.available),
             ram_available_bytes=int(vm.available),
-            swap_total_bytes=int(swap.total),
-            swap_used_bytes=int(swap.used),
+            swap_total_bytes=swap_total,
+            swap_used_bytes=swap_used,
             cpu_percent=float(self._ps.cpu_percent(interval=None)),
-            cpu_temperature_c=self._cpu_temperature(time.monotonic()),
+            cpu_temperature_c=self._cpu_temperature(mono),
             package_power_w=self._rapl.watts(),
         )
+
+    def _swap_memory(self, now: float) -> tuple[int, int]:
+        if now - self._swap_at >= _SWAP_REFRESH_S:
+            self._swap_at = now
+            swap = self._ps.swap_memory()
+            self._swap = (int(swap.total), int(swap.used))
+        return self._swap
 
     def _cpu_temperature(self, now: float) -> float | None:
         if now - self._temp_at < _TEMPERATURE_REFRESH_S:
