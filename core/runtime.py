@@ -1,0 +1,191 @@
+"""The composition root: builds the core objects once, for the GUI and the headless commands.
+
+Everything is created here and handed to its users (constructor injection); nothing else
+looks objects up globally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.chat_session import ChatSession
+from core.config import AppConfig, load_app_config
+from core.engine.base import Engine
+from core.history_store import HistoryStore
+from core.manager.alert_policy import AlertReactor
+from core.manager.fit import estimator_fit
+from core.manager.manager import ModelManager
+from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryProbe
+from core.models.catalog import ModelEntry
+from core.models.estimator import Estimator
+from core.router.selection import Router
+from core.telemetry.activity import EngineActivity
+from core.telemetry.alerts import AlertEvent
+from core.telemetry.history import TelemetryHistory
+from core.telemetry.host import HostSampler
+from core.telemetry.sampler import GpuDevice, Sampler, open_gpu_devices
+from core.telemetry.snapshot import GpuSnapshot, Sample
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "demo-tiny-a"
+CUSTOM_MODEL_ID = "custom"
+
+LogListener = Callable[[str, str], None]
+
+
+class SerializedDevice:
+    """Lets the manager's memory probe and the sampler thread read one device without racing
+    (the simulated device integrates its thermal state on every read)."""
+
+    def __init__(self, device: GpuDevice) -> None:
+        self._device = device
+        self._lock = threading.Lock()
+
+    def sample(self) -> GpuSnapshot:
+        with self._lock:
+            return self._device.sample()
+
+    def close(self) -> None:
+        with self._lock:
+            self._device.close()
+
+
+def make_engine(entry: ModelEntry, activity: EngineActivity) -> Engine:
+    """The engine that can load this catalog entry."""
+    if entry.is_remote:
+        from core.engine.remote_engine import RemoteEngine
+
+        return RemoteEngine.for_entry(entry)
+    from core.engine.vllm_engine import VllmEngine
+
+    return VllmEngine(activity=activity)
+
+
+@dataclass
+class Runtime:
+    """The core objects of one app or command run, wired together."""
+
+    config: AppConfig
+    activity: EngineActivity
+    devices: list[SerializedDevice]
+    sampler: Sampler
+    probe: MemoryProbe
+    history_store: HistoryStore
+    manager: ModelManager
+    router: Router
+    chat: ChatSession
+    reactor: AlertReactor
+    simulated: bool
+    _log_listeners: list[LogListener] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _tasks: set[asyncio.Task[object]] = field(default_factory=set)
+
+    @classmethod
+    def create(cls, config_file: str | Path | None = None, simulate: str | None = None,
+               history_path: Path | None = None) -> Runtime:
+        """Read the configuration and build every core object (no model is loaded yet)."""
+        config = load_app_config(config_file)
+        activity = EngineActivity()
+        devices = [SerializedDevice(d) for d in open_gpu_devices(simulate, activity)]
+        sampler = Sampler(devices, HostSampler(), config.monitoring.hardware_monitoring)
+        # The engine lives where the memory is: the first GPU, else (CPU build) the host's RAM.
+        probe: MemoryProbe = (GpuSnapshotProbe(devices[0].sample) if devices
+                              else HostMemoryProbe())
+        store = HistoryStore(history_path)
+        estimator = Estimator(config.catalog)
+        manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
+                               lambda entry: make_engine(entry, activity), store, activity,
+                               estimator_fit(estimator), cascade=config.fallback_cascade)
+        router = Router(config.router, config.catalog, estimator=estimator)
+        label = devices[0].sample().name if devices else "host RAM (CPU engine)"
+        chat = ChatSession(manager, router, store, probe, device_label=label)
+        reactor = AlertReactor(manager, config.monitoring.hardware_monitoring)
+        return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
+                   reactor, simulated=bool(simulate))
+
+    @property
+    def history(self) -> TelemetryHistory:
+        return self.sampler.history
+
+    def gpu_snapshots(self) -> list[GpuSnapshot]:
+        latest = self.sampler.latest
+        if latest is not None:
+            return list(latest.gpus)
+        return [d.sample() for d in self.devices]
+
+    def add_log_listener(self, listener: LogListener) -> None:
+        self._log_listeners.append(listener)
+
+    def log(self, level: str, text: str) -> None:
+        for listener in self._log_listeners:
+            listener(level, text)
+
+    def start(self) -> None:
+        """Start sampling; alerts reach the reactor on the event loop that called start()."""
+        self._loop = asyncio.get_event_loop()
+        self.sampler.subscribe(self._on_sample)
+        self.sampler.start()
+
+    def _on_sample(self, sample: Sample, events: list[AlertEvent]) -> None:
+        # Sampler thread: hand the alert events to the loop thread, where the manager lives.
+        if events and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._react, events)
+
+    def _react(self, events: list[AlertEvent]) -> None:
+        task = asyncio.ensure_future(self._handle_alerts(events))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle_alerts(self, events: list[AlertEvent]) -> None:
+        try:
+            for reaction in await self.reactor.handle(events):
+                self.log("action", str(reaction))
+        except Exception as exc:  # noqa: BLE001 - an alert reaction must never kill the loop
+            self.log("error", f"reacting to an alert failed: {exc}")
+
+    async def autoload(self, model_path: str | Path | None = None) -> None:
+        """Load the model given on the command line, or the built-in demo model."""
+        try:
+            target = DEFAULT_MODEL
+            if model_path is not None:
+                target = self._register_custom(Path(model_path))
+            else:
+                from core.engine.demo_model import ensure_demo_models
+
+                self.log("info", "building the demo models if missing…")
+                await asyncio.get_running_loop().run_in_executor(None, ensure_demo_models)
+            result = await self.manager.switch_to(target, reason="manual")
+            if result.ok:
+                self.log("info", f"{result.active} is ready ({result.total_s:.1f} s)")
+            else:
+                self.log("error", f"could not load {target}: " + "; ".join(result.errors))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the app stays usable
+            self.log("error", f"loading the first model failed: {exc}")
+
+    def _register_custom(self, path: Path) -> str:
+        """Add a catalog entry for a model directory given with --model."""
+        base = self.config.catalog.get(DEFAULT_MODEL)
+        entry = base.model_copy(update={"id": CUSTOM_MODEL_ID, "display_name": path.name,
+                                        "path": path.resolve(), "architecture": base.architecture})
+        catalog = self.config.catalog.with_entry(entry)
+        self.manager.catalog = catalog
+        self.router.catalog = catalog
+        return CUSTOM_MODEL_ID
+
+    async def close(self) -> None:
+        """Stop sampling, cancel switches and generations, shut the engine down."""
+        self.sampler.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.manager.close()
+        for device in self.devices:
+            device.close()
+        self.history_store.close()
