@@ -41,6 +41,7 @@ class GenerationRequest:
     seed: int | None = None
     request_id: str = ""
     thinking: bool = False
+    ignore_eos: bool = False  # keep generating past end-of-sequence (benchmarks: fixed length)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,443 @@
+"""The local engine: vLLM V1 ``AsyncLLM`` with its engine core in a separate process.
+
+- load() builds the engine in a worker thread (importing vLLM and starting the engine take tens of
+  seconds) so the event loop keeps running; vLLM's start-up failures become typed errors.
+- generate() applies the model's chat template, streams DELTA outputs and splits Qwen3 reasoning.
+- A watchdog polls the engine processes every 0.5 s; if one dies the open streams end with
+  EngineDiedError within about a second, the rest of the processes are ended and the engine
+  reports unhealthy and unloaded.
+- shutdown() returns only when every engine process (and their children) is gone.
+
+Scripts that use this must guard their entry point with ``if __name__ == "__main__":`` because
+vLLM spawns its engine process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from core import paths
+from core.engine.base import (
+    EngineDiedError,
+    EngineError,
+    EngineInfo,
+    EngineTimeoutError,
+    GenerationDelta,
+    GenerationRequest,
+    LoadSpec,
+    PromptTooLongError,
+)
+from core.engine.demo_model import check_model_dir
+from core.engine.errors import map_vllm_error
+from core.engine.processes import (
+    EngineProcessRegistry,
+    alive,
+    child_pids,
+    end_processes,
+    new_engine_processes,
+)
+from core.engine.thinking import OPEN_TAG, ThinkingSplitter
+from core.telemetry.activity import EngineActivity
+
+log = logging.getLogger(__name__)
+
+_END = object()
+_LOG_FILE = "vllm-engine.log"
+_LOG_CONFIG_FILE = "vllm-logging.json"
+_LOG_MAX_BYTES = 20 * 1024 * 1024
+# Prompts longer than this are tokenized in the worker thread, not on the event loop.
+_INLINE_TOKENIZE_CHARS = 20_000
+
+
+def write_logging_config(log_dir: Path) -> tuple[Path, Path]:
+    """A vLLM logging config sending everything to a file and warnings to stderr.
+
+    The engine core runs in its own process and raises its start-up errors there; the parent only
+    sees "Engine core initialization failed", so the real message is read back from this file.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / _LOG_FILE
+    fmt = "%(asctime)s %(processName)s pid=%(process)d %(levelname)s [%(name)s] %(message)s"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": fmt}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": str(log_file),
+                     "formatter": "plain", "level": "INFO", "encoding": "utf-8"},
+            "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                        "formatter": "plain", "level": "WARNING"},
+        },
+        "loggers": {"vllm": {"handlers": ["file", "console"], "level": "INFO",
+                             "propagate": False}},
+    }
+    config_file = log_dir / _LOG_CONFIG_FILE
+    config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return config_file, log_file
+
+
+def _checkpoint_dtype(model_dir: str) -> str | None:
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("dtype") or config.get("torch_dtype")
+    return value if isinstance(value, str) else None
+
+
+def engine_dtype(spec: LoadSpec) -> str:
+    """The dtype passed to vLLM. "auto" keeps a float32 checkpoint float32: vLLM's CPU backend would
+    downcast it to bfloat16, which killed the worker with SIGILL on the build machine."""
+    if spec.dtype == "auto" and _checkpoint_dtype(spec.path) == "float32":
+        return "float32"
+    return spec.dtype
+
+
+class VllmEngine:
+    """One model on vLLM's AsyncLLM. Implements core.engine.base.Engine.
+
+    Arguments are injected for tests and the manager: ``registry`` records engine pids for orphan
+    reaping, ``activity`` is told about loading and streams, ``extra_engine_args`` go straight to
+    vLLM's AsyncEngineArgs (e.g. ``kv_cache_memory_bytes``).
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: EngineProcessRegistry | None = None,
+        activity: EngineActivity | None = None,
+        log_dir: Path | None = None,
+        extra_engine_args: Mapping[str, Any] | None = None,
+        watchdog_interval_s: float = 0.5,
+        shutdown_timeout_s: float = 20.0,
+    ) -> None:
+        self._registry = registry if registry is not None else EngineProcessRegistry()
+        self._activity = activity
+        self._log_dir = log_dir if log_dir is not None else paths.data_dir() / "logs"
+        self._extra = dict(extra_engine_args or {})
+        self._watchdog_interval_s = watchdog_interval_s
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._spec: LoadSpec | None = None
+        self._procs: list[psutil.Process] = []
+        self._streams: dict[str, asyncio.Queue[Any]] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._dead: EngineDiedError | None = None
+        self._cleanup: asyncio.Task[None] | None = None
+        self.load_s: float | None = None
+        self.log_file: Path | None = None
+
+    # -- protocol ------------------------------------------------------------------------------
+
+    async def load(self, spec: LoadSpec) -> None:
+        """Start vLLM for spec; raises a typed EngineError (the model is then not loaded)."""
+        if self._llm is not None:
+            raise EngineError(f"This engine already holds {self._spec and self._spec.model_id}; "
+                              "shut it down before loading another model.")
+        check_model_dir(spec.path)
+        loop = asyncio.get_running_loop()
+        if self._activity is not None:
+            self._activity.set_loading(True, spec.model_id)
+        started = time.monotonic()
+        try:
+            llm, tokenizer, procs = await loop.run_in_executor(self._executor, self._start, spec)
+        finally:
+            if self._activity is not None:
+                self._activity.set_loading(False)
+        self.load_s = time.monotonic() - started
+        self._llm, self._tokenizer, self._procs, self._spec = llm, tokenizer, procs, spec
+        self._dead = None
+        if self._activity is not None:
+            self._activity.set_loaded(spec.model_id, self._loaded_bytes())
+        self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
+        log.info("loaded %s in %.1f s (engine pids %s)", spec.model_id, self.load_s, self.pids())
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        """Stream the reply as deltas with cumulative token counts and timings."""
+        return self._generate(request)
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a running request; its stream ends with finish_reason "abort"."""
+        queue = self._streams.get(request_id)
+        if queue is not None:
+            queue.put_nowait(("abort", None))
+        if self._llm is not None and self._dead is None:
+            await self._llm.abort(request_id)
+
+    async def shutdown(self) -> None:
+        """End the engine and every engine process; returns when they are gone."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        if self._cleanup is not None:
+            await self._cleanup
+        for queue in self._streams.values():
+            queue.put_nowait(("error", EngineError("The engine was shut down.")))
+        llm, self._llm = self._llm, None
+        procs, self._procs = self._procs, []
+        if llm is not None or procs:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._stop, llm, procs)
+        self._spec = None
+        self._tokenizer = None
+        if self._activity is not None:
+            self._activity.set_loaded(None, 0)
+
+    def is_healthy(self) -> bool:
+        """Loaded, not dead, and every engine process still running."""
+        if self._llm is None or self._dead is not None:
+            return False
+        if getattr(self._llm, "errored", False):
+            return False
+        return all(alive(p) for p in self._procs)
+
+    def pids(self) -> tuple[int, ...]:
+        """The engine processes this engine started (engine core, workers)."""
+        return tuple(p.pid for p in self._procs)
+
+    # -- extras --------------------------------------------------------------------------------
+
+    def info(self) -> EngineInfo:
+        spec = self._spec
+        return EngineInfo(model_id=spec.model_id if spec else "", kind="vllm",
+                          max_model_len=spec.max_model_len if spec else None, pids=self.pids())
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    @property
+    def died(self) -> EngineDiedError | None:
+        """The error that ended the engine, if its processes died."""
+        return self._dead
+
+    # -- worker-thread parts -------------------------------------------------------------------
+
+    def _start(self, spec: LoadSpec) -> tuple[Any, Any, list[psutil.Process]]:
+        config_file, log_file = write_logging_config(self._log_dir)
+        self.log_file = log_file
+        if log_file.exists() and log_file.stat().st_size > _LOG_MAX_BYTES:
+            log_file.unlink()
+        offset = log_file.stat().st_size if log_file.exists() else 0
+        # Spawned engine processes read their logging config from the environment.
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
+        before = child_pids()
+        try:
+            from transformers import AutoTokenizer
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            options: dict[str, Any] = dict(
+                model=spec.path,
+                served_model_name=spec.model_id,
+                max_model_len=spec.max_model_len,
+                gpu_memory_utilization=spec.memory_utilization,
+                quantization=spec.quantization,
+                dtype=engine_dtype(spec),
+                trust_remote_code=spec.trust_remote_code,
+                enforce_eager=spec.enforce_eager,
+                enable_prefix_caching=spec.enable_prefix_caching,
+                enable_chunked_prefill=spec.enable_chunked_prefill,
+                disable_log_stats=True,
+            )
+            if spec.max_num_seqs:
+                options["max_num_seqs"] = spec.max_num_seqs
+            options.update(self._extra)
+            args = AsyncEngineArgs(**options)
+            llm = AsyncLLM.from_engine_args(args)
+        except BaseException as exc:
+            leftovers = new_engine_processes(before)
+            if leftovers:
+                end_processes(leftovers, timeout_s=5.0)
+            text = self._read_log(log_file, offset)
+            mapped = map_vllm_error(exc, text, requested_len=spec.max_model_len)
+            if mapped is not None:
+                raise mapped from exc
+            raise EngineError(f"vLLM could not start {spec.model_id}: {exc}") from exc
+        procs = new_engine_processes(before)
+        self._registry.add(procs)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                spec.path, trust_remote_code=spec.trust_remote_code)
+        except BaseException:
+            self._stop(llm, procs)
+            raise
+        return llm, tokenizer, procs
+
+    @staticmethod
+    def _read_log(log_file: Path, offset: int) -> str:
+        try:
+            with log_file.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _stop(self, llm: Any, procs: list[psutil.Process]) -> None:
+        if llm is not None:
+            try:
+                llm.shutdown(timeout=self._shutdown_timeout_s)
+            except Exception:  # the processes are ended below whatever happened
+                log.exception("vLLM shutdown raised; ending its processes directly")
+        still = end_processes([p for p in procs if alive(p)], timeout_s=5.0)
+        if still:
+            raise EngineTimeoutError(f"Engine processes {still} did not exit.")
+        self._registry.remove(p.pid for p in procs)
+
+    def _loaded_bytes(self) -> int:
+        total = 0
+        for proc in self._procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    def _render_prompt(self, request: GenerationRequest) -> tuple[list[int], bool]:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        prompt: str = self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True,
+            enable_thinking=request.thinking)
+        ids: list[int] = self._tokenizer.encode(prompt, add_special_tokens=False)
+        return ids, prompt.rstrip().endswith(OPEN_TAG)
+
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        if self._dead is not None:
+            raise self._dead
+        if self._llm is None or self._spec is None:
+            raise EngineError("No model is loaded.")
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        spec, llm = self._spec, self._llm
+        request_id = request.request_id or uuid.uuid4().hex
+        started = time.monotonic()
+        if sum(len(m.content) for m in request.messages) > _INLINE_TOKENIZE_CHARS:
+            loop = asyncio.get_running_loop()
+            ids, in_thinking = await loop.run_in_executor(None, self._render_prompt, request)
+        else:
+            ids, in_thinking = self._render_prompt(request)
+        if len(ids) >= spec.max_model_len:
+            raise PromptTooLongError(len(ids), spec.max_model_len)
+        params = SamplingParams(
+            max_tokens=max(1, min(request.max_tokens, spec.max_model_len - len(ids))),
+            temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+            ignore_eos=request.ignore_eos, output_kind=RequestOutputKind.DELTA)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._streams[request_id] = queue
+        pump = asyncio.create_task(
+            self._pump(llm.generate(TokensPrompt(prompt_token_ids=ids), params, request_id),
+                       queue),
+            name=f"vllm-stream-{request_id}")
+        splitter = ThinkingSplitter(start_in_thinking=in_thinking)
+        tokens = 0
+        first: float | None = None
+        finished = False
+        if self._activity is not None:
+            self._activity.stream_started()
+        try:
+            while not finished:
+                kind, item = await queue.get()
+                if kind == "error":
+                    raise item
+                if kind == "abort" or kind == "end":
+                    rest = splitter.flush()
+                    finished = True
+                    yield GenerationDelta(rest.text, rest.thinking, tokens,
+                                          time.monotonic() - started, first, True,
+                                          "abort" if kind == "abort" else None)
+                    break
+                out = item.outputs[0]
+                tokens += len(out.token_ids)
+                now = time.monotonic()
+                if first is None and tokens:
+                    first = now - started
+                part = splitter.feed(out.text)
+                reason = out.finish_reason if item.finished else None
+                if item.finished:
+                    rest = splitter.flush()
+                    part = type(part)(part.thinking + rest.thinking, part.text + rest.text)
+                    finished = True
+                yield GenerationDelta(part.text, part.thinking, tokens, now - started, first,
+                                      item.finished, reason)
+        finally:
+            self._streams.pop(request_id, None)
+            if self._activity is not None:
+                self._activity.stream_ended()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+            if not finished and self._llm is llm and self._dead is None:
+                with contextlib.suppress(Exception):
+                    await llm.abort(request_id)
+
+    @staticmethod
+    async def _pump(stream: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+        try:
+            async for out in stream:
+                queue.put_nowait(("out", out))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the consumer, typed
+            queue.put_nowait(("error", _map_stream_error(exc)))
+        else:
+            queue.put_nowait(("end", None))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._watchdog_interval_s)
+            gone = [p.pid for p in self._procs if not alive(p)]
+            if gone or getattr(self._llm, "errored", False):
+                self._on_death(gone)
+                return
+
+    def _on_death(self, gone: list[int]) -> None:
+        model = self._spec.model_id if self._spec else "the model"
+        what = f"process(es) {gone} exited" if gone else "its engine core failed"
+        self._dead = EngineDiedError(f"The engine running {model} stopped ({what}); "
+                                     "the model is unloaded, load it again to continue.")
+        log.error("%s", self._dead)
+        for queue in self._streams.values():
+            queue.put_nowait(("error", self._dead))
+        self._cleanup = asyncio.create_task(self._reap_after_death(),
+                                            name=f"vllm-reap-{model}")
+
+    async def _reap_after_death(self) -> None:
+        llm, self._llm = self._llm, None
+        procs, self._procs = self._procs, []
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._stop, llm, procs)
+        except EngineError:
+            log.exception("engine processes survived after a crash")
+        finally:
+            self._spec = None
+            self._tokenizer = None
+            if self._activity is not None:
+                self._activity.set_loaded(None, 0)
+
+
+def _map_stream_error(exc: BaseException) -> EngineError:
+    if isinstance(exc, EngineError):
+        return exc
+    if type(exc).__name__ == "EngineDeadError":
+        return EngineDiedError("The engine process stopped during generation; the model is "
+                               "unloaded, load it again to continue.")
+    return EngineError(f"Generation failed: {exc}")

@@ -1,0 +1,241 @@
+"""VllmEngine against a real vLLM CPU engine and the tiny demo model (marked vllm: tens of seconds).
+
+One engine is shared by the streaming tests; the crash and memory tests start their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+from core.engine.base import (
+    ChatMessage,
+    ContextTooLongError,
+    Engine,
+    EngineDiedError,
+    GenerationDelta,
+    GenerationRequest,
+    InsufficientMemoryError,
+    LoadSpec,
+    ModelDirectoryError,
+    PromptTooLongError,
+)
+from core.engine.processes import EngineProcessRegistry, alive, child_pids
+from core.engine.vllm_engine import VllmEngine
+
+pytestmark = pytest.mark.vllm
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
+def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+def make_engine(tmp: Path, **kw: Any) -> VllmEngine:
+    return VllmEngine(registry=EngineProcessRegistry(tmp / "pids.json"), log_dir=tmp / "logs", **kw)
+
+
+def spec_for(path: Path, **kw: Any) -> LoadSpec:
+    return LoadSpec(model_id="demo", path=str(path), max_model_len=512, memory_utilization=0.1,
+                    **kw)
+
+
+def ask(text: str, **kw: Any) -> GenerationRequest:
+    return GenerationRequest(messages=(ChatMessage("user", text),), **kw)
+
+
+async def collect(engine: VllmEngine, request: GenerationRequest) -> list[GenerationDelta]:
+    return [d async for d in engine.generate(request)]
+
+
+def assert_all_gone(pids: tuple[int, ...]) -> None:
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or not alive(psutil.Process(pid)), pid
+
+
+@pytest.fixture(scope="module")
+def shared(loop: asyncio.AbstractEventLoop, demo_model_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmEngine]:
+    tmp = tmp_path_factory.mktemp("vllm-shared")
+    engine = make_engine(tmp)
+    run(loop, engine.load(spec_for(demo_model_dir)))
+    pids = engine.pids()
+    yield engine
+    run(loop, engine.shutdown())
+    assert engine.pids() == ()
+    assert_all_gone(pids)
+    assert EngineProcessRegistry(tmp / "pids.json").records() == []
+
+
+def test_load_records_engine_processes(shared: VllmEngine) -> None:
+    assert isinstance(shared, Engine)
+    assert shared.is_healthy()
+    pids = shared.pids()
+    assert pids, "the engine core runs in its own process"
+    names = [psutil.Process(p).name() for p in pids]
+    assert any("EngineCore" in n for n in names), names
+    assert shared.info().pids == pids
+
+
+def test_stream_counts_tokens_and_times(loop: asyncio.AbstractEventLoop,
+                                        shared: VllmEngine) -> None:
+    deltas = run(loop, collect(shared, ask("Hello there", max_tokens=24, ignore_eos=True,
+                                           seed=1)))
+    assert len(deltas) >= 2
+    last = deltas[-1]
+    assert last.finished
+    assert last.finish_reason == "length"
+    assert last.tokens == 24
+    assert [d.tokens for d in deltas] == sorted(d.tokens for d in deltas)
+    assert last.first_token_s is not None
+    assert 0 < last.first_token_s <= last.elapsed_s
+    assert last.tokens_per_s is not None
+    assert last.tokens_per_s > 0
+    assert "".join(d.text + d.thinking for d in deltas)
+    assert not any(d.finished for d in deltas[:-1])
+
+
+def test_same_seed_same_text(loop: asyncio.AbstractEventLoop, shared: VllmEngine) -> None:
+    req = ask("repeat", max_tokens=12, ignore_eos=True, seed=7, temperature=1.0)
+    a = run(loop, collect(shared, req))
+    b = run(loop, collect(shared, req))
+    assert "".join(d.text + d.thinking for d in a) == "".join(d.text + d.thinking for d in b)
+
+
+def test_abort_mid_stream(loop: asyncio.AbstractEventLoop, shared: VllmEngine) -> None:
+    async def scenario() -> list[GenerationDelta]:
+        got = []
+        async for delta in shared.generate(ask("go", max_tokens=400, ignore_eos=True,
+                                               request_id="to-abort")):
+            got.append(delta)
+            if len(got) == 3:
+                await shared.abort("to-abort")
+        return got
+
+    deltas = run(loop, scenario(), timeout=30)
+    assert deltas[-1].finished
+    assert deltas[-1].finish_reason == "abort"
+    assert deltas[-1].tokens < 400
+    assert shared.is_healthy()
+    after = run(loop, collect(shared, ask("again", max_tokens=4, ignore_eos=True)))
+    assert after[-1].tokens == 4
+
+
+def test_breaking_out_of_a_stream_frees_it(loop: asyncio.AbstractEventLoop,
+                                           shared: VllmEngine) -> None:
+    async def scenario() -> None:
+        stream = shared.generate(ask("x", max_tokens=400, ignore_eos=True))
+        async for _ in stream:
+            break
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    run(loop, scenario(), timeout=30)
+    assert shared._llm.get_num_unfinished_requests() == 0
+    assert shared.is_healthy()
+
+
+def test_prompt_longer_than_context(loop: asyncio.AbstractEventLoop, shared: VllmEngine) -> None:
+    with pytest.raises(PromptTooLongError) as info:
+        run(loop, collect(shared, ask("word " * 2000)))
+    assert info.value.max_model_len == 512
+    assert info.value.prompt_tokens > 512
+    assert shared.is_healthy()
+
+
+def test_missing_model_dir_fails_before_vllm(loop: asyncio.AbstractEventLoop,
+                                             tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    before = child_pids()
+    with pytest.raises(ModelDirectoryError, match="does not exist"):
+        run(loop, engine.load(spec_for(tmp_path / "nope")))
+    assert child_pids() == before
+
+
+def test_engine_killed_mid_generation(loop: asyncio.AbstractEventLoop, demo_model_dir: Path,
+                                      tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    run(loop, engine.load(spec_for(demo_model_dir)))
+    pids = engine.pids()
+    core = next(p for p in pids if "EngineCore" in psutil.Process(p).name())
+
+    async def scenario() -> tuple[EngineDiedError, float]:
+        killed_at = 0.0
+        try:
+            async for delta in engine.generate(ask("go", max_tokens=500, ignore_eos=True)):
+                if not killed_at and delta.tokens >= 2:
+                    os.kill(core, signal.SIGKILL)
+                    killed_at = time.monotonic()
+        except EngineDiedError as exc:
+            return exc, time.monotonic() - killed_at
+        raise AssertionError("the stream ended normally after its engine was killed")
+
+    error, detected_after_s = run(loop, scenario(), timeout=30)
+    assert detected_after_s < 2.0
+    assert "stopped" in str(error)
+    assert not engine.is_healthy()
+    run(loop, engine.shutdown(), timeout=60)
+    assert engine.pids() == ()
+    assert_all_gone(pids)
+    assert EngineProcessRegistry(tmp_path / "pids.json").records() == []
+    # The same engine object loads again afterwards.
+    run(loop, engine.load(spec_for(demo_model_dir)))
+    again = run(loop, collect(engine, ask("hi", max_tokens=3, ignore_eos=True)))
+    assert again[-1].tokens == 3
+    second = engine.pids()
+    run(loop, engine.shutdown(), timeout=60)
+    assert_all_gone(second)
+
+
+def test_load_asking_for_too_much_memory(loop: asyncio.AbstractEventLoop, demo_model_dir: Path,
+                                         tmp_path: Path) -> None:
+    engine = make_engine(tmp_path)
+    before = child_pids()
+    with pytest.raises(InsufficientMemoryError) as info:
+        run(loop, engine.load(spec_for(demo_model_dir).__class__(
+            model_id="demo", path=str(demo_model_dir), max_model_len=512,
+            memory_utilization=0.99)))
+    err = info.value
+    assert err.requested == pytest.approx(0.99)
+    assert err.free_gib is not None
+    assert err.total_gib is not None
+    assert 0 < err.free_gib < err.total_gib
+    assert not engine.loaded
+    assert {p for p in child_pids() - before if alive(psutil.Process(p))} <= _trackers()
+
+
+def test_context_that_does_not_fit(loop: asyncio.AbstractEventLoop, demo_model_dir: Path,
+                                   tmp_path: Path) -> None:
+    # 1 MiB of KV cache holds 1024 float32 tokens of this model (minus vLLM's block rounding).
+    engine = make_engine(tmp_path, extra_engine_args={"kv_cache_memory_bytes": 1 << 20})
+    with pytest.raises(ContextTooLongError) as info:
+        run(loop, engine.load(LoadSpec(model_id="demo", path=str(demo_model_dir),
+                                       max_model_len=4096, memory_utilization=0.1)))
+    assert info.value.requested == 4096
+    assert info.value.max_fitting is not None
+    assert 0 < info.value.max_fitting < 4096
+
+
+def _trackers() -> set[int]:
+    out = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" in " ".join(proc.cmdline()):
+                out.add(proc.pid)
+        except psutil.Error:
+            pass
+    return out
