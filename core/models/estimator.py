@@ -86,14 +86,35 @@ class Estimate:
     device_free_bytes: int
     buffer_bytes: int
     fits: bool
-    reason: str
     max_context: int
     gpu_memory_utilization: float | None  # what to pass to vLLM; None when it does not fit
     source: str
+    verdict: str = "fits"  # fits | beyond_model_max | weights_too_big | context_too_big
+    model_max_context: int = 0
 
     @property
     def usable_bytes(self) -> int:
         return max(0, self.device_free_bytes - self.buffer_bytes)
+
+    @property
+    def reason(self) -> str:
+        """One sentence saying why it fits or not, with the figures (built on demand)."""
+        budget = (f"{fmt_bytes(self.device_free_bytes)} free - {fmt_bytes(self.buffer_bytes)} "
+                  f"buffer = {fmt_bytes(self.usable_bytes)} usable")
+        w, o = fmt_bytes(self.weight_bytes), fmt_bytes(self.overhead_bytes)
+        if self.verdict == "beyond_model_max":
+            return (f"a context of {self.context_tokens} tokens exceeds the model's maximum of "
+                    f"{self.model_max_context}")
+        if self.verdict == "weights_too_big":
+            return f"the weights ({w}) and engine overhead ({o}) alone exceed {budget}"
+        if self.verdict == "context_too_big":
+            return (f"needs {fmt_bytes(self.total_bytes)} (weights {w} + KV cache for "
+                    f"{self.context_tokens} tokens {fmt_bytes(self.kv_bytes)} + overhead {o}) "
+                    f"but {budget}; at most {self.max_context} tokens of context fit")
+        return (f"fits: {fmt_bytes(self.total_bytes)} (weights {w} + KV "
+                f"{fmt_bytes(self.kv_bytes)} + overhead {o}) within {budget}; "
+                f"gpu_memory_utilization {self.gpu_memory_utilization:.3f} of "
+                f"{fmt_bytes(self.device_total_bytes)} total")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +125,7 @@ class Estimate:
             "device_free_bytes": self.device_free_bytes, "buffer_bytes": self.buffer_bytes,
             "fits": self.fits, "reason": self.reason, "max_context": self.max_context,
             "gpu_memory_utilization": self.gpu_memory_utilization, "source": self.source,
+            "verdict": self.verdict,
         }
 
 
@@ -301,7 +323,8 @@ def max_context_for(fp: Footprint, device_total_bytes: int, device_free_bytes: i
 
 def estimate_footprint(fp: Footprint, context_tokens: int, device_total_bytes: int,
                        device_free_bytes: int, buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-                       settings: EstimatorSettings = DEFAULT_SETTINGS) -> Estimate:
+                       settings: EstimatorSettings = DEFAULT_SETTINGS, *,
+                       max_ctx: int | None = None) -> Estimate:
     """Does fp with context_tokens fit this device's free memory minus the buffer?"""
     if context_tokens < 0:
         raise ValueError(f"context must be a non-negative number of tokens, got {context_tokens}")
@@ -309,34 +332,28 @@ def estimate_footprint(fp: Footprint, context_tokens: int, device_total_bytes: i
     kv = fp.kv_bytes_per_token * context_tokens
     total = fp.weight_bytes + kv + fp.overhead_bytes
     usable = max(0, device_free_bytes - buffer_bytes)
-    max_ctx = max_context_for(fp, device_total_bytes, device_free_bytes, buffer_bytes, settings)
-    util = utilization_for(total, device_total_bytes, settings.utilization_resolution)
-    reserved = -(-total * settings.utilization_resolution // device_total_bytes) \
-        * device_total_bytes // settings.utilization_resolution
-    budget = (f"{fmt_bytes(device_free_bytes)} free - {fmt_bytes(buffer_bytes)} buffer = "
-              f"{fmt_bytes(usable)} usable")
-    w, o = fmt_bytes(fp.weight_bytes), fmt_bytes(fp.overhead_bytes)
-    fits = False
+    if max_ctx is None:
+        max_ctx = max_context_for(fp, device_total_bytes, device_free_bytes, buffer_bytes,
+                                  settings)
+    res = settings.utilization_resolution
+    units = -(-total * res // device_total_bytes)  # rounded up: vLLM reserves units/res x total
+    reserved = units * device_total_bytes // res
     if context_tokens > fp.max_position:
-        reason = (f"a context of {context_tokens} tokens exceeds the model's maximum of "
-                  f"{fp.max_position}")
+        verdict = "beyond_model_max"
     elif fp.weight_bytes + fp.overhead_bytes > usable:
-        reason = f"the weights ({w}) and engine overhead ({o}) alone exceed {budget}"
-    elif util > 1.0 or reserved > usable:
-        reason = (f"needs {fmt_bytes(total)} (weights {w} + KV cache for {context_tokens} "
-                  f"tokens {fmt_bytes(kv)} + overhead {o}) but "
-                  f"{budget}; at most {max_ctx} tokens of context fit")
+        verdict = "weights_too_big"
+    elif units > res or reserved > usable:
+        verdict = "context_too_big"
     else:
-        fits = True
-        reason = (f"fits: {fmt_bytes(total)} (weights {w} + KV {fmt_bytes(kv)} + overhead {o}) "
-                  f"within {budget}; gpu_memory_utilization {util:.3f} "
-                  f"of {fmt_bytes(device_total_bytes)} total")
+        verdict = "fits"
+    fits = verdict == "fits"
     return Estimate(
         model_id=fp.model_id, context_tokens=context_tokens, weight_bytes=fp.weight_bytes,
         kv_bytes=kv, overhead_bytes=fp.overhead_bytes, total_bytes=total,
         device_total_bytes=device_total_bytes, device_free_bytes=device_free_bytes,
-        buffer_bytes=buffer_bytes, fits=fits, reason=reason, max_context=max_ctx,
-        gpu_memory_utilization=util if fits else None, source=fp.source,
+        buffer_bytes=buffer_bytes, fits=fits, max_context=max_ctx,
+        gpu_memory_utilization=units / res if fits else None, source=fp.source,
+        verdict=verdict, model_max_context=fp.max_position,
     )
 
 
@@ -388,7 +405,7 @@ def fit_footprint(fp: Footprint, device_total_bytes: int, device_free_bytes: int
     best = max_context_for(fp, device_total_bytes, device_free_bytes, buffer_bytes, settings)
     context = min(want, best) if best > 0 else want
     return estimate_footprint(fp, context, device_total_bytes, device_free_bytes, buffer_bytes,
-                              settings)
+                              settings, max_ctx=best)
 
 
 class Estimator:
@@ -409,11 +426,16 @@ class Estimator:
             stamp: float | None = (directory / "config.json").stat().st_mtime
         except OSError:
             stamp = None
+        return self.footprint_at(entry, stamp)
+
+    def footprint_at(self, entry: ModelEntry, config_mtime: float | None) -> Footprint:
+        """The footprint when the caller has already stat'ed config.json (None: absent)."""
         cached = self._cache.get(entry.id)
-        if cached is not None and cached[0] == stamp:
+        if cached is not None and cached[0] == config_mtime:
             return cached[1]
-        fp = footprint(entry, directory if stamp is not None else None, self.settings)
-        self._cache[entry.id] = (stamp, fp)
+        directory = self.catalog.local_path(entry) if config_mtime is not None else None
+        fp = footprint(entry, directory, self.settings)
+        self._cache[entry.id] = (config_mtime, fp)
         return fp
 
     def estimate(self, entry: ModelEntry, context_tokens: int, device_total_bytes: int,

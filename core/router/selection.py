@@ -9,13 +9,14 @@ models of the cascade, then the local tier (models built on this machine), then 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from core import paths
 from core.models.catalog import Catalog, ModelEntry
-from core.models.estimator import GIB, Estimate, Estimator, fmt_bytes
+from core.models.estimator import GIB, Estimate, Estimator, fit_footprint, fmt_bytes
 from core.router.complexity import Complexity, ComplexityAnalyzer
 from core.router.config import RouterConfig, SelectionRule
 
@@ -137,6 +138,13 @@ class Router:
         self._band_bounds = tuple(
             None if b.below_gib is None else int(b.below_gib * GIB) for b in sel.vram_bands)
         self._remote = tuple(e for e in catalog.entries if e.is_remote)
+        # One os.stat per candidate per decision: config.json paths resolved once, as strings.
+        self._dirs = {e.id: str(catalog.local_path(e)) for e in catalog.entries
+                      if not e.is_remote}
+        self._config_json = {i: os.path.join(d, "config.json") for i, d in self._dirs.items()}
+        # Rejections that depend only on the entry are built once and reused (they are frozen).
+        self._not_on_disk = {i: Rejection(i, "not_on_disk", f"not on disk (no config.json in {d})")
+                             for i, d in self._dirs.items()}
 
     # -- pieces, public so tests and the GUI can ask them separately --
 
@@ -198,12 +206,12 @@ class Router:
             return Rejection(entry.id, "engine",
                              f"{entry.quantization.upper()} weights need {entry.engine}; "
                              f"this app loads models with {engines}")
-        if not self.catalog.is_on_disk(entry):
-            return Rejection(entry.id, "not_on_disk",
-                             f"not on disk (no config.json in {self.catalog.local_path(entry)})")
-        fp = self.estimator.footprint(entry)
-        est = self.estimator.fit_context(entry, hardware.total_bytes, hardware.free_bytes,
-                                         self._buffer)
+        mtime = self._config_mtime(entry)
+        if mtime is None:
+            return self._not_on_disk[entry.id]
+        fp = self.estimator.footprint_at(entry, mtime)
+        est = fit_footprint(fp, hardware.total_bytes, hardware.free_bytes, self._buffer,
+                            wanted=entry.default_context, settings=self.estimator.settings)
         need = min(self.config.selection.min_context_tokens, fp.max_position,
                    entry.default_context or fp.max_position)
         if not est.fits or est.context_tokens < need:
@@ -211,6 +219,15 @@ class Router:
                 f"only {est.max_context} tokens of context fit, fewer than {need}")
             return Rejection(entry.id, "does_not_fit", why)
         return est
+
+    def _config_mtime(self, entry: ModelEntry) -> float | None:
+        """config.json's mtime when the model is on disk, else None."""
+        if entry.is_gguf:  # a .gguf file, not a config.json, says a GGUF model is there
+            return 0.0 if self.catalog.is_on_disk(entry) else None
+        try:
+            return os.stat(self._config_json[entry.id]).st_mtime
+        except OSError:
+            return None
 
     def route(self, text: str, task_type: str, hardware: HardwareState,
               private: bool = False) -> RoutingDecision:

@@ -1,0 +1,113 @@
+"""The whole app config: top-level keys, catalog/router/monitoring merged, names cross-checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from core.config import TOP_LEVEL_KEYS, AppConfig, load_app_config
+from core.config_loading import ConfigError
+
+
+def write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_load_and_cross_check(tmp_path: Path) -> None:
+    config = load_app_config(None, models_dir=tmp_path)
+    assert isinstance(config, AppConfig)
+    assert config.remote is None
+    assert config.catalog.get("remote").enabled is False
+    assert config.fallback_cascade  # from monitoring.yaml
+    for name in config.fallback_cascade:
+        assert name in config.catalog
+    for _, name in config.router.named_models():
+        assert name in config.catalog
+    assert config.catalog.models_dir == tmp_path
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    path = write(tmp_path, {"modles": {}})
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path)
+    assert info.value.path == str(path)
+    assert info.value.key == "modles"
+    assert all(key in info.value.problem for key in TOP_LEVEL_KEYS)
+
+
+def test_fallback_cascade_must_name_catalog_models(tmp_path: Path) -> None:
+    path = write(tmp_path, {"model_switching": {
+        "fallback_cascade": ["qwen3-14b", "qwen3-8b-base", "remote"]}})
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path)
+    assert info.value.path == str(path)
+    assert info.value.key == "model_switching.fallback_cascade.1"
+    assert "qwen3-8b-base" in info.value.problem
+    assert "qwen3-8b" in info.value.problem
+
+
+def test_user_models_router_and_cascade_work_together(tmp_path: Path) -> None:
+    path = write(tmp_path, {
+        "models": {"my-7b": {
+            "display_name": "Mine", "quantization": "awq", "mode": "instruct",
+            "priority": "CUSTOM", "engine": "vllm", "default_context": 8192,
+            "architecture": {"layers": 28, "q_heads": 28, "kv_heads": 4, "head_dim": 128,
+                             "hidden": 3584, "params_total": 7.6e9, "params_active": 7.6e9,
+                             "tied_embeddings": False, "vocab": 152064,
+                             "max_position": 32768}},
+            "qwen3-8b": {"default_context": 4096}},
+        "router": {"selection": {"hot_prefer": ["my-7b"]}},
+        "model_switching": {"fallback_cascade": ["qwen3-14b", "my-7b", "remote"]},
+    })
+    config = load_app_config(path, models_dir=tmp_path)
+    assert config.catalog.get("my-7b").quantization == "awq"
+    assert config.catalog.get("qwen3-8b").default_context == 4096
+    assert config.router.selection.hot_prefer == ("my-7b",)
+    assert config.fallback_cascade == ("qwen3-14b", "my-7b", "remote")
+    assert str(path) in config.sources
+
+
+def test_remote_section_enables_the_remote_entry(tmp_path: Path) -> None:
+    path = write(tmp_path, {"remote": {"base_url": "http://gpu-box:8000/v1",
+                                       "model": "qwen3-14b", "api_key_env": "GPU_BOX_KEY"}})
+    config = load_app_config(path)
+    entry = config.catalog.get("remote")
+    assert entry.enabled
+    assert entry.base_url == "http://gpu-box:8000/v1"
+    assert entry.remote_model == "qwen3-14b"
+    assert config.remote is not None
+    assert config.remote.api_key_env == "GPU_BOX_KEY"
+
+
+@pytest.mark.parametrize(("remote", "key"), [
+    ({"base_url": "http://x"}, "remote.model"),
+    ({"base_url": "http://x", "model": "m", "token": "secret"}, "remote.token"),
+    ("http://x", "remote"),
+])
+def test_bad_remote_section(tmp_path: Path, remote: Any, key: str) -> None:
+    path = write(tmp_path, {"remote": remote})
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path)
+    assert info.value.key == key
+    assert info.value.path == str(path)
+
+
+def test_errors_from_each_section_name_the_user_file(tmp_path: Path) -> None:
+    path = write(tmp_path, {"router": {"selection": {"local_tier": ["nope"]}}})
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path)
+    assert (info.value.path, info.value.key) == (str(path), "router.selection.local_tier.0")
+    path = write(tmp_path, {"models": {"qwen3-14b": {"engine": "ollama"}}})
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path)
+    assert (info.value.path, info.value.key) == (str(path), "models.qwen3-14b.engine")
+
+
+def test_missing_user_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_app_config(tmp_path / "absent.yaml")

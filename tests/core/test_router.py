@@ -1,0 +1,336 @@
+"""The router pins the decision record's numbers: task types, length bands, signals, cap, bands."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config_loading import ConfigError
+from core.models.catalog import Catalog, load_catalog
+from core.models.estimator import GIB
+from core.router import (
+    HardwareState,
+    Router,
+    RouterConfig,
+    load_router_config,
+    route,
+)
+
+CARD = 16 * GIB
+IDLE = HardwareState(CARD - 600 * 1024**2, CARD, 41.5, "simulated rtx4090-laptop at idle")
+QWEN = ("qwen3-4b-instruct-2507", "qwen3-8b", "qwen3-14b", "qwen3-30b-a3b-instruct-2507")
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return load_catalog(models_dir=tmp_path / "models")
+
+
+@pytest.fixture
+def config(catalog: Catalog) -> RouterConfig:
+    return load_router_config(catalog)
+
+
+def put_on_disk(catalog: Catalog, *ids: str) -> None:
+    """A model directory with a config.json is what the catalog calls on disk."""
+    for model_id in ids:
+        directory = catalog.local_path(catalog.get(model_id))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.json").write_text('{"model_type": "qwen3"}')
+
+
+def score(router: Router, text: str, task_type: str = "simple_extraction") -> float:
+    return router.analyzer.analyze(text, task_type).score
+
+
+# --- complexity ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("task_type", "expected"), [
+    ("simple_extraction", 0.1), ("standard_parsing", 0.3), ("salary_analysis", 0.5),
+    ("complex_reasoning", 0.7), ("multi_step_analysis", 0.8), ("edge_case_handling", 0.9),
+])
+def test_task_type_table(config: RouterConfig, catalog: Catalog, task_type: str,
+                         expected: float) -> None:
+    result = Router(config, catalog).analyzer.analyze("short text", task_type)
+    assert result.score == expected
+    assert result.task_type_known
+    assert [(f.name, f.contribution) for f in result.factors] == [("task_type", expected)]
+
+
+def test_unknown_task_type_scores_default_and_says_so(config: RouterConfig,
+                                                      catalog: Catalog) -> None:
+    decision = Router(config, catalog).route("text", "poetry", IDLE)
+    assert decision.score == 0.4
+    assert not decision.complexity.task_type_known
+    text = decision.explain()
+    assert "unknown task type 'poetry'" in text
+    assert "0.4" in text
+
+
+@pytest.mark.parametrize(("chars", "added"), [
+    (0, 0.0), (5_000, 0.0), (5_001, 0.1), (20_000, 0.1), (20_001, 0.2), (50_000, 0.2),
+    (50_001, 0.3), (200_000, 0.3),
+])
+def test_length_bands_highest_only(config: RouterConfig, catalog: Catalog, chars: int,
+                                   added: float) -> None:
+    router = Router(config, catalog)
+    assert score(router, "a" * chars) == pytest.approx(0.1 + added)
+
+
+@pytest.mark.parametrize(("text", "added"), [
+    ("equity", 0.2), ("Stock Options granted", 0.2), ("EQUITY and stock options", 0.2),
+    ("stock  options", 0.0), ("remote", 0.0), ("hybrid", 0.0), ("Remote or HYBRID", 0.1),
+    ("<table><table>", 0.0), ("<table><TABLE><table>", 0.2), ("no signals here", 0.0),
+])
+def test_content_signals(config: RouterConfig, catalog: Catalog, text: str, added: float) -> None:
+    assert score(Router(config, catalog), text) == pytest.approx(0.1 + added)
+
+
+def test_signals_add_up_and_cap_at_one(config: RouterConfig, catalog: Catalog) -> None:
+    router = Router(config, catalog)
+    text = "equity remote hybrid <table><table><table>" + "x" * 50_001
+    result = router.analyzer.analyze(text, "edge_case_handling")
+    assert result.raw_score == pytest.approx(0.9 + 0.3 + 0.2 + 0.1 + 0.2)
+    assert result.score == 1.0
+    assert result.capped
+    assert result.factors[-1].name == "cap"
+    assert sum(f.contribution for f in result.factors) == pytest.approx(1.0)
+    # Just under the cap: no cap factor.
+    uncapped = router.analyzer.analyze("equity", "multi_step_analysis")
+    assert uncapped.score == 1.0
+    assert not uncapped.capped
+
+
+def test_every_weight_comes_from_config(catalog: Catalog, tmp_path: Path) -> None:
+    user = {"complexity": {"task_types": {"simple_extraction": 0.05},
+                           "length_bands": [{"over_chars": 10, "add": 0.5}],
+                           "signals": [{"name": "pay", "any": ["salary"], "add": 0.25}],
+                           "cap": 0.6}}
+    config = load_router_config(catalog, user, tmp_path / "u.yaml")
+    router = Router(config, catalog)
+    assert score(router, "short") == 0.05
+    assert score(router, "a" * 11) == pytest.approx(0.55)
+    capped = router.analyzer.analyze("salary" * 2, "simple_extraction")
+    assert capped.raw_score == pytest.approx(0.05 + 0.5 + 0.25)
+    assert capped.score == 0.6
+    assert score(router, "equity") == 0.05  # the shipped signals were replaced
+
+
+def test_threshold_sums_compare_exactly(config: RouterConfig, catalog: Catalog) -> None:
+    router = Router(config, catalog)
+    s = score(router, "a" * 5_001, "standard_parsing")  # 0.3 + 0.1 is 0.4000000000000001 in floats
+    assert s == 0.4
+    _, _, _, preferred = router.preference(s, IDLE)
+    assert preferred == ("qwen3-8b",)  # 0.4 is not below the 0.4 threshold
+
+
+# --- selection bands ----------------------------------------------------------------------------
+
+def free(gib: float, temperature: float | None = 50.0) -> HardwareState:
+    return HardwareState(int(gib * GIB), CARD, temperature)
+
+
+@pytest.mark.parametrize(("free_gib", "complexity", "first_choice"), [
+    (7.9, 0.39, "qwen3-4b-instruct-2507"), (7.9, 0.4, "qwen3-8b"), (7.9, 1.0, "qwen3-8b"),
+    (9.9, 0.39, "qwen3-4b-instruct-2507"), (9.9, 0.69, "qwen3-8b"), (9.9, 0.7, "qwen3-14b"),
+    (11.9, 0.39, "qwen3-4b-instruct-2507"), (11.9, 0.79, "qwen3-8b"), (11.9, 0.8, "qwen3-14b"),
+    (12.0, 0.39, "qwen3-4b-instruct-2507"), (12.0, 0.4, "qwen3-8b"), (12.0, 0.69, "qwen3-8b"),
+    (12.0, 0.7, "qwen3-14b"), (12.0, 0.89, "qwen3-14b"),
+    (12.0, 0.9, "qwen3-30b-a3b-instruct-2507"), (15.4, 1.0, "qwen3-30b-a3b-instruct-2507"),
+])
+def test_free_vram_bands(config: RouterConfig, catalog: Catalog, free_gib: float,
+                         complexity: float, first_choice: str) -> None:
+    hot, _band, _rule, preferred = Router(config, catalog).preference(complexity, free(free_gib))
+    assert not hot
+    assert preferred[0] == first_choice
+
+
+@pytest.mark.parametrize(("temperature", "hot"), [(80.0, False), (80.1, True), (95.0, True),
+                                                  (None, False)])
+def test_above_80c_prefers_small(config: RouterConfig, catalog: Catalog,
+                                 temperature: float | None, hot: bool) -> None:
+    is_hot, band, _, preferred = Router(config, catalog).preference(1.0, free(15, temperature))
+    assert is_hot is hot
+    if hot:
+        assert preferred[0] == "qwen3-4b-instruct-2507"
+        assert "> 80 C" in band
+    else:
+        assert preferred[0] == "qwen3-30b-a3b-instruct-2507"
+
+
+def test_candidates_cascade_down_then_local_then_remote(config: RouterConfig,
+                                                        catalog: Catalog) -> None:
+    router = Router(config, catalog)
+    assert router.candidates(("qwen3-14b",)) == (
+        "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507", "demo-tiny-a", "demo-tiny-b")
+    decision = router.route("x", "simple_extraction", IDLE)
+    assert decision.candidates[-1] == "remote"
+
+
+# --- choosing among what fits and is on disk ----------------------------------------------------
+
+def test_chooses_preferred_model_when_on_disk_and_fitting(config: RouterConfig,
+                                                          catalog: Catalog) -> None:
+    put_on_disk(catalog, *QWEN, "demo-tiny-a")
+    decision = Router(config, catalog).route("equity " + "a" * 6000, "salary_analysis", IDLE)
+    assert decision.score == pytest.approx(0.8)  # 0.5 + 0.1 length + 0.2 equity
+    assert decision.model_id == "qwen3-14b"
+    assert decision.rejected == ()
+    assert decision.estimate is not None
+    assert decision.estimate.fits
+    assert decision.estimate.gpu_memory_utilization is not None
+    assert 1024 <= decision.estimate.context_tokens <= 32_768
+
+
+def test_30b_never_chosen_on_16gb(config: RouterConfig, catalog: Catalog) -> None:
+    put_on_disk(catalog, *QWEN)
+    decision = Router(config, catalog).route("hard", "edge_case_handling", IDLE)
+    assert decision.model_id == "qwen3-14b"
+    [rejection] = decision.rejected
+    assert rejection.model_id == "qwen3-30b-a3b-instruct-2507"
+    assert rejection.kind == "does_not_fit"
+    assert "alone exceed" in rejection.reason
+
+
+def test_cpu_machine_picks_the_demo_model(config: RouterConfig, catalog: Catalog) -> None:
+    put_on_disk(catalog, "demo-tiny-a", "demo-tiny-b")
+    host = HardwareState(20 * GIB, 23 * GIB, None, "host RAM (CPU engine)")
+    decision = Router(config, catalog).route("x", "complex_reasoning", host)
+    assert decision.model_id == "demo-tiny-a"
+    assert decision.score == 0.7  # >= 12 GiB free, below 0.9: the 14B, then down the cascade
+    assert [(r.model_id, r.kind) for r in decision.rejected] == [
+        ("qwen3-14b", "not_on_disk"), ("qwen3-8b", "not_on_disk"),
+        ("qwen3-4b-instruct-2507", "not_on_disk")]
+    text = decision.explain()
+    assert "temperature unknown" in text
+    assert "not on disk" in text
+    assert "chosen demo-tiny-a" in text
+
+
+def test_too_little_memory_moves_down(config: RouterConfig, catalog: Catalog) -> None:
+    put_on_disk(catalog, *QWEN)
+    # 9.5 GiB free, complexity 0.7 -> prefer 14B, which needs ~10.5 GiB: fall to 8B.
+    decision = Router(config, catalog).route("x", "complex_reasoning", free(9.5))
+    assert decision.model_id == "qwen3-8b"
+    assert [(r.model_id, r.kind) for r in decision.rejected] == [("qwen3-14b", "does_not_fit")]
+
+
+def test_gguf_entry_rejected_for_engine(catalog: Catalog, tmp_path: Path) -> None:
+    user = {"selection": {"hot_prefer": ["qwen3-4b-thinking-2507", "demo-tiny-a"]}}
+    config = load_router_config(catalog, user, tmp_path / "u.yaml")
+    put_on_disk(catalog, "demo-tiny-a")
+    decision = Router(config, catalog).route("x", "simple_extraction", free(15, 90))
+    assert decision.hot
+    assert decision.model_id == "demo-tiny-a"
+    first = decision.rejected[0]
+    assert first.model_id == "qwen3-4b-thinking-2507"
+    assert first.kind == "engine"
+    assert "llama.cpp" in first.reason
+
+
+def test_private_task_never_goes_remote(config: RouterConfig, catalog: Catalog) -> None:
+    remote = catalog.get("remote").model_copy(update={
+        "enabled": True, "base_url": "http://gpu-box:8000/v1", "remote_model": "qwen3-14b"})
+    with_remote = catalog.with_entry(remote)
+    router = Router(config, with_remote)
+    assert router.route("x", "simple_extraction", IDLE).model_id == "remote"
+    private = router.route("x", "simple_extraction", IDLE, private=True)
+    assert private.model_id is None
+    assert private.rejected[-1].kind == "private"
+    assert "manager's fallback cascade" in private.explain()
+
+
+def test_nothing_usable_gives_none(config: RouterConfig, catalog: Catalog) -> None:
+    decision = Router(config, catalog).route("x", "simple_extraction", IDLE)
+    assert decision.model_id is None
+    assert decision.rejected[-1].kind == "remote_off"
+    assert {r.model_id for r in decision.rejected} == set(decision.candidates)
+
+
+def test_decision_is_frozen_and_serialisable(config: RouterConfig, catalog: Catalog) -> None:
+    decision = route("equity", "salary_analysis", IDLE, catalog, config=config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.model_id = "qwen3-8b"  # type: ignore[misc]
+    data: dict[str, Any] = decision.as_dict()
+    assert data["complexity"] == 0.7
+    assert data["factors"][1] == {"name": "signal:equity", "contribution": 0.2,
+                                  "detail": '"equity" or "stock options"'}
+    assert data["hardware"]["temperature_c"] == 41.5
+    assert decision.factors == (("task_type", 0.5), ("signal:equity", 0.2))
+
+
+def test_explanation_lists_factors_hardware_and_rule(config: RouterConfig,
+                                                     catalog: Catalog) -> None:
+    put_on_disk(catalog, *QWEN)
+    text = Router(config, catalog).route("equity " * 1000, "salary_analysis", IDLE).explain()
+    for needle in ("Chosen model: qwen3-14b", "+0.50  task_type", "+0.10  length",
+                   "+0.20  signal:equity", "42 C", "15.41 GiB free", ">= 12.0 GiB",
+                   "complexity 0.80 < 0.9", "gpu_memory_utilization"):
+        assert needle in text, needle
+
+
+# --- configuration checks -----------------------------------------------------------------------
+
+def test_router_naming_a_missing_model_is_a_config_error(catalog: Catalog,
+                                                         tmp_path: Path) -> None:
+    user = {"selection": {"hot_prefer": ["qwen3-8b-base"]}}
+    with pytest.raises(ConfigError) as info:
+        load_router_config(catalog, user, tmp_path / "u.yaml")
+    assert info.value.path == str(tmp_path / "u.yaml")
+    assert info.value.key == "router.selection.hot_prefer.0"
+    assert "qwen3-8b-base" in info.value.problem
+    assert "qwen3-8b" in info.value.problem
+
+
+def test_shipped_defaults_blamed_for_their_own_names(tmp_path: Path) -> None:
+    import yaml
+
+    from core.models.catalog import default_models_file
+
+    data = yaml.safe_load(default_models_file().read_text())
+    data["router"]["selection"]["local_tier"] = ["demo-tiny-z"]
+    broken = tmp_path / "models.yaml"
+    broken.write_text(yaml.safe_dump(data))
+    catalog = load_catalog(defaults_path=broken, models_dir=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_router_config(catalog, {"selection": {"buffer_gib": 2}}, tmp_path / "u.yaml",
+                           defaults_path=broken)
+    assert info.value.path == str(broken)
+    assert info.value.key == "router.selection.local_tier.0"
+
+
+@pytest.mark.parametrize(("user", "key"), [
+    ({"complexity": {"signals": [{"name": "x", "any": ["a"], "all": ["b"], "add": 0.1}]}},
+     "router.complexity.signals.0"),
+    ({"selection": {"vram_bands": [{"below_gib": 8, "rules": [{"prefer": ["qwen3-8b"]}]}]}},
+     "router.selection"),
+    ({"selection": {"vram_bands": [{"rules": [{"below_complexity": 0.5,
+                                               "prefer": ["qwen3-8b"]}]}]}},
+     "router.selection.vram_bands.0"),
+    ({"selection": {"remote_first": True}}, "router.selection.remote_first"),
+    ({"selection": {"cascade": ["remote"]}}, "router.selection.cascade.0"),
+])
+def test_bad_router_config(catalog: Catalog, tmp_path: Path, user: dict[str, Any],
+                           key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_router_config(catalog, user, tmp_path / "u.yaml")
+    assert info.value.key == key
+    assert info.value.path == str(tmp_path / "u.yaml")
+
+
+def test_decision_on_50k_chars_is_fast(config: RouterConfig, catalog: Catalog) -> None:
+    """A loose guard (10x the 100 us target); tests/benchmarks/bench_router.py measures it."""
+    put_on_disk(catalog, "demo-tiny-a")
+    router = Router(config, catalog)
+    text = ("Senior engineer, salary 120k, remote or hybrid. " * 1100)[:50_000]
+    router.route(text, "salary_analysis", IDLE)
+    runs = []
+    for _ in range(50):
+        start = time.perf_counter()
+        router.route(text, "salary_analysis", IDLE)
+        runs.append(time.perf_counter() - start)
+    assert sorted(runs)[len(runs) // 2] < 1e-3
