@@ -71,7 +71,9 @@ class TelemetryHistory:
     window from a subscriber callback or accept that a row may be mid-write.
     """
 
-    def __init__(self, capacity: int) -> None:
+    DEFAULT_CAPACITY = 7200  # 1 h at the default 2 Hz; Sampler sizes it from the config
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity

@@ -152,6 +152,8 @@ class NvmlGpu:
             index=self.index,
             name=self.name,
             simulated=False,
+            # v1 memory info: used = total - free, so it includes the driver's reserved memory
+            # (nvidia-smi's "used" leaves that out; "free", what decisions rest on, is the same).
             vram_total_bytes=int(mem.total) if mem is not None else None,
             vram_used_bytes=int(mem.used) if mem is not None else None,
             vram_free_bytes=int(mem.free) if mem is not None else None,
