@@ -14,7 +14,7 @@ from typing import Any
 
 from core.config import AppConfig, load_app_config
 from core.models.catalog import UnknownModelError
-from core.models.estimator import GIB, Estimator, fmt_bytes
+from core.models.estimator import GIB, Estimator, EstimatorSettings, fmt_bytes
 from core.router.selection import HardwareState
 
 MIB = 1024**2
@@ -36,7 +36,8 @@ def host_state() -> HardwareState:
     import psutil
 
     vm = psutil.virtual_memory()
-    return HardwareState(int(vm.available), int(vm.total), None, "host RAM (CPU engine)")
+    return HardwareState(int(vm.available), int(vm.total), None, "host RAM (CPU engine)",
+                         host_memory=True)
 
 
 def gpu_state() -> HardwareState | None:
@@ -54,6 +55,11 @@ def gpu_state() -> HardwareState | None:
         for device in devices:
             device.close()
     return None
+
+
+def settings_for(state: HardwareState) -> EstimatorSettings:
+    """The CPU engine's overhead model on host RAM, the GPU's elsewhere."""
+    return EstimatorSettings.for_cpu_engine() if state.host_memory else EstimatorSettings()
 
 
 def device_state(simulate: str | None, device: str | None = None) -> HardwareState:
@@ -118,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     buffer = int(config.router.selection.buffer_gib * GIB)
-    estimator = Estimator(config.catalog)
+    estimator = Estimator(config.catalog, settings_for(state))
     if args.context is None:
         est = estimator.fit_context(entry, state.total_bytes, state.free_bytes, buffer)
     else:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from core.cli.estimate import load_config_and_state
+from core.cli.estimate import load_config_and_state, settings_for
 from core.models.estimator import GIB, Estimator, fmt_bytes
 
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     config, state = loaded
     catalog = config.catalog
     buffer = int(config.router.selection.buffer_gib * GIB)
-    estimator = Estimator(catalog)
+    estimator = Estimator(catalog, settings_for(state))
     rows: list[dict[str, Any]] = []
     for entry in catalog:
         row: dict[str, Any] = {

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.cli.estimate import load_config_and_state
+from core.cli.estimate import load_config_and_state, settings_for
+from core.models.estimator import Estimator
 from core.router import Router
 
 
@@ -53,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     config, state = loaded
-    decision = Router(config.router, config.catalog).route(text, args.task_type, state,
-                                                          private=args.private)
+    estimator = Estimator(config.catalog, settings_for(state))
+    decision = Router(config.router, config.catalog, estimator=estimator).route(
+        text, args.task_type, state, private=args.private)
     if args.json:
         print(json.dumps(decision.as_dict(), indent=1))
     else:

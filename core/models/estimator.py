@@ -52,6 +52,17 @@ class EstimatorSettings:
     # gpu_memory_utilization is rounded up to 1/utilization_resolution.
     utilization_resolution: int = 1000
 
+    @classmethod
+    def for_cpu_engine(cls) -> EstimatorSettings:
+        """Settings for vLLM's CPU build, whose "device" is host memory.
+
+        Its worker reserves utilization x node memory and gives the KV cache that minus its own
+        RSS (vllm/v1/worker/cpu_worker.py), so the fixed overhead is the worker's RSS: ~0.6 GiB
+        after importing torch and vLLM here, ~0.8 GiB once running (FACTS.md: 0.1 x 7.84 GiB
+        worked for the tiny model). 1.25 GiB keeps a margin.
+        """
+        return cls(base_overhead_bytes=5 * GIB // 4)
+
 
 DEFAULT_SETTINGS = EstimatorSettings()
 

@@ -32,6 +32,7 @@ class HardwareState:
     total_bytes: int
     temperature_c: float | None = None
     label: str = ""  # e.g. "simulated rtx4090-laptop" or "host RAM"
+    host_memory: bool = False  # True: the CPU engine's host RAM, not a GPU
 
 
 @dataclass(frozen=True)

@@ -215,3 +215,18 @@ def test_device_agnostic_host_memory(catalog: Catalog) -> None:
     assert est.fits
     assert est.gpu_memory_utilization is not None
     assert est.gpu_memory_utilization < 0.92  # the default that failed at start-up there
+
+
+def test_cpu_engine_reserves_its_worker_rss(catalog: Catalog) -> None:
+    """vLLM's CPU worker gives the KV cache utilization x memory minus its own RSS (~0.8 GiB)."""
+    from core.models.estimator import EstimatorSettings
+
+    host_total = int(7.84 * GIB)
+    entry = catalog.get("demo-tiny-a")
+    cpu = fit_context(entry, host_total, host_total, BUFFER,
+                      settings=EstimatorSettings.for_cpu_engine())
+    gpu = fit_context(entry, host_total, host_total, BUFFER)
+    assert cpu.gpu_memory_utilization is not None
+    assert gpu.gpu_memory_utilization is not None
+    assert cpu.gpu_memory_utilization * host_total > GIB  # room for the worker's RSS
+    assert cpu.gpu_memory_utilization > gpu.gpu_memory_utilization
