@@ -1,4 +1,4 @@
-"""Read YAML into typed pydantic settings; every error names the file, the key and what was expected."""
+"""Read YAML into typed pydantic settings; errors name the file, the key and what was expected."""
 
 from __future__ import annotations
 

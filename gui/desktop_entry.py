@@ -11,7 +11,7 @@ from core.paths import resource
 
 
 def install_desktop_entry(home: Path | None = None) -> list[Path]:
-    """Copy the icon and a .desktop file (pointing at this interpreter's vrampilot) into ~/.local."""
+    """Copy the icon and a .desktop file (running this venv's vrampilot) into ~/.local/share."""
     base = home or Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
     icon_dir = base / "icons" / "hicolor" / "scalable" / "apps"
     app_dir = base / "applications"

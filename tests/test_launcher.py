@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 
-def run_vrampilot(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_vrampilot(*args: str,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gui.launcher", *args], capture_output=True,
                           text=True, timeout=120, env=env, check=False)
 
@@ -57,6 +58,5 @@ def test_desktop_entry_installs_icon_and_launcher(tmp_path: Path) -> None:
     entry = tmp_path / "applications" / "vrampilot.desktop"
     assert (tmp_path / "icons" / "hicolor" / "scalable" / "apps" / "vrampilot.svg").is_file()
     text = entry.read_text(encoding="utf-8")
-    assert "Exec=" in text and "vrampilot" in text
     exec_path = next(line for line in text.splitlines() if line.startswith("Exec="))[5:]
     assert Path(exec_path).name == "vrampilot"
