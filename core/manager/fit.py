@@ -7,8 +7,17 @@ from core.models.catalog import ModelEntry
 from core.models.estimator import Estimator
 
 
-def estimator_fit(estimator: Estimator) -> FitEstimator:
-    """A FitEstimator answering with the context and utilization fitted to the free memory."""
+# vLLM's CPU build reads gpu_memory_utilization as a share of host memory and takes the KV cache
+# from it after the model's own use: small shares leave it negative (FACTS.md: 0.1 works here).
+CPU_MIN_UTILIZATION = 0.1
+
+
+def estimator_fit(estimator: Estimator, *, min_utilization: float = 0.0) -> FitEstimator:
+    """A FitEstimator answering with the context and utilization fitted to the free memory.
+
+    min_utilization: a floor for the utilization passed to the engine (CPU_MIN_UTILIZATION when
+    the engine is vLLM's CPU build and the probe reads host memory); the need grows to match.
+    """
 
     def fit(entry: ModelEntry, free: int | None, total: int | None, buffer: int) -> FitEstimate:
         if entry.is_remote:
@@ -21,7 +30,10 @@ def estimator_fit(estimator: Estimator) -> FitEstimator:
                                "device reports no memory; default context")
         est = estimator.fit_context(entry, total, max(0, free), buffer)
         util = est.gpu_memory_utilization
+        if util is not None:
+            util = max(util, min_utilization)
         needed = int(util * total) if util is not None else est.total_bytes
-        return FitEstimate(est.fits, needed, est.context_tokens, util or 0.0, est.reason)
+        fits = est.fits and needed <= max(0, free - buffer)
+        return FitEstimate(fits, needed, est.context_tokens, util or 0.0, est.reason)
 
     return fit
