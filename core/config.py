@@ -12,29 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from core.config_loading import ConfigError, read_yaml
 from core.models.catalog import Catalog, default_models_file, load_catalog
 from core.router import RouterConfig, load_router_config
 
 if TYPE_CHECKING:
+    from core.engine.remote_engine import RemoteConfig
     from core.telemetry.config import MonitoringConfig
 
 TOP_LEVEL_KEYS = ("hardware_monitoring", "model_switching", "performance_tracking", "models",
                   "router", "remote")
 # The name a fallback cascade uses for the remote endpoint (the catalog entry of engine "remote").
 REMOTE_ID = "remote"
-
-
-class RemoteSettings(BaseModel):
-    """An OpenAI-compatible endpoint; the API key is read from the named environment variable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    base_url: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    api_key_env: str | None = None
-    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,7 +35,7 @@ class AppConfig:
     monitoring: MonitoringConfig
     catalog: Catalog
     router: RouterConfig
-    remote: RemoteSettings | None
+    remote: RemoteConfig | None  # the `remote:` section: the endpoint's settings, or None
     sources: tuple[str, ...]  # the files read: defaults first, the user's file last
 
     @property
@@ -52,14 +43,17 @@ class AppConfig:
         return tuple(self.monitoring.model_switching.fallback_cascade)
 
 
-def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteSettings | None:
+def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteConfig | None:
+    """The `remote:` section, validated by the remote engine's own settings model."""
+    from core.engine.remote_engine import RemoteConfig
+
     if "remote" not in user or user["remote"] is None:
         return None
     raw = user["remote"]
     if not isinstance(raw, dict):
         raise ConfigError(user_label, "remote", f"expected a mapping, got {type(raw).__name__}")
     try:
-        return RemoteSettings.model_validate(raw)
+        return RemoteConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(["remote", *(str(p) for p in err["loc"])])
@@ -69,13 +63,16 @@ def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteSettings | 
         raise ConfigError(user_label, key, problem) from None
 
 
-def _apply_remote(catalog: Catalog, remote: RemoteSettings | None) -> Catalog:
-    """Point the catalog's remote entry at the configured endpoint (enabled only when set)."""
+def _apply_remote(catalog: Catalog, remote: RemoteConfig | None) -> Catalog:
+    """Point the catalog's remote entry at the configured endpoint and enable it.
+
+    Without a `remote:` section the entry stays as the catalog has it (disabled by default).
+    """
     if remote is None or REMOTE_ID not in catalog:
         return catalog
     entry = catalog.get(REMOTE_ID)
     updated = entry.model_copy(update={"base_url": remote.base_url, "remote_model": remote.model,
-                                       "enabled": remote.enabled})
+                                       "enabled": True})
     return catalog.with_entry(updated)
 
 

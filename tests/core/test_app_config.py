@@ -74,7 +74,8 @@ def test_user_models_router_and_cascade_work_together(tmp_path: Path) -> None:
 
 def test_remote_section_enables_the_remote_entry(tmp_path: Path) -> None:
     path = write(tmp_path, {"remote": {"base_url": "http://gpu-box:8000/v1",
-                                       "model": "qwen3-14b", "api_key_env": "GPU_BOX_KEY"}})
+                                       "model": "qwen3-14b", "api_key_env": "GPU_BOX_KEY",
+                                       "read_timeout_s": 30}})
     config = load_app_config(path)
     entry = config.catalog.get("remote")
     assert entry.enabled
@@ -82,6 +83,7 @@ def test_remote_section_enables_the_remote_entry(tmp_path: Path) -> None:
     assert entry.remote_model == "qwen3-14b"
     assert config.remote is not None
     assert config.remote.api_key_env == "GPU_BOX_KEY"
+    assert config.remote.read_timeout_s == 30  # the remote engine's own settings model
 
 
 @pytest.mark.parametrize(("remote", "key"), [
