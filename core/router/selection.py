@@ -18,7 +18,7 @@ from core import paths
 from core.models.catalog import Catalog, ModelEntry
 from core.models.estimator import GIB, Estimate, Estimator, fit_footprint, fmt_bytes
 from core.router.complexity import Complexity, ComplexityAnalyzer
-from core.router.config import RouterConfig, SelectionRule
+from core.router.config import RouterConfig
 
 # Engines this app drives. llama.cpp entries (GGUF) are listed for the record but not loadable here.
 LOADABLE_ENGINES = frozenset({"vllm", "remote"})
@@ -136,8 +136,17 @@ class Router:
         self.analyzer = ComplexityAnalyzer(config.complexity)
         sel = config.selection
         self._buffer = int(sel.buffer_gib * GIB)
-        self._band_bounds = tuple(
-            None if b.below_gib is None else int(b.below_gib * GIB) for b in sel.vram_bands)
+        # Bands and rules with their explanation text, built once.
+        last_bound = sel.vram_bands[-2].below_gib if len(sel.vram_bands) > 1 else 0
+        self._bands = tuple(
+            (None if b.below_gib is None else int(b.below_gib * GIB),
+             f"< {b.below_gib} GiB" if b.below_gib is not None else f">= {last_bound} GiB",
+             tuple((r.below_complexity, r.prefer,
+                    (f"< {r.below_complexity}" if r.below_complexity is not None
+                     else "above every threshold") + f" -> prefer {', '.join(r.prefer)}")
+                   for r in b.rules))
+            for b in sel.vram_bands)
+        self._candidates: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._remote = tuple(e for e in catalog.entries if e.is_remote)
         # One os.stat per candidate per decision: config.json paths resolved once, as strings.
         self._dirs = {e.id: str(catalog.local_path(e)) for e in catalog.entries
@@ -157,27 +166,13 @@ class Router:
         if t is not None and t > sel.hot_temperature_c:
             return (True, f"hot: {t:.0f} C > {sel.hot_temperature_c:.0f} C",
                     "prefer small models", sel.hot_prefer)
-        for band, bound in zip(sel.vram_bands, self._band_bounds, strict=True):
+        for bound, band_label, rules in self._bands:
             if bound is None or hardware.free_bytes < bound:
-                band_text = (f"free {fmt_bytes(hardware.free_bytes)} < {band.below_gib} GiB"
-                             if band.below_gib is not None else
-                             f"free {fmt_bytes(hardware.free_bytes)} >= "
-                             f"{sel.vram_bands[-2].below_gib if len(sel.vram_bands) > 1 else 0}"
-                             " GiB")
-                rule = self._rule(band.rules, score)
-                rule_text = (f"complexity {score:.2f} < {rule.below_complexity}"
-                             if rule.below_complexity is not None else
-                             f"complexity {score:.2f} above every threshold")
-                return False, band_text, f"{rule_text} -> prefer {', '.join(rule.prefer)}", \
-                    rule.prefer
+                for threshold, prefer, rule_label in rules:
+                    if threshold is None or score < threshold:
+                        return (False, f"free {fmt_bytes(hardware.free_bytes)} {band_label}",
+                                f"complexity {score:.2f} {rule_label}", prefer)
         raise AssertionError("the last band has no bound")  # guaranteed by SelectionConfig
-
-    @staticmethod
-    def _rule(rules: tuple[SelectionRule, ...], score: float) -> SelectionRule:
-        for rule in rules:
-            if rule.below_complexity is None or score < rule.below_complexity:
-                return rule
-        return rules[-1]
 
     def candidates(self, preferred: tuple[str, ...]) -> tuple[str, ...]:
         """Preferred ids, then the cascade below the first preferred one, then the local tier."""
