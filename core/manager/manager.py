@@ -91,7 +91,8 @@ class _Loaded:
     entry: ModelEntry
     engine: Engine
     spec: LoadSpec
-    loaded_bytes: int
+    loaded_bytes: int  # what the estimate says the engine takes (reported to EngineActivity)
+    measured_bytes: int  # the device's free-memory drop across the load: what must come back
 
 
 @dataclass
@@ -223,7 +224,7 @@ class ModelManager:
         loaded = self._loaded
         return plan_switch(
             entry, active_model=loaded.entry.id if loaded else None,
-            active_loaded_bytes=loaded.loaded_bytes if loaded else 0, reading=self._probe.read(),
+            active_loaded_bytes=loaded.measured_bytes if loaded else 0, reading=self._probe.read(),
             limits=self.limits, estimate=self._fit,
             on_disk=not entry.is_remote and self._on_disk(entry), private=private,
             remote_configured=self.remote_configured(entry),
@@ -384,7 +385,7 @@ class ModelManager:
             raise SwitchFailed("refused", f"refused: {plan.refusal}")
 
         if self._loaded is not None:
-            released = self._loaded.loaded_bytes
+            released = self._loaded.measured_bytes
             free_before = self._probe.read().free_bytes
             with self._phase_timer(a, SwitchPhase.UNLOADING, f"unloading {self._loaded.entry.id}"):
                 await self._unload_current()
@@ -401,9 +402,10 @@ class ModelManager:
                                fit.memory_utilization if fit else 0.1)
         loaded_bytes = fit.needed_bytes if fit else 0
 
+        free_before_load = self._probe.read().free_bytes
         with self._phase_timer(a, SwitchPhase.LOADING, f"loading {entry.id}"):
             engine, spec = await self._load_with_retries(a, spec, loaded_bytes)
-        self._loaded = _Loaded(entry, engine, spec, loaded_bytes)
+        self._loaded = _Loaded(entry, engine, spec, loaded_bytes, loaded_bytes)
         with self._phase_timer(a, SwitchPhase.WARMING_UP, "warming up with one short request"):
             try:
                 await asyncio.wait_for(self._warm_up(engine, spec),
@@ -414,6 +416,12 @@ class ModelManager:
             except asyncio.CancelledError:
                 await asyncio.shield(self._unload_current())
                 raise
+        free_after_load = self._probe.read().free_bytes
+        if free_before_load is not None and free_after_load is not None:
+            # Wait later for what the device really gave up, not for the estimate: on the host
+            # (vLLM's CPU build) the reserved share is not all resident.
+            measured = max(0, free_before_load - free_after_load)
+            self._loaded.measured_bytes = min(measured, loaded_bytes) if loaded_bytes else measured
 
     async def _load_with_retries(self, a: _Attempt, spec: LoadSpec,
                                  loaded_bytes: int) -> tuple[Engine, LoadSpec]:
