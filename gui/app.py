@@ -1,44 +1,68 @@
-"""Entry point of the desktop app: one QApplication, one qasync loop, all wiring in one place."""
+"""Entry point of the desktop app: one QApplication, one qasync loop, all wiring in one place
+(`AppController._connect_signals`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import sys
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from types import FrameType, TracebackType
+from typing import Any
 
+import psutil
 import qasync
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.paths import resource
 from core.runtime import Runtime
+from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
-from gui.charts import ChartPanel, ChartSpec
+from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
+from gui.events_panel import EventsPanel, TrayNotifier
+from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
+from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
 
 GIB = 1024**3
+# Closing must end within 10 s: the engine gets this long to shut down cleanly, then its
+# processes are ended by force.
+SHUTDOWN_TIMEOUT_S = 7.0
 
 
 def chart_specs(runtime: Runtime) -> list[ChartSpec]:
-    """The charts: one GPU's VRAM / temperature / power / utilisation, plus host RAM and CPU."""
+    """The charts: each GPU's VRAM / temperature / power / utilisation, plus host RAM and CPU."""
     t = runtime.config.monitoring.hardware_monitoring.thresholds
     specs: list[ChartSpec] = []
     for gpu in runtime.gpu_snapshots():
         p = f"gpu{gpu.index}"
         total_gib = (gpu.vram_total_bytes or 0) / GIB
+        lost = (f"{p}.lost",)
         specs += [
-            ChartSpec(f"{gpu.name} VRAM used", "GiB", (f"{p}.vram_used_bytes",), 1 / GIB,
+            ChartSpec(f"{gpu.name} VRAM used of {total_gib:.0f} GiB", "GiB",
+                      (f"{p}.vram_used_bytes",), 1 / GIB,
                       (("warning", t.vram_usage.warning * total_gib),
-                       ("critical", t.vram_usage.critical * total_gib))),
+                       ("critical", t.vram_usage.critical * total_gib)),
+                      alert_metrics=(f"{p}.vram_usage", *lost)),
             ChartSpec(f"{gpu.name} temperature", "°C", (f"{p}.temperature_c",), 1.0,
                       (("warning", t.temperature.warning), ("critical", t.temperature.critical))
                       + ((("throttle", gpu.throttle_temperature_c),)
-                         if gpu.throttle_temperature_c else ())),
-            ChartSpec(f"{gpu.name} power", "W", (f"{p}.power_w", f"{p}.power_limit_w"), 1.0,
-                      (("warning", t.power.warning), ("critical", t.power.critical))),
-            ChartSpec(f"{gpu.name} utilisation", "%", (f"{p}.gpu_util_percent",)),
+                         if gpu.throttle_temperature_c else ()),
+                      alert_metrics=(f"{p}.temperature_c", f"{p}.thermal_throttle", *lost)),
+            ChartSpec(f"{gpu.name} power (draw, enforced limit)", "W",
+                      (f"{p}.power_w", f"{p}.power_limit_w"), 1.0,
+                      (("warning", t.power.warning), ("critical", t.power.critical)),
+                      alert_metrics=(f"{p}.power_w", *lost)),
+            ChartSpec(f"{gpu.name} utilisation", "%", (f"{p}.gpu_util_percent",),
+                      alert_metrics=lost),
         ]
     specs += [
         ChartSpec("Host RAM used", "GiB", ("host.ram_used_bytes",), 1 / GIB),
@@ -47,48 +71,187 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
     return specs
 
 
+class AppController(QObject):
+    """Builds the panels from the runtime's core objects and wires them; owns start and the
+    graceful shutdown (cancel generation and switches, shut the engine down, close)."""
+
+    def __init__(self, runtime: Runtime, settings: QSettings | None = None,
+                 tray: bool = True) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.bridge = CoreBridge()
+        self.annotations = ChartAnnotations()
+        self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
+                                 export_csv=runtime.history.export_csv)
+        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
+                                         runtime.config.router.selection.local_tier)
+        self.history = HistoryPanel(runtime.history_store)
+        self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
+        icon = QIcon(str(resource("icons", "vrampilot.svg")))
+        self.notifier = TrayNotifier(icon) if tray else None
+        self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, self.notifier)
+        self.window = MainWindow(self.charts, self.models, self.history, self.playground,
+                                 self.events, settings,
+                                 " (simulated GPU)" if runtime.simulated else "")
+        self.finished = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._wake_timer: QTimer | None = None
+        self._previous_excepthook: Callable[..., Any] | None = None
+        self._connect_signals()
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def _connect_signals(self) -> None:
+        b = self.bridge
+        b.alerts.connect(self.events.on_alerts)
+        b.alerts.connect(self._annotate_alerts)
+        b.switch_event.connect(self.models.on_switch_event)
+        b.switch_event.connect(self.events.on_switch_event)
+        b.switch_event.connect(self.playground.on_switch_event)
+        b.switch_event.connect(self._on_switch_event)
+        b.log.connect(self.events.add)
+        self.models.log.connect(self.events.add)
+        self.playground.log.connect(self.events.add)
+        self.playground.generation_finished.connect(lambda _last: self.models.refresh())
+        self.window.shutdown_requested.connect(self._on_shutdown_requested)
+
+    def _annotate_alerts(self, events: list[AlertEvent]) -> None:
+        for e in events:
+            self.annotations.alert_changed(e.metric, e.level, e.change, e.started_at, e.at)
+
+    def _on_switch_event(self, event: SwitchEvent) -> None:
+        if event.phase == SwitchPhase.ADVICE:
+            return
+        self.window.set_switch_status(
+            "" if event.phase == SwitchPhase.READY else phase_label(event))
+        if event.phase == SwitchPhase.READY:
+            self.annotations.switch(time.time(), event.target)
+        if event.phase in TERMINAL_PHASES:
+            self.history.refresh()
+        self._show_model()
+
+    def _show_model(self) -> None:
+        active = self.runtime.manager.active_model
+        text = f"model: {active}" if active else "no model loaded"
+        if self.models.demo_active():
+            text += " (demo: random weights, its text is noise)"
+        self.window.set_model_status(text)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, autoload: bool = False, model: str | None = None) -> None:
+        """Subscribe to the core, start sampling and the charts, show the window."""
+        self._unsubscribe.append(self.runtime.sampler.subscribe(self.bridge.on_sample))
+        self._unsubscribe.append(self.runtime.manager.subscribe(self.bridge.on_switch_event))
+        self.runtime.add_log_listener(self.bridge.on_log)
+        self._previous_excepthook = sys.excepthook
+        sys.excepthook = self._excepthook
+        self.runtime.start()
+        self.charts.start()
+        self.window.show()
+        if self.runtime.simulated:
+            self.events.add("info", "the GPU is simulated (profile from resources/profiles)")
+        if autoload:
+            self.keep(self.runtime.autoload(model), "autoload")
+
+    def keep(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a coroutine as a named task we hold a reference to (cancelled at shutdown)."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _excepthook(self, kind: type[BaseException], exc: BaseException,
+                    tb: TracebackType | None) -> None:
+        """An exception escaping a Qt slot: shown in the Events tab, the app keeps running."""
+        self.events.add("error", f"unexpected error: {kind.__name__}: {exc}")
+        traceback.print_exception(kind, exc, tb)
+
+    def install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM close the window like the close button. Python only runs signal
+        handlers when the interpreter gets control, so a timer wakes it up regularly."""
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            QTimer.singleShot(0, self.window.close)
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        self._wake_timer = QTimer(self)
+        self._wake_timer.setObjectName("signal-wakeup")
+        self._wake_timer.timeout.connect(lambda: None)
+        self._wake_timer.start(200)
+
+    def _on_shutdown_requested(self) -> None:
+        self.keep(self.shutdown(), "shutdown")
+
+    async def shutdown(self) -> None:
+        """Cancel what runs, shut the engine down (by force after SHUTDOWN_TIMEOUT_S), close."""
+        self.charts.stop()
+        try:
+            await asyncio.wait_for(self._shutdown_core(), SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            self.events.add("error", "the engine did not shut down in time: ending it by force")
+        except Exception as exc:  # noqa: BLE001 - closing must go on whatever failed
+            self.events.add("error", f"shutdown: {exc}")
+        finally:
+            end_child_processes()
+            for unsubscribe in self._unsubscribe:
+                with contextlib.suppress(ValueError):
+                    unsubscribe()
+            self._unsubscribe.clear()
+            if self._wake_timer is not None:
+                self._wake_timer.stop()
+            if self._previous_excepthook is not None:
+                sys.excepthook = self._previous_excepthook
+            if self.notifier is not None:
+                self.notifier.close()
+            self.window.finish_close()
+            self.finished.set()
+
+    async def _shutdown_core(self) -> None:
+        current = asyncio.current_task()
+        others = [t for t in self._tasks if t is not current and not t.done()]
+        for task in others:
+            task.cancel()
+        await self.playground.shutdown()
+        await self.models.shutdown()
+        for task in others:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.runtime.close()
+
+
+def end_child_processes(timeout_s: float = 2.0) -> None:
+    """Terminate (then kill) any process this one started that is still running."""
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _gone, alive = psutil.wait_procs(children, timeout=timeout_s)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(alive, timeout=timeout_s)
+
+
 def run_app(args: argparse.Namespace) -> int:
     """Build the window and run until it is closed and everything has shut down."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    assert isinstance(app, QApplication)
     app.setApplicationName("vrampilot")
     app.setOrganizationName("vrampilot")
+    app.setDesktopFileName("vrampilot")
+    app.setQuitOnLastWindowClosed(False)  # the controller's shutdown ends the loop
     app.setWindowIcon(QIcon(str(resource("icons", "vrampilot.svg"))))
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
 
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
-    bridge = CoreBridge()
-    charts = ChartPanel(runtime.history.window, chart_specs(runtime))
-    playground = PlaygroundPanel(runtime.chat)
-    window = MainWindow(charts, playground, on_close=runtime.close,
-                        settings=QSettings("vrampilot", "vrampilot"))
-    bridge.log.connect(window.log.add)
-    runtime.add_log_listener(bridge.log.emit)
-
-    done = asyncio.Event()
-
-    async def shutdown() -> None:
-        charts.stop()
-        await playground.shutdown()
-        await runtime.close()
-        window.finish_close()
-        done.set()
-
-    tasks: set[asyncio.Task[None]] = set()
-
-    def on_shutdown_requested() -> None:
-        task = asyncio.ensure_future(shutdown())
-        tasks.add(task)
-
-    window.shutdown_requested.connect(on_shutdown_requested)
+    controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"))
+    controller.install_signal_handlers()
 
     async def main() -> None:
-        runtime.start()
-        charts.start()
-        window.show()
-        if not args.no_autoload:
-            tasks.add(asyncio.ensure_future(runtime.autoload(args.model)))
-        await done.wait()
+        controller.start(autoload=not args.no_autoload, model=args.model)
+        await controller.finished.wait()
 
     with loop:
         loop.run_until_complete(main())

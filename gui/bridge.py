@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -11,16 +12,18 @@ class CoreBridge(QObject):
     """Typed signals for core events. Emitting from a worker thread is safe: Qt queues the
     delivery to the receiver's thread, so widgets are only touched on the GUI thread."""
 
-    sample = Signal(object)  # core.telemetry.snapshot.Sample
-    alerts = Signal(object)  # list of alert events
-    switch_event = Signal(object)  # manager switch events
+    alerts = Signal(object)  # list[core.telemetry.alerts.AlertEvent]
+    switch_event = Signal(object)  # core.manager.events.SwitchEvent
     log = Signal(str, str)  # level, text
 
-    def on_sample(self, sample: Any, alert_events: Any = ()) -> None:
-        """Sampler subscriber: runs on the sampler thread."""
-        self.sample.emit(sample)
+    def on_sample(self, _sample: Any, alert_events: Sequence[Any] = ()) -> None:
+        """Sampler subscriber: runs on the sampler thread, so it only emits (queued)."""
         if alert_events:
             self.alerts.emit(list(alert_events))
 
     def on_switch_event(self, event: Any) -> None:
+        """Manager subscriber (event-loop thread; a signal keeps delivery uniform)."""
         self.switch_event.emit(event)
+
+    def on_log(self, level: str, text: str) -> None:
+        self.log.emit(level, text)

@@ -1,27 +1,43 @@
-"""Live charts fed from the core's TelemetryHistory; one timer redraws every plot at most 10 Hz."""
+"""Live charts fed from the core's TelemetryHistory; one timer redraws every plot at most 10 Hz.
+
+Alert periods are shaded on the time axis, model switches are labelled vertical lines, a crosshair
+shows the values under the mouse. Curves get new data only when the history has a new row (or
+the window changed), so an idle redraw costs a few comparisons.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QPointF, Qt, QTimer
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+WindowQuery = Callable[[str, float], tuple[np.ndarray, np.ndarray]]
+
 
 @dataclass(frozen=True)
 class ChartSpec:
-    """One chart: which history metrics it draws, with a unit scale and threshold lines."""
+    """One chart: which history metrics it draws, with a unit scale and threshold lines.
+
+    alert_metrics: the alert metrics (AlertEvent.metric) whose periods are shaded on this chart.
+    """
 
     title: str
     unit: str
@@ -29,21 +45,68 @@ class ChartSpec:
     scale: float = 1.0
     thresholds: tuple[tuple[str, float], ...] = ()  # (label, value in display units)
     missing_text: str = "not reported by this GPU"
+    alert_metrics: tuple[str, ...] = ()
+
+
+@dataclass
+class AlertPeriod:
+    metric: str
+    level: str
+    start: float
+    end: float | None  # None: still active
+
+
+@dataclass
+class ChartAnnotations:
+    """Alert periods and model switches to draw on the time axis (wall-clock seconds)."""
+
+    alerts: list[AlertPeriod] = field(default_factory=list)
+    switches: list[tuple[float, str]] = field(default_factory=list)
+    version: int = 0
+
+    def alert_changed(self, metric: str, level: str, change: str, started_at: float,
+                      at: float) -> None:
+        open_period = next((p for p in reversed(self.alerts)
+                            if p.metric == metric and p.end is None), None)
+        if change == "ended":
+            if open_period is not None:
+                open_period.end = at
+        elif open_period is None:
+            self.alerts.append(AlertPeriod(metric, level, started_at, None))
+        elif open_period.level != level:  # escalated / de-escalated: a new shade from now
+            open_period.end = at
+            self.alerts.append(AlertPeriod(metric, level, at, None))
+        self.version += 1
+
+    def switch(self, at: float, label: str) -> None:
+        self.switches.append((at, label))
+        self.version += 1
 
 
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("60 min", 3600))
 PALETTE = ("#4ea1ff", "#ff9f43", "#2ecc71", "#e056fd")
+ALERT_BRUSH = {"warning": (241, 196, 15, 50), "critical": (231, 76, 60, 60)}
+
+
+def is_dark(palette: QPalette) -> bool:
+    return palette.color(QPalette.ColorRole.Window).lightness() < 128
 
 
 class ChartPanel(QWidget):
     """A column of time-series plots over a selectable window, redrawn by one timer."""
 
-    def __init__(self, window_query: Callable[[str, float], tuple[np.ndarray, np.ndarray]],
-                 specs: list[ChartSpec], refresh_hz: float = 10.0,
+    def __init__(self, window_query: WindowQuery, specs: list[ChartSpec],
+                 annotations: ChartAnnotations | None = None, refresh_hz: float = 10.0,
+                 export_csv: Callable[[Path], None] | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._query = window_query
         self._specs = specs
+        self._export_csv = export_csv
+        self.annotations = annotations or ChartAnnotations()
+        self._drawn_version = -1
+        self._last_key: dict[str, tuple[float, float, int]] = {}  # metric -> (newest, window, n)
+        self._latest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.window_seconds = 300.0
         self.paused = False
 
@@ -55,16 +118,28 @@ class ChartPanel(QWidget):
             lambda _i: self.set_window(float(self.window_box.currentData())))
         self.pause_box = QCheckBox("Pause")
         self.pause_box.toggled.connect(self.set_paused)
+        self.png_button = QPushButton("Export view (PNG)…")
+        self.csv_button = QPushButton("Export data (CSV)…")
+        self.png_button.clicked.connect(self._ask_png)
+        self.csv_button.clicked.connect(self._ask_csv)
+        self.csv_button.setEnabled(export_csv is not None)
+        self.crosshair_label = QLabel("")
+        self.crosshair_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Window"))
         controls.addWidget(self.window_box)
         controls.addWidget(self.pause_box)
-        controls.addStretch(1)
+        controls.addWidget(self.crosshair_label, 1)
+        controls.addWidget(self.png_button)
+        controls.addWidget(self.csv_button)
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.plots: dict[str, pg.PlotItem] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.missing_labels: dict[str, pg.TextItem] = {}
+        self.vlines: dict[str, pg.InfiniteLine] = {}
+        self._regions: dict[str, list[tuple[AlertPeriod, pg.LinearRegionItem]]] = {}
+        self._switch_lines: dict[str, list[pg.InfiniteLine]] = {}
         for row, spec in enumerate(specs):
             plot = self.graphics.addPlot(row=row, col=0,
                                          axisItems={"bottom": pg.DateAxisItem()})
@@ -73,28 +148,43 @@ class ChartPanel(QWidget):
             plot.setClipToView(True)
             plot.setDownsampling(auto=True, mode="peak")
             plot.setMouseEnabled(x=False, y=False)
+            plot.hideButtons()
             for i, metric in enumerate(spec.metrics):
-                self.curves[metric] = plot.plot(pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=1),
-                                                name=metric)
+                self.curves[metric] = plot.plot(
+                    pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=1), name=metric,
+                    skipFiniteCheck=False)
             for label, value in spec.thresholds:
-                color = "#e74c3c" if "critical" in label or "throttle" in label else "#f1c40f"
-                plot.addItem(pg.InfiniteLine(pos=value, angle=0, label=label,
-                                             pen=pg.mkPen(color, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
-                                             labelOpts={"position": 0.05, "color": color}))
+                color = "#e74c3c" if "critical" in label or "throttle" in label else "#e0a800"
+                plot.addItem(pg.InfiniteLine(
+                    pos=value, angle=0, label=label,
+                    pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine),
+                    labelOpts={"position": 0.03 if "warning" in label else 0.12,
+                               "color": color, "anchors": [(0, 1), (0, 1)]}))
             text = pg.TextItem(spec.missing_text, color="#999999", anchor=(0.5, 0.5))
             plot.addItem(text, ignoreBounds=True)
             text.setVisible(False)
+            vline = pg.InfiniteLine(angle=90, movable=False,
+                                    pen=pg.mkPen("#888888", width=1, style=Qt.PenStyle.DotLine))
+            vline.setVisible(False)
+            plot.addItem(vline, ignoreBounds=True)
+            self.vlines[spec.title] = vline
             self.missing_labels[spec.title] = text
             self.plots[spec.title] = plot
+            self._regions[spec.title] = []
+            self._switch_lines[spec.title] = []
+        self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
 
         layout = QVBoxLayout(self)
         layout.addLayout(controls)
         layout.addWidget(self.graphics, 1)
 
         self.timer = QTimer(self)
+        self.timer.setObjectName("chart-redraw")
         self.timer.setInterval(max(1, int(1000 / refresh_hz)))
         self.timer.timeout.connect(self.redraw)
+        self.apply_palette(self.palette())
 
+    # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         self.timer.start()
 
@@ -108,31 +198,176 @@ class ChartPanel(QWidget):
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
 
+    # -- drawing --------------------------------------------------------------------------------
     def redraw(self) -> None:
-        """Pull each metric's window from the history and hand it to its curve."""
+        """Pull each metric's window from the history; curves with no new row are left alone."""
         if self.paused:
             return
+        newest = -math.inf
         for spec in self._specs:
             any_data = False
+            changed = False
             for metric in spec.metrics:
-                times, values = self._query(metric, self.window_seconds)
+                try:
+                    times, values = self._query(metric, self.window_seconds)
+                except KeyError:  # the metric was never sampled (e.g. before the first tick)
+                    times, values = np.empty(0), np.empty(0)
+                key = (float(times[-1]) if len(times) else -math.inf, self.window_seconds,
+                       len(times))
+                if len(times):
+                    newest = max(newest, key[0])
+                if self._last_key.get(metric) == key:
+                    any_data = any_data or self._has_data(metric)
+                    continue
+                self._last_key[metric] = key
+                changed = True
                 curve = self.curves[metric]
-                finite = values[np.isfinite(values)] if len(values) else values
-                if len(finite) == 0:
+                finite = np.isfinite(values)
+                if not finite.any():
                     curve.setData([], [])
+                    self._latest[metric] = (np.empty(0), np.empty(0))
                     continue
                 any_data = True
-                curve.setData(times, values * spec.scale, connect="finite")
-            label = self.missing_labels[spec.title]
-            label.setVisible(not any_data)
-            if not any_data:
-                view = self.plots[spec.title].getViewBox().viewRange()
-                label.setPos(sum(view[0]) / 2, sum(view[1]) / 2)
+                # Copies: the history hands out views of its ring buffer, overwritten later.
+                x = np.array(times)
+                y = values * spec.scale
+                self._latest[metric] = (x, y)
+                curve.setData(x, y, connect="finite" if not finite.all() else "all")
+            if changed or self.missing_labels[spec.title].isVisible() == any_data:
+                self._show_missing(spec, not any_data)
+        if newest > -math.inf:
+            self._draw_annotations(newest)
+
+    def _has_data(self, metric: str) -> bool:
+        data = self._latest.get(metric)
+        return data is not None and len(data[0]) > 0
+
+    def _show_missing(self, spec: ChartSpec, missing: bool) -> None:
+        label = self.missing_labels[spec.title]
+        label.setVisible(missing)
+        if missing:
+            view = self.plots[spec.title].getViewBox().viewRange()
+            label.setPos(sum(view[0]) / 2, sum(view[1]) / 2)
+
+    def _draw_annotations(self, now: float) -> None:
+        """Shaded alert periods and labelled switch lines; rebuilt only when they change, and
+        open periods stretched to the newest sample."""
+        rebuild = self._drawn_version != self.annotations.version
+        for spec in self._specs:
+            plot = self.plots[spec.title]
+            if rebuild:
+                for _p, item in self._regions[spec.title]:
+                    plot.removeItem(item)
+                for line in self._switch_lines[spec.title]:
+                    plot.removeItem(line)
+                self._regions[spec.title] = []
+                self._switch_lines[spec.title] = []
+                for period in self.annotations.alerts:
+                    if period.metric not in spec.alert_metrics:
+                        continue
+                    region = pg.LinearRegionItem(
+                        values=(period.start, period.end or now), movable=False,
+                        brush=pg.mkBrush(*ALERT_BRUSH.get(period.level, ALERT_BRUSH["warning"])),
+                        pen=pg.mkPen(None))
+                    region.setZValue(-10)
+                    plot.addItem(region, ignoreBounds=True)
+                    self._regions[spec.title].append((period, region))
+                for at, label in self.annotations.switches:
+                    line = pg.InfiniteLine(
+                        pos=at, angle=90, movable=False, label=label,
+                        pen=pg.mkPen("#9b59b6", width=1),
+                        labelOpts={"position": 0.85, "color": "#9b59b6", "rotateAxis": (1, 0),
+                                   "anchors": [(0, 0), (0, 0)]})
+                    plot.addItem(line, ignoreBounds=True)
+                    self._switch_lines[spec.title].append(line)
+            for period, region in self._regions[spec.title]:
+                if period.end is None:
+                    region.setRegion((period.start, now))
+        self._drawn_version = self.annotations.version
+
+    def region_spans(self, title: str) -> list[tuple[float, float]]:
+        """The shaded alert periods drawn on one chart (for tests)."""
+        return [tuple(r.getRegion()) for _p, r in self._regions[title]]  # type: ignore[misc]
+
+    def switch_labels(self, title: str) -> list[tuple[float, str]]:
+        return [(float(line.value()), line.label.format) for line in self._switch_lines[title]]
 
     def curve_data(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """What the curve currently shows (for tests)."""
+        """What the curve currently holds (for tests)."""
         x, y = self.curves[metric].getData()
         return (np.asarray(x if x is not None else []), np.asarray(y if y is not None else []))
+
+    # -- crosshair ------------------------------------------------------------------------------
+    def _mouse_moved(self, pos: QPointF) -> None:
+        for spec in self._specs:
+            plot = self.plots[spec.title]
+            if plot.sceneBoundingRect().contains(pos):
+                x = plot.getViewBox().mapSceneToView(pos).x()
+                self.show_crosshair(x)
+                return
+
+    def show_crosshair(self, x: float) -> str:
+        """Put the crosshair at time x on every chart; the label shows each value there."""
+        parts: list[str] = []
+        for spec in self._specs:
+            self.vlines[spec.title].setPos(x)
+            self.vlines[spec.title].setVisible(True)
+            for metric in spec.metrics:
+                times, values = self._latest.get(metric, (np.empty(0), np.empty(0)))
+                if not len(times):
+                    continue
+                i = int(np.clip(np.searchsorted(times, x), 0, len(times) - 1))
+                if i > 0 and abs(times[i - 1] - x) < abs(times[i] - x):
+                    i -= 1
+                v = values[i]
+                if np.isfinite(v):
+                    short = metric.split(".", 1)[-1]
+                    parts.append(f"{short} {v:.1f} {spec.unit}")
+        text = time.strftime("%H:%M:%S", time.localtime(x)) + "  " + " · ".join(parts)
+        self.crosshair_label.setText(text)
+        return text
+
+    # -- export ---------------------------------------------------------------------------------
+    def export_png(self, path: Path | str) -> Path:
+        """Save the charts as shown now."""
+        path = Path(path)
+        if not self.graphics.grab().save(str(path), "PNG"):
+            raise OSError(f"could not write {path}")
+        return path
+
+    def _ask_png(self) -> None:
+        name, _ = QFileDialog.getSaveFileName(self, "Export charts as PNG", "vrampilot-charts.png",
+                                              "PNG image (*.png)")
+        if name:
+            self.export_png(name)
+
+    def _ask_csv(self) -> None:
+        if self._export_csv is None:
+            return
+        name, _ = QFileDialog.getSaveFileName(self, "Export telemetry as CSV",
+                                              "vrampilot-telemetry.csv", "CSV (*.csv)")
+        if name:
+            self._export_csv(Path(name))
+
+    # -- light / dark ---------------------------------------------------------------------------
+    def apply_palette(self, palette: QPalette) -> None:
+        """Chart background and text follow the window palette (light or dark)."""
+        background = palette.color(QPalette.ColorRole.Base)
+        foreground = palette.color(QPalette.ColorRole.Text)
+        self.graphics.setBackground(background)
+        for spec in self._specs:
+            plot = self.plots[spec.title]
+            plot.setTitle(f"{spec.title} ({spec.unit})", color=foreground.name())
+            for axis in ("left", "bottom"):
+                ax = plot.getAxis(axis)
+                ax.setPen(pg.mkPen(foreground, width=1))
+                ax.setTextPen(pg.mkPen(foreground))
+        self.dark = is_dark(palette)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self.apply_palette(QApplication.palette(self))
+        super().changeEvent(event)
 
 
 def is_missing(value: float | None) -> bool:

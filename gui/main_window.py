@@ -1,63 +1,53 @@
-"""The main window: tabs for the monitor charts, the playground and the event log."""
+"""The main window: tabs for the monitor charts, models, switch history, playground and events."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtGui import QCloseEvent, QIcon
-from PySide6.QtWidgets import QLabel, QMainWindow, QPlainTextEdit, QTabWidget, QWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from core.paths import resource
 from gui.charts import ChartPanel
+from gui.events_panel import EventsPanel
+from gui.history_panel import HistoryPanel
+from gui.model_switcher import ModelSwitcherPanel
 from gui.playground import PlaygroundPanel
 
 
-class EventLog(QPlainTextEdit):
-    """Append-only log of alerts, switches and errors, with time stamps."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setReadOnly(True)
-        self.setMaximumBlockCount(5000)
-
-    def add(self, level: str, text: str) -> None:
-        self.appendPlainText(f"{time.strftime('%H:%M:%S')}  {level.upper():8s} {text}")
-
-
 class MainWindow(QMainWindow):
-    """Receives its panels ready-made (constructor injection) and wires them in one place."""
+    """Receives its panels ready-made (constructor injection); closing asks for an async
+    shutdown (`shutdown_requested`) and closes for real on `finish_close()`."""
 
     shutdown_requested = Signal()
 
-    def __init__(self, charts: ChartPanel, playground: PlaygroundPanel,
-                 on_close: Callable[[], Awaitable[None]] | None = None,
-                 settings: QSettings | None = None) -> None:
+    def __init__(self, charts: ChartPanel, models: ModelSwitcherPanel, history: HistoryPanel,
+                 playground: PlaygroundPanel, events: EventsPanel,
+                 settings: QSettings | None = None, title_suffix: str = "") -> None:
         super().__init__()
-        self.setWindowTitle("vrampilot")
+        self.setWindowTitle("vrampilot" + title_suffix)
         self.setWindowIcon(QIcon(str(resource("icons", "vrampilot.svg"))))
         self.charts = charts
+        self.models = models
+        self.history = history
         self.playground = playground
-        self.log = EventLog()
-        self._on_close = on_close
+        self.events = events
         self._closing = False
         self._closed = False
         self._settings = settings
 
         self.tabs = QTabWidget()
         self.tabs.addTab(charts, "Monitor")
+        self.tabs.addTab(models, "Models")
+        self.tabs.addTab(history, "Switch history")
         self.tabs.addTab(playground, "Playground")
-        self.tabs.addTab(self.log, "Events")
+        self.tabs.addTab(events, "Events")
         self.setCentralWidget(self.tabs)
+        self.switch_status = QLabel("")
         self.model_status = QLabel("no model loaded")
+        self.statusBar().addWidget(self.switch_status, 1)
         self.statusBar().addPermanentWidget(self.model_status)
-        self.resize(1200, 800)
-        self._connect_signals()
+        self.resize(1280, 860)
         self._restore()
-
-    def _connect_signals(self) -> None:
-        self.playground.log.connect(self.log.add)
 
     def _restore(self) -> None:
         if self._settings is None:
@@ -78,10 +68,16 @@ class MainWindow(QMainWindow):
     def set_model_status(self, text: str) -> None:
         self.model_status.setText(text)
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        """First close: run the async shutdown, then close for real when it is done."""
-        if self._closed or self._on_close is None:
-            self._save()
+    def set_switch_status(self, text: str) -> None:
+        self.switch_status.setText(text)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """First close: ask for the async shutdown; close for real when it is done."""
+        if self._closed:
             event.accept()
             return
         event.ignore()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from PySide6.QtCore import Qt, Signal
@@ -25,6 +26,11 @@ from PySide6.QtWidgets import (
 )
 
 from core.engine.base import ChatMessage, GenerationDelta, GenerationRequest
+from core.manager.events import SwitchEvent
+from core.router.selection import RoutingDecision
+
+DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "
+               "that loading, streaming and switching work.")
 
 
 class ChatBackend(Protocol):
@@ -37,6 +43,9 @@ class ChatBackend(Protocol):
 
     def model_choices(self) -> list[str]: ...
 
+    @property
+    def last_decision(self) -> RoutingDecision | None: ...
+
 
 class PlaygroundPanel(QWidget):
     """Prompt editor, settings, streaming output (thinking apart from the answer), stats."""
@@ -44,9 +53,12 @@ class PlaygroundPanel(QWidget):
     generation_finished = Signal(object)  # last GenerationDelta, or an Exception
     log = Signal(str, str)
 
-    def __init__(self, backend: ChatBackend, parent: QWidget | None = None) -> None:
+    def __init__(self, backend: ChatBackend, demo_active: Callable[[], bool] = lambda: False,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._backend = backend
+        self._demo_active = demo_active
+        self._shown_decision: RoutingDecision | None = backend.last_decision
         self._task: asyncio.Task[None] | None = None
         self._request_id: str | None = None
 
@@ -80,9 +92,17 @@ class PlaygroundPanel(QWidget):
         self.answer.setReadOnly(True)
         self.answer.setPlaceholderText("The answer streams here.")
         self.stats = QLabel("")
-        self.explanation = QLabel("")
-        self.explanation.setWordWrap(True)
-        self.explanation.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.demo_notice = QLabel(DEMO_NOTICE)
+        self.demo_notice.setWordWrap(True)
+        self.demo_notice.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; "
+                                       "padding: 6px; border-radius: 4px; }")
+        self.demo_notice.setVisible(False)
+        self.explanation = QPlainTextEdit()
+        self.explanation.setReadOnly(True)
+        self.explanation.setPlaceholderText(
+            "With model = Auto, the router's explanation (factors, hardware state, rejected "
+            "candidates) appears here.")
+        self.explanation.setMaximumHeight(220)
 
         form = QFormLayout()
         form.addRow("Model", self.model)
@@ -100,6 +120,7 @@ class PlaygroundPanel(QWidget):
         left_layout.addWidget(self.prompt, 1)
         left_layout.addLayout(form)
         left_layout.addLayout(buttons)
+        left_layout.addWidget(QLabel("Router"))
         left_layout.addWidget(self.explanation)
 
         right = QSplitter(Qt.Orientation.Vertical)
@@ -109,6 +130,7 @@ class PlaygroundPanel(QWidget):
         right_box = QWidget()
         right_layout = QVBoxLayout(right_box)
         right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.demo_notice)
         right_layout.addWidget(right, 1)
         right_layout.addWidget(self.stats)
 
@@ -160,6 +182,8 @@ class PlaygroundPanel(QWidget):
                 request, self.model.currentData(), self.task_type.currentText(),
                 self.private.isChecked())
             async for delta in stream:
+                if last is None:
+                    self.update_context()
                 if delta.thinking:
                     self._append(self.thinking, delta.thinking)
                 if delta.text:
@@ -177,7 +201,19 @@ class PlaygroundPanel(QWidget):
         finally:
             self.send_button.setEnabled(True)
             self.stop_button.setEnabled(False)
+            self.update_context()
             self.generation_finished.emit(last)
+
+    def update_context(self) -> None:
+        """Show the router's newest decision (Auto) and whether a demo model is answering."""
+        decision = self._backend.last_decision
+        if decision is not None and decision is not self._shown_decision:
+            self._shown_decision = decision
+            self.explanation.setPlainText(decision.explain())
+        self.demo_notice.setVisible(self._demo_active())
+
+    def on_switch_event(self, _event: SwitchEvent) -> None:
+        self.update_context()
 
     @staticmethod
     def _append(view: QPlainTextEdit, text: str) -> None:
@@ -201,7 +237,5 @@ class PlaygroundPanel(QWidget):
         """Cancel a running stream and wait for it to unwind."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass

@@ -1,0 +1,117 @@
+"""The switch-time history: past switches from SQLite, and mean / p95 switch time per model pair."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
+
+COLUMNS = ("When", "From", "To", "Reason", *(p.replace("_", " ") for p in PHASE_COLUMNS),
+           "Total s", "Outcome", "Error")
+MEAN_COLOR = "#4ea1ff"
+P95_COLOR = "#ff9f43"
+
+
+def pair_label(stats: PairStats) -> str:
+    return f"{stats.from_model or '(none)'} → {stats.to_model}"
+
+
+class HistoryPanel(QWidget):
+    """Receives the history store; `refresh()` re-reads it (the window calls it after a switch)."""
+
+    def __init__(self, history: HistoryStore, limit: int = 200,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._history = history
+        self._limit = limit
+        self.records: list[SwitchRecord] = []
+        self.pairs: list[PairStats] = []
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setTitle("Successful switch time per model pair (s): mean and p95")
+        self.plot.showGrid(y=True, alpha=0.2)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.addLegend(offset=(10, 10))
+        self.mean_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=MEAN_COLOR,
+                                         name="mean")
+        self.p95_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=P95_COLOR, name="p95")
+        self.plot.addItem(self.mean_bars)
+        self.plot.addItem(self.p95_bars)
+        self.empty_label = QLabel("No successful switches recorded yet.")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+
+        chart_box = QWidget()
+        chart_layout = QVBoxLayout(chart_box)
+        chart_layout.setContentsMargins(0, 0, 0, 0)
+        chart_layout.addWidget(self.empty_label)
+        chart_layout.addWidget(self.plot_widget, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(chart_box)
+        split.setSizes([350, 300])
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the switches and the pair statistics from the store."""
+        self.records = self._history.recent(self._limit)
+        self.pairs = self._history.pair_stats()
+        self._fill_table()
+        self._fill_chart()
+
+    def _fill_table(self) -> None:
+        self.table.setRowCount(len(self.records))
+        for row, r in enumerate(self.records):
+            phases = [f"{r.phases[p]:.2f}" if p in r.phases else "" for p in PHASE_COLUMNS]
+            cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
+                     r.from_model or "", r.to_model, r.reason, *phases, f"{r.total_s:.2f}",
+                     r.outcome, r.error or ""]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if r.error and col == len(cells) - 1:
+                    item.setToolTip(r.error)
+                self.table.setItem(row, col, item)
+
+    def _fill_chart(self) -> None:
+        n = len(self.pairs)
+        x = np.arange(n, dtype=float)
+        self.mean_bars.setOpts(x=x - 0.2, height=[p.mean_s for p in self.pairs], width=0.38)
+        self.p95_bars.setOpts(x=x + 0.2, height=[p.p95_s for p in self.pairs], width=0.38)
+        ticks = [(float(i), f"{pair_label(p)} (n={p.count})") for i, p in enumerate(self.pairs)]
+        self.plot.getAxis("bottom").setTicks([ticks])
+        self.empty_label.setVisible(n == 0)
+        if n:
+            self.plot.setXRange(-0.6, n - 0.4, padding=0)
+            self.plot.setYRange(0, max(p.p95_s for p in self.pairs) * 1.15, padding=0)
+
+    def chart_data(self) -> dict[str, tuple[float, float]]:
+        """What the chart shows, by pair label: (mean, p95) (for tests)."""
+        means = self.mean_bars.opts["height"]
+        p95s = self.p95_bars.opts["height"]
+        return {pair_label(p): (float(means[i]), float(p95s[i]))
+                for i, p in enumerate(self.pairs)}

@@ -1,0 +1,375 @@
+"""The Models tab: the catalog as it fits this device, the active model, load/unload/switch with a
+progress bar by phase, cancel, and a refused switch's reason with the fallback on offer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.history_store import HistoryStore
+from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.manager.manager import ModelManager, SwitchResult
+from core.manager.plan import SwitchPlan, effective_cascade, fallback_order
+from core.models.catalog import ModelEntry
+
+GIB = 1024**3
+DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes is noise, "
+               "not an answer. It exercises loading, streaming and switching for real.")
+COLUMNS = ("Model", "Engine / quant.", "Fits here", "On disk", "Expected tok/s",
+           "Measured tok/s", "State")
+
+
+def is_demo(entry: ModelEntry) -> bool:
+    """The locally built random-weight demo models (their output is noise)."""
+    return entry.priority == "DEMO"
+
+
+def describe_plan(plan: SwitchPlan) -> str:
+    """Every check of a plan with its numbers, failed ones first, for people."""
+    lines = [f"{'FAILED' if not c.passed else 'ok':6s} {c.name}: {c.detail}"
+             for c in sorted(plan.checks, key=lambda c: c.passed)]
+    return "\n".join(lines)
+
+
+def phase_label(event: SwitchEvent) -> str:
+    text = f"{event.phase.value.replace('_', ' ')}: {event.message or event.target}"
+    if event.eta_s is not None and event.phase not in TERMINAL_PHASES:
+        text += f" (about {event.eta_s:.0f} s left)"
+    elif event.predicted_total_s is None and event.phase not in TERMINAL_PHASES:
+        text += " (no history yet: no estimate)"
+    return text
+
+
+class ModelSwitcherPanel(QWidget):
+    """Receives the manager and the history it shows; all work runs as named, kept tasks."""
+
+    log = Signal(str, str)
+    switch_finished = Signal(object)  # SwitchResult, or an Exception
+
+    def __init__(self, manager: ModelManager, history: HistoryStore,
+                 local_tier: Sequence[str] = (), parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._manager = manager
+        self._local_tier = tuple(local_tier)
+        self._history = history
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.fallback_target: str | None = None
+
+        self.active_label = QLabel()
+        self.active_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.demo_notice = QLabel(DEMO_NOTICE)
+        self.demo_notice.setWordWrap(True)
+        self.demo_notice.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; "
+                                       "padding: 6px; border-radius: 4px; }")
+        self.demo_notice.setVisible(False)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table.itemDoubleClicked.connect(lambda _item: self.switch_selected())
+
+        self.switch_button = QPushButton("Load / switch to selected")
+        self.unload_button = QPushButton("Unload")
+        self.cancel_button = QPushButton("Cancel switch")
+        self.refresh_button = QPushButton("Refresh")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.phase_text = QLabel("idle")
+        self.refusal = QLabel()
+        self.refusal.setWordWrap(True)
+        self.refusal.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.refusal.setStyleSheet("QLabel { font-family: monospace; }")
+        self.fallback_button = QPushButton()
+        self.fallback_button.setVisible(False)
+
+        buttons = QHBoxLayout()
+        for b in (self.switch_button, self.unload_button, self.cancel_button,
+                  self.refresh_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.active_label)
+        layout.addWidget(self.demo_notice)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.phase_text)
+        layout.addWidget(self.refusal)
+        layout.addWidget(self.fallback_button, 0, Qt.AlignmentFlag.AlignLeft)
+
+        self.switch_button.clicked.connect(self.switch_selected)
+        self.unload_button.clicked.connect(self.unload)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.fallback_button.clicked.connect(self._switch_to_fallback)
+        self.refresh()
+
+    # -- display --------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return any(not t.done() for t in self._tasks)
+
+    def refresh(self) -> None:
+        """Re-read the catalog, the plans on this device, and the measured throughput."""
+        measured = {t.model: t.mean_tokens_per_s for t in self._history.throughput()}
+        selected = self.selected_model()
+        entries = list(self._manager.catalog)
+        self.table.setRowCount(len(entries))
+        for row, entry in enumerate(entries):
+            cells = self._row(entry, measured.get(entry.id))
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, entry.id)
+                item.setToolTip(text)
+                self.table.setItem(row, col, item)
+            if entry.id == selected:
+                self.table.selectRow(row)
+        self._show_state()
+
+    def _row(self, entry: ModelEntry, measured: float | None) -> list[str]:
+        m = self._manager
+        state = m.state
+        if entry.id == state.active_model:
+            status = "active"
+            if state.max_model_len:
+                status += f" (context {state.max_model_len})"
+        elif entry.id == state.switching_to:
+            status = f"switching ({state.phase.value if state.phase else '…'})"
+        elif not entry.enabled:
+            status = "disabled"
+        else:
+            status = ""
+        on_disk = "remote" if entry.is_remote else ("yes" if m.is_usable(entry) or
+                                                   m.catalog.is_on_disk(entry) else "no")
+        expected = ("–" if entry.expected_tokens_per_s is None
+                    else "{:.0f}–{:.0f}".format(*entry.expected_tokens_per_s))
+        return [entry.id,
+                f"{entry.engine} / {entry.quantization}", self._fit_text(entry), on_disk,
+                expected, "–" if measured is None else f"{measured:.1f}", status]
+
+    def _fit_text(self, entry: ModelEntry) -> str:
+        if entry.is_remote:
+            return "remote endpoint" + ("" if self._manager.remote_configured(entry)
+                                        else " (not configured)")
+        try:
+            plan = self._manager.plan_switch(entry.id)
+        except Exception as exc:  # noqa: BLE001 - one bad entry must not blank the table
+            return f"unknown: {exc}"
+        fit = plan.fit
+        if plan.noop:
+            return "loaded"
+        if fit is None:
+            return plan.refusal or "–"
+        memory_ok = all(c.passed for c in plan.checks if c.name == "memory")
+        if memory_ok:
+            return f"yes: {fit.needed_bytes / GIB:.2f} GiB, context {fit.context}"
+        return f"no: needs {fit.needed_bytes / GIB:.2f} GiB" + (
+            f" ({fit.detail})" if fit.detail else "")
+
+    def _show_state(self) -> None:
+        state = self._manager.state
+        active = state.active_model
+        text = f"Active model: <b>{active or 'none'}</b>"
+        if state.switching_to:
+            text += f" · switching to <b>{state.switching_to}</b>"
+        if state.max_concurrent is not None:
+            text += f" · at most {state.max_concurrent} request(s) at once (thermal policy)"
+        self.active_label.setText(text)
+        self.demo_notice.setVisible(self.demo_active())
+        self._update_buttons()
+
+    def demo_active(self) -> bool:
+        active = self._manager.active_model
+        return active is not None and active in self._manager.catalog and is_demo(
+            self._manager.catalog.get(active))
+
+    def selected_model(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows:
+            return None
+        item = self.table.item(rows[0].row(), 0)
+        return None if item is None else str(item.data(Qt.ItemDataRole.UserRole))
+
+    def select_model(self, model_id: str) -> None:
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole) == model_id:
+                self.table.selectRow(row)
+                return
+        raise KeyError(model_id)
+
+    def _update_buttons(self) -> None:
+        busy = self.busy
+        self.switch_button.setEnabled(not busy and self.selected_model() is not None)
+        self.unload_button.setEnabled(not busy and self._manager.active_model is not None)
+        self.cancel_button.setEnabled(busy)
+        self.refresh_button.setEnabled(True)
+
+    def on_switch_event(self, event: SwitchEvent) -> None:
+        """Progress by phase: value from the history's prediction, busy bar without one."""
+        if event.phase == SwitchPhase.ADVICE:
+            return
+        progress = event.progress
+        if progress is None:
+            self.progress.setRange(0, 0)  # no history yet: an indeterminate bar
+        else:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(int(progress * 100))
+        self.phase_text.setText(phase_label(event))
+        if event.phase in TERMINAL_PHASES or event.phase == SwitchPhase.FALLBACK:
+            if event.phase != SwitchPhase.READY:
+                self.progress.setRange(0, 100)
+                self.progress.setValue(0)
+            self.refresh()
+        else:
+            self._show_state()
+
+    # -- actions --------------------------------------------------------------------------------
+    def switch_selected(self) -> None:
+        target = self.selected_model()
+        if target is not None:
+            self.request_switch(target)
+
+    def request_switch(self, target: str) -> bool:
+        """Plan first (pure): a refusal is shown with its checks and a fallback, nothing runs.
+        Returns whether a switch was started."""
+        if self.busy:
+            return False
+        self._clear_refusal()
+        try:
+            plan = self._manager.plan_switch(target)
+        except Exception as exc:  # noqa: BLE001 - shown, the panel stays usable
+            self.log.emit("error", f"planning the switch to {target} failed: {exc}")
+            return False
+        if plan.noop:
+            self.phase_text.setText(f"{target} is already active")
+            return False
+        if not plan.ok:
+            self.show_refusal(plan)
+            return False
+        self._start(self._switch(target), f"switch to {target}")
+        return True
+
+    def show_refusal(self, plan: SwitchPlan) -> None:
+        self.fallback_target = self.find_fallback(plan.target)
+        text = f"Switch to {plan.target} refused: {plan.refusal}\n{describe_plan(plan)}"
+        if self.fallback_target is None:
+            text += "\nNo fallback model can load here now."
+        self.refusal.setText(text)
+        if self.fallback_target is not None:
+            self.fallback_button.setText(f"Switch to the fallback {self.fallback_target} instead")
+        self.fallback_button.setVisible(self.fallback_target is not None)
+        self.log.emit("warning", f"switch to {plan.target} refused: {plan.refusal}")
+
+    def find_fallback(self, target: str) -> str | None:
+        """The first model down the cascade that is usable and whose plan passes now."""
+        m = self._manager
+
+        def needed(model_id: str) -> int | None:
+            try:
+                return m.needed_bytes(model_id)
+            except Exception:  # noqa: BLE001 - unknown need: the cascade keeps its order
+                return None
+
+        cascade = effective_cascade(m.cascade, self._local_tier)
+        for model_id in fallback_order(target, cascade, needed):
+            entry = m.catalog.get(model_id)
+            if model_id == target or not m.is_usable(entry):
+                continue
+            plan = m.plan_switch(model_id)
+            if plan.ok:
+                return model_id
+        return None
+
+    def _clear_refusal(self) -> None:
+        self.refusal.setText("")
+        self.fallback_button.setVisible(False)
+        self.fallback_target = None
+
+    def _switch_to_fallback(self) -> None:
+        if self.fallback_target is not None:
+            self.request_switch(self.fallback_target)
+
+    def unload(self) -> None:
+        if not self.busy:
+            self._start(self._unload(), "unload")
+
+    def cancel(self) -> None:
+        self._start(self._manager.cancel_switches(), "cancel")
+
+    async def _switch(self, target: str) -> None:
+        result: SwitchResult | Exception
+        try:
+            result = await self._manager.switch_to(target, reason="manual")
+        except Exception as exc:
+            self.switch_finished.emit(exc)
+            raise
+        if result.outcome == "fallback":
+            self.log.emit("warning", f"{target} could not load; {result.active} loaded instead: "
+                          + "; ".join(result.errors))
+        elif not result.ok:
+            self.log.emit("error", f"switch to {target} failed: " + "; ".join(result.errors))
+            self.refusal.setText("Switch failed:\n" + "\n".join(result.errors))
+        self.switch_finished.emit(result)
+
+    async def _unload(self) -> None:
+        active = self._manager.active_model
+        await self._manager.unload()
+        self.log.emit("info", f"unloaded {active}")
+
+    def _start(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.ensure_future(self._guard(coro, what))
+        task.set_name(f"models: {what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        self._update_buttons()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.refresh()
+
+    async def _guard(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        """Any failure is logged for the user; the buttons come back when the task is done
+        (`_task_done`), whatever the outcome."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            self.log.emit("info", f"{what} cancelled")
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown in the Events tab, UI restored after
+            self.log.emit("error", f"{what} failed: {type(exc).__name__}: {exc}")
+
+    async def shutdown(self) -> None:
+        """Cancel this panel's tasks and wait for them to unwind."""
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,262 @@
+"""Each panel built from real core objects (simulated GPU, SQLite in a temp dir), driven as a
+user would: clicks, waits on what is shown."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qasync
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from core.history_store import HistoryStore
+from core.runtime import Runtime
+from core.telemetry.alerts import AlertEvent
+from core.telemetry.history import TelemetryHistory
+from gui.app import AppController
+from gui.charts import ChartPanel, ChartSpec
+from gui.history_panel import HistoryPanel, pair_label
+from gui.model_switcher import ModelSwitcherPanel
+from tests.gui.conftest import wait_until
+
+TABS = ["Monitor", "Models", "Switch history", "Playground", "Events"]
+
+
+@pytest.fixture
+def controller(runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot):
+    c = AppController(runtime, settings=None, tray=False)
+    yield c
+    if not c.finished.is_set():
+        c.window.close()
+        loop.run_until_complete(asyncio_wait(c.finished.wait(), 20))
+
+
+def asyncio_wait(coro, timeout):  # noqa: ANN001, ANN201 - tiny local helper
+    import asyncio
+
+    return asyncio.wait_for(coro, timeout)
+
+
+def test_main_window_starts_and_shows_its_panels(controller: AppController,
+                                                 loop: qasync.QEventLoop) -> None:
+    async def body() -> None:
+        controller.start(autoload=False)
+        w = controller.window
+        assert w.isVisible()
+        assert [w.tabs.tabText(i) for i in range(w.tabs.count())] == TABS
+        assert "simulated" in w.windowTitle()
+        for i in range(w.tabs.count()):
+            w.tabs.setCurrentIndex(i)
+            assert w.tabs.currentWidget().isVisible()
+        # The charts fill from the sampler thread, through the history, within a few ticks.
+        await wait_until(lambda: len(controller.charts.curve_data("gpu0.vram_used_bytes")[0]) >= 2,
+                         10, "VRAM curve data")
+        w.close()
+        await asyncio_wait(controller.finished.wait(), 10)
+        assert not w.isVisible()
+
+    loop.run_until_complete(body())
+
+
+def test_chart_data_equals_the_history(controller: AppController, runtime: Runtime,
+                                       loop: qasync.QEventLoop) -> None:
+    async def body() -> None:
+        controller.start(autoload=False)
+        await wait_until(lambda: len(runtime.history) >= 3, 10, "three samples")
+        runtime.sampler.stop()  # freeze the history so the comparison is exact
+        charts = controller.charts
+        for seconds in (60.0, 3600.0):
+            charts.set_window(seconds)
+            for spec in (s for s in charts._specs if "power" in s.title or "VRAM" in s.title):
+                for metric in spec.metrics:
+                    t, v = runtime.history.window(metric, seconds)
+                    x, y = charts.curve_data(metric)
+                    np.testing.assert_array_equal(x, t)
+                    np.testing.assert_allclose(y, v * spec.scale)
+        controller.window.close()
+        await asyncio_wait(controller.finished.wait(), 10)
+
+    loop.run_until_complete(body())
+
+
+def test_unsupported_metric_says_so_instead_of_zero(qtbot: QtBot) -> None:
+    history = TelemetryHistory(100)
+    t0 = time.time()
+    for i in range(20):
+        history.append_values(t0 + i, {"gpu0.power_w": math.nan, "gpu0.temperature_c": 50.0 + i})
+    panel = ChartPanel(history.window, [ChartSpec("power", "W", ("gpu0.power_w",)),
+                                        ChartSpec("temperature", "°C", ("gpu0.temperature_c",))])
+    qtbot.addWidget(panel)
+    panel.redraw()
+    assert panel.missing_labels["power"].isVisible()
+    assert panel.missing_labels["power"].toPlainText() == "not reported by this GPU"
+    assert len(panel.curve_data("gpu0.power_w")[0]) == 0
+    assert not panel.missing_labels["temperature"].isVisible()
+    np.testing.assert_array_equal(panel.curve_data("gpu0.temperature_c")[1],
+                                  history.window("gpu0.temperature_c", 300)[1])
+    text = panel.show_crosshair(t0 + 5.2)
+    assert "temperature_c 55.0 °C" in text
+
+
+def test_export_png_and_csv(qtbot: QtBot, tmp_path: Path) -> None:
+    history = TelemetryHistory(100)
+    for i in range(10):
+        history.append_values(1000.0 + i, {"host.cpu_percent": float(i)})
+    panel = ChartPanel(history.window, [ChartSpec("cpu", "%", ("host.cpu_percent",))],
+                       export_csv=history.export_csv)
+    qtbot.addWidget(panel)
+    panel.resize(600, 300)
+    panel.redraw()
+    png = panel.export_png(tmp_path / "view.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panel._export_csv(tmp_path / "data.csv")
+    back = TelemetryHistory.from_csv(tmp_path / "data.csv")
+    np.testing.assert_array_equal(back.window("host.cpu_percent")[1], np.arange(10.0))
+
+
+def _alert(kind: str, metric: str, level: str, change: str, value: float, threshold: float,
+           started: float, at: float) -> AlertEvent:
+    return AlertEvent(kind=kind, metric=metric, level=level, change=change,  # type: ignore[arg-type]
+                      value=value, threshold=threshold, started_at=started,
+                      ended_at=at if change == "ended" else None, at=at)
+
+
+def test_alert_from_the_sampler_thread_appears_in_log_and_chart(
+        controller: AppController, runtime: Runtime, loop: qasync.QEventLoop) -> None:
+    async def body() -> None:
+        controller.start(autoload=False)
+        await wait_until(lambda: len(runtime.history) >= 2, 10, "samples")
+        now = time.time()
+        start = _alert("temperature", "gpu0.temperature_c", "critical", "started", 91.0, 87.0,
+                       now - 3, now)
+        # Delivered the way the sampler does it: a callback on another thread.
+        worker = threading.Thread(target=controller.bridge.on_sample, args=(None, [start]))
+        worker.start()
+        worker.join()
+        log = controller.events.log
+        await wait_until(lambda: "temperature critical" in log.toPlainText(), 5, "alert line")
+        assert "91 °C" in log.toPlainText() and "line 87 °C" in log.toPlainText()
+        title = next(s.title for s in controller.charts._specs if "temperature" in s.title)
+        await wait_until(lambda: controller.charts.region_spans(title), 5, "shaded period")
+        (lo, hi), = controller.charts.region_spans(title)
+        assert lo == pytest.approx(now - 3)
+        vram_title = next(s.title for s in controller.charts._specs if "VRAM" in s.title)
+        assert controller.charts.region_spans(vram_title) == []
+        controller.bridge.on_sample(None, [_alert("temperature", "gpu0.temperature_c",
+                                                  "critical", "ended", 80.0, 87.0, now - 3,
+                                                  now + 1)])
+        await wait_until(lambda: "alert ended" in log.toPlainText(), 5, "end line")
+        controller.charts.redraw()
+        (lo, hi), = controller.charts.region_spans(title)
+        assert hi == pytest.approx(now + 1)
+        # The policy switch reaches the alert reactor.
+        controller.events.policy.setCurrentIndex(1)
+        assert runtime.alert_policy == "advise" and runtime.reactor.advise_only
+        controller.window.close()
+        await asyncio_wait(controller.finished.wait(), 10)
+
+    loop.run_until_complete(body())
+
+
+def test_refused_switch_shows_reason_and_offers_fallback(
+        with_demo_models: Path, runtime: Runtime, qtbot: QtBot) -> None:
+    panel = ModelSwitcherPanel(runtime.manager, runtime.history_store,
+                               runtime.config.router.selection.local_tier)
+    qtbot.addWidget(panel)
+    rows = {panel.table.item(r, 0).text(): r for r in range(panel.table.rowCount())}
+    assert set(rows) == set(runtime.config.catalog.ids)
+    fits = panel.table.item(rows["demo-tiny-a"], 2).text()
+    assert fits.startswith("yes"), fits
+    assert panel.table.item(rows["demo-tiny-a"], 3).text() == "yes"
+    assert panel.table.item(rows["qwen3-8b"], 3).text() == "no"
+    assert panel.table.item(rows["qwen3-30b-a3b-instruct-2507"], 2).text().startswith("no")
+
+    panel.select_model("qwen3-30b-a3b-instruct-2507")
+    qtbot.mouseClick(panel.switch_button, Qt.MouseButton.LeftButton)
+    text = panel.refusal.text()
+    assert "refused" in text
+    assert "FAILED on_disk" in text and "FAILED memory" in text
+    assert "GiB usable, needs" in text  # the numbers behind the memory check
+    assert "temperature" in text and "°C, limit" in text
+    assert panel.fallback_button.isVisibleTo(panel)
+    assert panel.fallback_target in ("demo-tiny-a", "demo-tiny-b")
+    assert panel.fallback_target in panel.fallback_button.text()
+    assert runtime.manager.active_model is None  # nothing ran
+    assert runtime.history_store.count() == 0
+
+
+def test_exception_in_a_handler_is_logged_and_buttons_come_back(
+        with_demo_models: Path, controller: AppController, runtime: Runtime,
+        loop: qasync.QEventLoop, qtbot: QtBot) -> None:
+    async def body() -> None:
+        controller.start(autoload=False)
+        await runtime.manager.close()  # switch_to now raises RuntimeError
+        panel = controller.models
+        panel.select_model("demo-tiny-b")
+        qtbot.mouseClick(panel.switch_button, Qt.MouseButton.LeftButton)
+        assert not panel.switch_button.isEnabled()  # busy while the task runs
+        log = controller.events.log
+        await wait_until(lambda: "switch to demo-tiny-b failed" in log.toPlainText(), 5,
+                         "error line")
+        assert "RuntimeError" in log.toPlainText()
+        await wait_until(panel.switch_button.isEnabled, 5, "switch button restored")
+        assert not panel.cancel_button.isEnabled()
+        controller.window.close()
+        await asyncio_wait(controller.finished.wait(), 10)
+
+    loop.run_until_complete(body())
+
+
+def test_history_table_and_pair_chart_show_the_store(tmp_path: Path, qtbot: QtBot) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    try:
+        for total in (2.0, 4.0, 9.0):
+            store.record_switch(from_model="demo-tiny-a", to_model="demo-tiny-b",
+                                reason="manual", outcome="ready", total_s=total,
+                                phases={"unloading": 0.5, "loading": total - 1.0})
+        store.record_switch(from_model=None, to_model="demo-tiny-a", reason="manual",
+                            outcome="ready", total_s=20.0, phases={"loading": 19.0})
+        store.record_switch(from_model="demo-tiny-b", to_model="qwen3-8b", reason="manual",
+                            outcome="refused", total_s=0.01, phases={"planning": 0.01},
+                            error="refused: on_disk: qwen3-8b is not on disk")
+        panel = HistoryPanel(store)
+        qtbot.addWidget(panel)
+        assert panel.table.rowCount() == 5
+        header = [panel.table.horizontalHeaderItem(c).text()
+                  for c in range(panel.table.columnCount())]
+        newest = {h: panel.table.item(0, c).text() for c, h in enumerate(header)}
+        assert newest["To"] == "qwen3-8b" and newest["Outcome"] == "refused"
+        assert "not on disk" in newest["Error"]
+        assert panel.chart_data() == {
+            pair_label(p): (p.mean_s, p.p95_s) for p in store.pair_stats()}
+        assert panel.chart_data()["demo-tiny-a → demo-tiny-b"] == (5.0, 9.0)
+        store.record_switch(from_model="demo-tiny-a", to_model="demo-tiny-b", reason="manual",
+                            outcome="ready", total_s=1.0, phases={})
+        panel.refresh()
+        assert panel.table.rowCount() == 6
+        assert panel.chart_data()["demo-tiny-a → demo-tiny-b"] == (4.0, 9.0)
+    finally:
+        store.close()
+
+
+def test_auto_with_no_usable_model_shows_the_router_explanation(
+        controller: AppController, loop: qasync.QEventLoop, qtbot: QtBot) -> None:
+    async def body() -> None:
+        controller.start(autoload=False)
+        pg = controller.playground
+        assert pg.model.currentData() is None  # Auto
+        qtbot.keyClicks(pg.prompt, "Extract the salary from this offer.")
+        qtbot.mouseClick(pg.send_button, Qt.MouseButton.LeftButton)
+        await wait_until(lambda: pg.send_button.isEnabled(), 10, "send restored")
+        assert "Chosen model" in pg.explanation.toPlainText()
+        assert "rejected" in pg.explanation.toPlainText()
+        assert "generation failed" in controller.events.log.toPlainText()
+        controller.window.close()
+        await asyncio_wait(controller.finished.wait(), 10)
+
+    loop.run_until_complete(body())
