@@ -18,11 +18,12 @@ from core.config import AppConfig, load_app_config
 from core.engine.base import Engine
 from core.history_store import HistoryStore
 from core.manager.alert_policy import AlertReactor
-from core.manager.fit import estimator_fit
+from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryProbe
+from core.manager.plan import effective_cascade
 from core.models.catalog import ModelEntry
-from core.models.estimator import Estimator
+from core.models.estimator import Estimator, EstimatorSettings
 from core.router.selection import Router
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
@@ -56,12 +57,15 @@ class SerializedDevice:
             self._device.close()
 
 
-def make_engine(entry: ModelEntry, activity: EngineActivity) -> Engine:
+def make_engine(entry: ModelEntry, activity: EngineActivity, config: AppConfig) -> Engine:
     """The engine that can load this catalog entry."""
     if entry.is_remote:
+        from core.engine.base import EngineError
         from core.engine.remote_engine import RemoteEngine
 
-        return RemoteEngine.for_entry(entry)
+        if config.remote is None:
+            raise EngineError("No remote endpoint is configured (add a `remote:` section).")
+        return RemoteEngine(config.remote)
     from core.engine.vllm_engine import VllmEngine
 
     return VllmEngine(activity=activity)
@@ -84,7 +88,10 @@ class Runtime:
     simulated: bool
     _log_listeners: list[LogListener] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
-    _tasks: set[asyncio.Task[object]] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _pending_events: list[AlertEvent] = field(default_factory=list)
+    _reaction: asyncio.Task[None] | None = None
+    _last_reaction: tuple[str, str, str | None] | None = None
 
     @classmethod
     def create(cls, config_file: str | Path | None = None, simulate: str | None = None,
@@ -98,11 +105,19 @@ class Runtime:
         probe: MemoryProbe = (GpuSnapshotProbe(devices[0].sample) if devices
                               else HostMemoryProbe())
         store = HistoryStore(history_path)
-        estimator = Estimator(config.catalog)
-        manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
-                               lambda entry: make_engine(entry, activity), store, activity,
-                               estimator_fit(estimator), cascade=config.fallback_cascade)
+        on_host = not devices
+        # vLLM's CPU build: its "device" is host RAM and its worker's own memory is overhead.
+        estimator = Estimator(config.catalog, EstimatorSettings.for_cpu_engine() if on_host
+                              else EstimatorSettings())
+        fit = estimator_fit(estimator, min_utilization=CPU_MIN_UTILIZATION if on_host else 0.0)
         router = Router(config.router, config.catalog, estimator=estimator)
+        # The local tier (demo models built here) goes before the remote endpoint, so a machine
+        # with only demo models still falls back from one to the other.
+        cascade = effective_cascade(config.fallback_cascade,
+                                    config.router.selection.local_tier)
+        manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
+                               lambda entry: make_engine(entry, activity, config), store, activity,
+                               fit, cascade=cascade)
         label = devices[0].sample().name if devices else "host RAM (CPU engine)"
         chat = ChatSession(manager, router, store, probe, device_label=label)
         reactor = AlertReactor(manager, config.monitoring.hardware_monitoring)
@@ -119,6 +134,17 @@ class Runtime:
             return list(latest.gpus)
         return [d.sample() for d in self.devices]
 
+    @property
+    def alert_policy(self) -> str:
+        """"act": alerts change the model or concurrency; "advise": they only produce advice."""
+        return self.reactor.monitoring.policy
+
+    def set_alert_policy(self, policy: str) -> None:
+        """Switch the alert reactor between "act" and "advise" (the GUI's policy switch)."""
+        if policy not in ("act", "advise"):
+            raise ValueError(f"alert policy must be 'act' or 'advise', got {policy!r}")
+        self.reactor.monitoring = self.reactor.monitoring.model_copy(update={"policy": policy})
+
     def add_log_listener(self, listener: LogListener) -> None:
         self._log_listeners.append(listener)
 
@@ -134,18 +160,30 @@ class Runtime:
 
     def _on_sample(self, sample: Sample, events: list[AlertEvent]) -> None:
         # Sampler thread: hand the alert events to the loop thread, where the manager lives.
-        if events and self._loop is not None and not self._loop.is_closed():
+        # Every tick goes through, even without new events: "persists for N s" needs the ticks.
+        if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._react, events)
 
     def _react(self, events: list[AlertEvent]) -> None:
-        task = asyncio.ensure_future(self._handle_alerts(events))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # One reaction at a time: a reaction may switch models (seconds); events that arrive
+        # meanwhile wait for the next tick instead of starting competing reactions.
+        self._pending_events.extend(events)
+        if self._reaction is not None and not self._reaction.done():
+            return
+        pending, self._pending_events = self._pending_events, []
+        self._reaction = asyncio.ensure_future(self._handle_alerts(pending))
+        self._tasks.add(self._reaction)
+        self._reaction.add_done_callback(self._tasks.discard)
 
     async def _handle_alerts(self, events: list[AlertEvent]) -> None:
         try:
-            for reaction in await self.reactor.handle(events):
-                self.log("action", str(reaction))
+            reactions = await (self.reactor.handle(events) if events else self.reactor.tick())
+            for reaction in reactions:
+                key = (reaction.action, reaction.kind, reaction.target)
+                if reaction.action != "none" and key != self._last_reaction:
+                    verb = "action" if reaction.applied else "advice"
+                    self.log(verb, f"{reaction.kind}: {reaction.reason}")
+                self._last_reaction = key
         except Exception as exc:  # noqa: BLE001 - an alert reaction must never kill the loop
             self.log("error", f"reacting to an alert failed: {exc}")
 
