@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -34,8 +33,6 @@ def build_parser(prog: str = "vrampilot") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="vrampilot headless commands")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        if importlib.util.find_spec(f"core.cli.{name}") is None:  # TODO(lead): strict once all land
-            continue
         module = importlib.import_module(f"core.cli.{name}")
         module.register(sub, common)
     return parser
