@@ -43,9 +43,8 @@ _UNSUPPORTED_ARCH = re.compile(
     r"Model architectures? \[?'?([\w\-., ']+?)'?\]? (?:are|is) not supported"
     r"|Cannot find model module for|is not supported for now|Unsupported CPU attention [^\n.]*")
 _UNSUPPORTED_QUANT = re.compile(
-    r"(?:Unknown|Invalid) quantization method[^\n]*"
-    r"|quantization method [^\n]*? is not supported[^\n]*"
-    r"|The quantization method [^\n]*? is not supported[^\n]*")
+    r"(?:Unknown|Invalid) quantization method:? [^\s.]+"
+    r"|[Qq]uantization method [^\n.]*? is not supported[^\n.]*")
 
 
 def _chain(exc: BaseException) -> Iterable[BaseException]:
@@ -74,9 +73,9 @@ def parse_vllm_message(text: str, requested_len: int | None = None) -> EngineErr
         return ContextTooLongError(int(needed.group(1)) if needed else requested_len,
                                    int(fits.group(1)) if fits else None)
     if m := _UNSUPPORTED_QUANT.search(text):
-        return UnsupportedModelError(f"vLLM cannot load this quantization: {m.group(0).strip()}")
+        return UnsupportedModelError(f"vLLM cannot load this quantization: {m.group(0).strip()}.")
     if m := _UNSUPPORTED_ARCH.search(text):
-        return UnsupportedModelError(f"vLLM cannot run this model: {m.group(0).strip()}")
+        return UnsupportedModelError(f"vLLM cannot run this model: {m.group(0).strip()}.")
     return None
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import importlib
 import json
 import logging
 import os
@@ -86,6 +88,17 @@ def write_logging_config(log_dir: Path) -> tuple[Path, Path]:
     config_file = log_dir / _LOG_CONFIG_FILE
     config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
     return config_file, log_file
+
+
+def import_vllm() -> None:
+    """Import vLLM and transformers (~8 s, longer on a busy machine). Blocking.
+
+    load() does this in its worker thread, but module imports hold the GIL in long stretches, so
+    the event loop can stall for hundreds of milliseconds during the first load. An app that
+    must stay smooth calls this in a thread at start-up, before it animates anything.
+    """
+    for module in ("transformers", "vllm.engine.arg_utils", "vllm.v1.engine.async_llm"):
+        importlib.import_module(module)
 
 
 def _checkpoint_dtype(model_dir: str) -> str | None:
@@ -189,15 +202,19 @@ class VllmEngine:
             await self._cleanup
         for queue in self._streams.values():
             queue.put_nowait(("error", EngineError("The engine was shut down.")))
-        llm, self._llm = self._llm, None
+        holder, self._llm = [self._llm], None
         procs, self._procs = self._procs, []
-        if llm is not None or procs:
+        if holder[0] is not None or procs:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._stop, llm, procs)
+            await loop.run_in_executor(self._executor, self._stop, holder, procs)
         self._spec = None
         self._tokenizer = None
         if self._activity is not None:
             self._activity.set_loaded(None, 0)
+        # Let the executor's thread end (an idle pool thread would outlive every engine); a
+        # fresh executor starts no thread until a later load() needs one.
+        self._executor.shutdown(wait=False)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
 
     def is_healthy(self) -> bool:
         """Loaded, not dead, and every engine process still running."""
@@ -276,7 +293,7 @@ class VllmEngine:
             tokenizer = AutoTokenizer.from_pretrained(
                 spec.path, trust_remote_code=spec.trust_remote_code)
         except BaseException:
-            self._stop(llm, procs)
+            self._stop([llm], procs)
             raise
         return llm, tokenizer, procs
 
@@ -289,12 +306,17 @@ class VllmEngine:
         except OSError:
             return ""
 
-    def _stop(self, llm: Any, procs: list[psutil.Process]) -> None:
+    def _stop(self, holder: list[Any], procs: list[psutil.Process]) -> None:
+        """Shut vLLM down and end its processes. holder is emptied so the AsyncLLM can be freed
+        here: left to the interpreter's exit, its __del__ fails noisily."""
+        llm = holder.pop() if holder else None
         if llm is not None:
             try:
                 llm.shutdown(timeout=self._shutdown_timeout_s)
             except Exception:  # the processes are ended below whatever happened
                 log.exception("vLLM shutdown raised; ending its processes directly")
+            del llm
+            gc.collect()  # AsyncLLM sits in reference cycles
         still = end_processes([p for p in procs if alive(p)], timeout_s=5.0)
         if still:
             raise EngineTimeoutError(f"Engine processes {still} did not exit.")
@@ -420,11 +442,11 @@ class VllmEngine:
                                             name=f"vllm-reap-{model}")
 
     async def _reap_after_death(self) -> None:
-        llm, self._llm = self._llm, None
+        holder, self._llm = [self._llm], None
         procs, self._procs = self._procs, []
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._stop, llm, procs)
+            await loop.run_in_executor(self._executor, self._stop, holder, procs)
         except EngineError:
             log.exception("engine processes survived after a crash")
         finally:

@@ -76,11 +76,25 @@ def test_no_cache_memory() -> None:
 
 
 def test_unsupported_architecture() -> None:
-    text = ("Model architectures ['FancyForCausalLM'] are not supported for now. Supported "
-            "architectures: dict_keys([...])")
+    # Observed with architectures=["FancyForCausalLM"] in config.json (a pydantic error).
+    text = ("1 validation error for ModelConfig\n  Value error, Model architectures "
+            "['FancyForCausalLM'] are not supported for now. Supported architectures: "
+            "dict_keys(['AfmoeForCausalLM', 'ApertusForCausalLM'])")
     err = parse_vllm_message(text)
     assert isinstance(err, UnsupportedModelError)
-    assert "FancyForCausalLM" in str(err)
+    assert str(err) == ("vLLM cannot run this model: Model architectures ['FancyForCausalLM'] "
+                        "are not supported.")
+
+
+def test_unknown_quantization() -> None:
+    # Observed with quantization="awq-nonsense" (inside a pydantic ValidationError).
+    text = ("1 validation error for ModelConfig\n  Value error, Unknown quantization method: "
+            "awq-nonsense. Must be one of ['awq', 'auto_awq', 'fp8']. [type=value_error, "
+            "input_value=ArgsKwargs((), {'model': ...})]")
+    err = parse_vllm_message(text)
+    assert isinstance(err, UnsupportedModelError)
+    assert str(err) == ("vLLM cannot load this quantization: Unknown quantization method: "
+                        "awq-nonsense.")
 
 
 def test_unknown_messages_are_not_guessed() -> None:

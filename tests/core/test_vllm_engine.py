@@ -27,6 +27,7 @@ from core.engine.base import (
     LoadSpec,
     ModelDirectoryError,
     PromptTooLongError,
+    UnsupportedModelError,
 )
 from core.engine.processes import EngineProcessRegistry, alive, child_pids
 from core.engine.vllm_engine import VllmEngine
@@ -239,3 +240,22 @@ def _trackers() -> set[int]:
         except psutil.Error:
             pass
     return out
+
+
+def test_unsupported_architecture_and_quantization(loop: asyncio.AbstractEventLoop,
+                                                   demo_model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(demo_model_dir, odd)
+    config = json.loads((odd / "config.json").read_text())
+    config["architectures"] = ["FancyNewForCausalLM"]
+    (odd / "config.json").write_text(json.dumps(config))
+    engine = make_engine(tmp_path)
+    with pytest.raises(UnsupportedModelError, match="FancyNewForCausalLM") as info:
+        run(loop, engine.load(spec_for(odd)))
+    assert "\n" not in str(info.value)
+    with pytest.raises(UnsupportedModelError, match="quantization"):
+        run(loop, engine.load(spec_for(demo_model_dir, quantization="awq-nonsense")))
+    assert not engine.loaded
