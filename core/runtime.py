@@ -57,6 +57,18 @@ class SerializedDevice:
             self._device.close()
 
 
+def nvidia_gpu_present() -> bool:
+    """Whether NVML finds a real NVIDIA GPU (so the CUDA engine, not the CPU build, runs)."""
+    from core.telemetry.nvml_device import NvmlDevices
+
+    found = NvmlDevices.open()
+    if found is None:
+        return False
+    present = bool(found.devices)
+    found.close()
+    return present
+
+
 def make_engine(entry: ModelEntry, activity: EngineActivity, config: AppConfig) -> Engine:
     """The engine that can load this catalog entry."""
     if entry.is_remote:
@@ -109,7 +121,12 @@ class Runtime:
         # vLLM's CPU build: its "device" is host RAM and its worker's own memory is overhead.
         estimator = Estimator(config.catalog, EstimatorSettings.for_cpu_engine() if on_host
                               else EstimatorSettings())
-        fit = estimator_fit(estimator, min_utilization=CPU_MIN_UTILIZATION if on_host else 0.0)
+        # Where the engine really runs decides the utilization floor: under --simulate on a
+        # machine without a GPU the policy sees the simulated card, but vLLM's CPU build still
+        # reserves that fraction of host memory and needs at least the floor to start.
+        engine_on_cpu = on_host or not nvidia_gpu_present()
+        fit = estimator_fit(estimator,
+                            min_utilization=CPU_MIN_UTILIZATION if engine_on_cpu else 0.0)
         router = Router(config.router, config.catalog, estimator=estimator)
         # The local tier (demo models built here) goes before the remote endpoint, so a machine
         # with only demo models still falls back from one to the other.
