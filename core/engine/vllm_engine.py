@@ -200,6 +200,7 @@ class VllmEngine:
             self._watchdog = None
         if self._cleanup is not None:
             await self._cleanup
+            self._cleanup = None
         for queue in self._streams.values():
             queue.put_nowait(("error", EngineError("The engine was shut down.")))
         holder, self._llm = [self._llm], None
@@ -252,6 +253,8 @@ class VllmEngine:
         if log_file.exists() and log_file.stat().st_size > _LOG_MAX_BYTES:
             log_file.unlink()
         offset = log_file.stat().st_size if log_file.exists() else 0
+        # A previous crash of the app may have left engines holding memory (vllm #55510).
+        self._registry.reap_orphans()
         # Spawned engine processes read their logging config from the environment.
         os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
         before = child_pids()
@@ -378,6 +381,10 @@ class VllmEngine:
             while not finished:
                 kind, item = await queue.get()
                 if kind == "error":
+                    if isinstance(item, EngineDiedError) and self._llm is llm:
+                        # vLLM noticed the death before the watchdog did: same outcome.
+                        self._on_death([p.pid for p in self._procs if not alive(p)])
+                        raise self._dead or item
                     raise item
                 if kind == "abort" or kind == "end":
                     rest = splitter.flush()
@@ -423,14 +430,18 @@ class VllmEngine:
             queue.put_nowait(("end", None))
 
     async def _watch(self) -> None:
-        while True:
+        while self._dead is None:
             await asyncio.sleep(self._watchdog_interval_s)
+            if self._dead is not None:
+                return
             gone = [p.pid for p in self._procs if not alive(p)]
             if gone or getattr(self._llm, "errored", False):
                 self._on_death(gone)
                 return
 
     def _on_death(self, gone: list[int]) -> None:
+        if self._dead is not None:
+            return
         model = self._spec.model_id if self._spec else "the model"
         what = f"process(es) {gone} exited" if gone else "its engine core failed"
         self._dead = EngineDiedError(f"The engine running {model} stopped ({what}); "

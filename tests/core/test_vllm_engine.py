@@ -189,17 +189,33 @@ def test_engine_killed_mid_generation(loop: asyncio.AbstractEventLoop, demo_mode
     assert detected_after_s < 2.0
     assert "stopped" in str(error)
     assert not engine.is_healthy()
+    assert engine.died is error
     run(loop, engine.shutdown(), timeout=60)
+    assert not engine.loaded
     assert engine.pids() == ()
     assert_all_gone(pids)
     assert EngineProcessRegistry(tmp_path / "pids.json").records() == []
-    # The same engine object loads again afterwards.
-    run(loop, engine.load(spec_for(demo_model_dir)))
-    again = run(loop, collect(engine, ask("hi", max_tokens=3, ignore_eos=True)))
-    assert again[-1].tokens == 3
-    second = engine.pids()
-    run(loop, engine.shutdown(), timeout=60)
-    assert_all_gone(second)
+
+
+def test_two_sequential_loads(loop: asyncio.AbstractEventLoop, demo_model_dir: Path,
+                              tmp_path: Path) -> None:
+    from core.engine.demo_model import build_demo_model
+
+    other = build_demo_model(tmp_path / "demo-b", seed=1, name="demo-tiny-b")
+    engine = make_engine(tmp_path)
+    seen: list[tuple[int, ...]] = []
+    for model in (demo_model_dir, other):
+        run(loop, engine.load(spec_for(model)))
+        assert engine.is_healthy()
+        seen.append(engine.pids())
+        out = run(loop, collect(engine, ask("hi", max_tokens=3, ignore_eos=True)))
+        assert out[-1].tokens == 3
+        run(loop, engine.shutdown(), timeout=60)
+        assert engine.pids() == ()
+        assert not engine.is_healthy()
+        assert_all_gone(seen[-1])
+    assert set(seen[0]).isdisjoint(seen[1])
+    assert EngineProcessRegistry(tmp_path / "pids.json").records() == []
 
 
 def test_load_asking_for_too_much_memory(loop: asyncio.AbstractEventLoop, demo_model_dir: Path,
