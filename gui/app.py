@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
@@ -15,7 +16,6 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import psutil
-import qasync
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
@@ -26,6 +26,7 @@ from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
+from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
 from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
@@ -35,7 +36,15 @@ from gui.playground import PlaygroundPanel
 GIB = 1024**3
 # Closing must end within 10 s: the engine gets this long to shut down cleanly, then its
 # processes are ended by force.
-SHUTDOWN_TIMEOUT_S = 7.0
+SHUTDOWN_TIMEOUT_S = 6.0
+REAP_DEADLINE_S = 9.0
+ENGINE_THREAD_PREFIX = "vllm-engine"  # core.engine.vllm_engine's executor threads
+
+
+def engine_threads_alive() -> bool:
+    """Is an engine executor thread still busy (e.g. starting vLLM for a cancelled load)?"""
+    return any(t.name.startswith(ENGINE_THREAD_PREFIX) and t.is_alive()
+               for t in threading.enumerate())
 
 
 def chart_specs(runtime: Runtime) -> list[ChartSpec]:
@@ -97,6 +106,7 @@ class AppController(QObject):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
         self._wake_timer: QTimer | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
         self._previous_excepthook: Callable[..., Any] | None = None
         self._connect_signals()
 
@@ -181,19 +191,43 @@ class AppController(QObject):
         self._wake_timer.start(200)
 
     def _on_shutdown_requested(self) -> None:
-        self.keep(self.shutdown(), "shutdown")
+        # Held apart from self._tasks, which the shutdown cancels.
+        self._shutdown_task = asyncio.ensure_future(self.shutdown())
+        self._shutdown_task.set_name("shutdown")
 
     async def shutdown(self) -> None:
-        """Cancel what runs, shut the engine down (by force after SHUTDOWN_TIMEOUT_S), close."""
+        """Cancel what runs, shut the engine down (by force after SHUTDOWN_TIMEOUT_S), close.
+
+        A load cancelled mid-start keeps starting vLLM in its executor thread for a while; its
+        processes are ended as they appear until that thread gives up (or the deadline)."""
+        started = time.monotonic()
+        self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
+        core = asyncio.ensure_future(self._shutdown_core())
+        core.set_name("shutdown-core")
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(self._shutdown_core(), SHUTDOWN_TIMEOUT_S)
-        except TimeoutError:
-            self.events.add("error", "the engine did not shut down in time: ending it by force")
-        except Exception as exc:  # noqa: BLE001 - closing must go on whatever failed
-            self.events.add("error", f"shutdown: {exc}")
+            done, _ = await asyncio.wait({core}, timeout=SHUTDOWN_TIMEOUT_S)
+            if not done:
+                self.events.add("error", "the engine did not shut down in time: ending it by force")
+            await loop.run_in_executor(None, end_child_processes)
+            while time.monotonic() - started < REAP_DEADLINE_S and (
+                    not core.done() or engine_threads_alive()):
+                await asyncio.wait({core}, timeout=0.2)
+                await loop.run_in_executor(None, end_child_processes, 0.5)
+            if core.done() and not core.cancelled() and core.exception() is not None:
+                self.events.add("error", f"shutdown: {core.exception()}")
+            # Let tasks that were just cancelled (the engine's stream handlers) unwind.
+            current = asyncio.current_task()
+            unwinding = [t for t in asyncio.all_tasks() if t is not current and t.cancelling()]
+            if unwinding:
+                await asyncio.wait(unwinding, timeout=1.0)
+        except Exception as exc:  # noqa: BLE001 - closing goes on whatever failed; shown
+            self.events.add("error", f"shutdown failed: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
         finally:
-            end_child_processes()
+            if not core.done():
+                core.cancel()
             for unsubscribe in self._unsubscribe:
                 with contextlib.suppress(ValueError):
                     unsubscribe()
@@ -204,6 +238,7 @@ class AppController(QObject):
                 sys.excepthook = self._previous_excepthook
             if self.notifier is not None:
                 self.notifier.close()
+            self.events.add("info", f"shut down in {time.monotonic() - started:.1f} s")
             self.window.finish_close()
             self.finished.set()
 
@@ -242,7 +277,7 @@ def run_app(args: argparse.Namespace) -> int:
     app.setDesktopFileName("vrampilot")
     app.setQuitOnLastWindowClosed(False)  # the controller's shutdown ends the loop
     app.setWindowIcon(QIcon(str(resource("icons", "vrampilot.svg"))))
-    loop = qasync.QEventLoop(app)
+    loop = AppEventLoop(app)
     asyncio.set_event_loop(loop)
 
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)

@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QApplication,
@@ -298,7 +299,7 @@ class ChartPanel(QWidget):
         return (np.asarray(x if x is not None else []), np.asarray(y if y is not None else []))
 
     # -- crosshair ------------------------------------------------------------------------------
-    def _mouse_moved(self, pos: QPointF) -> None:
+    def _mouse_moved(self, pos: Any) -> None:
         for spec in self._specs:
             plot = self.plots[spec.title]
             if plot.sceneBoundingRect().contains(pos):

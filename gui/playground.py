@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -47,6 +47,25 @@ class ChatBackend(Protocol):
     def last_decision(self) -> RoutingDecision | None: ...
 
 
+class PromptEdit(QPlainTextEdit):
+    """The prompt editor: Ctrl+Enter sends and Esc stops, read here before the editor would
+    take Ctrl+Enter as a new line. (A keyPressEvent override, not an event filter: PySide6's
+    bool-returning eventFilter override corrupts the refcount of False and crashes at exit.)"""
+
+    submitted = Signal()
+    cancelled = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if ctrl and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.submitted.emit()
+            return
+        if event.key() == Qt.Key.Key_Escape:
+            self.cancelled.emit()
+            return
+        super().keyPressEvent(event)
+
+
 class PlaygroundPanel(QWidget):
     """Prompt editor, settings, streaming output (thinking apart from the answer), stats."""
 
@@ -62,7 +81,7 @@ class PlaygroundPanel(QWidget):
         self._task: asyncio.Task[None] | None = None
         self._request_id: str | None = None
 
-        self.prompt = QPlainTextEdit()
+        self.prompt = PromptEdit()
         self.prompt.setPlaceholderText("Type a prompt; Ctrl+Enter sends, Esc stops.")
         self.model = QComboBox()
         self.model.addItem("Auto (router)", None)
@@ -143,6 +162,8 @@ class PlaygroundPanel(QWidget):
 
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
+        self.prompt.submitted.connect(self.send)
+        self.prompt.cancelled.connect(self.stop)
         QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send)
         QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.send)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.stop)

@@ -23,17 +23,18 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from core.runtime import Runtime
+from gui.event_loop import AppEventLoop
 
 PROFILE = "rtx4090-laptop"
 
 
-async def wait_until(predicate: Callable[[], object], timeout: float = 5.0,
+async def wait_until(predicate: Callable[[], object], within_s: float = 5.0,
                      what: str = "condition") -> None:
     """Let the loop run until predicate() is true (like qtbot.waitUntil, for qasync tests)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {within_s} s waiting for {what}")
         await asyncio.sleep(0.01)
 
 
@@ -47,7 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
     """A fresh qasync loop on the test's QApplication; fails the test on a task left pending."""
     qapp.setQuitOnLastWindowClosed(False)  # the app's shutdown ends the loop, not Qt
-    loop = qasync.QEventLoop(qapp)
+    loop = AppEventLoop(qapp)
     asyncio.set_event_loop(loop)
     yield loop
     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]

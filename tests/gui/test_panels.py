@@ -3,10 +3,13 @@ user would: clicks, waits on what is shown."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
+from collections.abc import Awaitable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -24,11 +27,13 @@ from gui.history_panel import HistoryPanel, pair_label
 from gui.model_switcher import ModelSwitcherPanel
 from tests.gui.conftest import wait_until
 
+T = TypeVar("T")
 TABS = ["Monitor", "Models", "Switch history", "Playground", "Events"]
 
 
 @pytest.fixture
-def controller(runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot):
+def controller(runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot
+               ) -> Iterator[AppController]:
     c = AppController(runtime, settings=None, tray=False)
     yield c
     if not c.finished.is_set():
@@ -36,10 +41,8 @@ def controller(runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot):
         loop.run_until_complete(asyncio_wait(c.finished.wait(), 20))
 
 
-def asyncio_wait(coro, timeout):  # noqa: ANN001, ANN201 - tiny local helper
-    import asyncio
-
-    return asyncio.wait_for(coro, timeout)
+def asyncio_wait(aw: Awaitable[T], seconds: float) -> Coroutine[Any, Any, T]:
+    return asyncio.wait_for(aw, seconds)
 
 
 def test_main_window_starts_and_shows_its_panels(controller: AppController,
@@ -140,7 +143,8 @@ def test_alert_from_the_sampler_thread_appears_in_log_and_chart(
         worker.join()
         log = controller.events.log
         await wait_until(lambda: "temperature critical" in log.toPlainText(), 5, "alert line")
-        assert "91 °C" in log.toPlainText() and "line 87 °C" in log.toPlainText()
+        assert "91 °C" in log.toPlainText()
+        assert "line 87 °C" in log.toPlainText()
         title = next(s.title for s in controller.charts._specs if "temperature" in s.title)
         await wait_until(lambda: controller.charts.region_spans(title), 5, "shaded period")
         (lo, hi), = controller.charts.region_spans(title)
@@ -156,7 +160,8 @@ def test_alert_from_the_sampler_thread_appears_in_log_and_chart(
         assert hi == pytest.approx(now + 1)
         # The policy switch reaches the alert reactor.
         controller.events.policy.setCurrentIndex(1)
-        assert runtime.alert_policy == "advise" and runtime.reactor.advise_only
+        assert runtime.alert_policy == "advise"
+        assert runtime.reactor.advise_only
         controller.window.close()
         await asyncio_wait(controller.finished.wait(), 10)
 
@@ -180,9 +185,11 @@ def test_refused_switch_shows_reason_and_offers_fallback(
     qtbot.mouseClick(panel.switch_button, Qt.MouseButton.LeftButton)
     text = panel.refusal.text()
     assert "refused" in text
-    assert "FAILED on_disk" in text and "FAILED memory" in text
+    assert "FAILED on_disk" in text
+    assert "FAILED memory" in text
     assert "GiB usable, needs" in text  # the numbers behind the memory check
-    assert "temperature" in text and "°C, limit" in text
+    assert "temperature" in text
+    assert "°C, limit" in text
     assert panel.fallback_button.isVisibleTo(panel)
     assert panel.fallback_target in ("demo-tiny-a", "demo-tiny-b")
     assert panel.fallback_target in panel.fallback_button.text()
@@ -230,7 +237,8 @@ def test_history_table_and_pair_chart_show_the_store(tmp_path: Path, qtbot: QtBo
         header = [panel.table.horizontalHeaderItem(c).text()
                   for c in range(panel.table.columnCount())]
         newest = {h: panel.table.item(0, c).text() for c, h in enumerate(header)}
-        assert newest["To"] == "qwen3-8b" and newest["Outcome"] == "refused"
+        assert newest["To"] == "qwen3-8b"
+        assert newest["Outcome"] == "refused"
         assert "not on disk" in newest["Error"]
         assert panel.chart_data() == {
             pair_label(p): (p.mean_s, p.p95_s) for p in store.pair_stats()}
