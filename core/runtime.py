@@ -170,7 +170,16 @@ class Runtime:
             listener(level, text)
 
     def start(self) -> None:
-        """Start sampling; alerts reach the reactor on the event loop that called start()."""
+        """Start sampling; alerts reach the reactor on the event loop that called start().
+
+        Engines left running by a crash of an earlier run hold memory: end them first.
+        """
+        from core.engine.processes import reap_orphan_engines
+
+        reaped = reap_orphan_engines()
+        if reaped:
+            self.log("warning", f"ended {len(reaped)} engine process(es) left by an earlier "
+                                f"crash: {', '.join(map(str, reaped))}")
         self._loop = asyncio.get_event_loop()
         self.sampler.subscribe(self._on_sample)
         self.sampler.start()
