@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QGraphicsItem,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -89,6 +90,27 @@ PALETTE = ("#4ea1ff", "#ff9f43", "#2ecc71", "#e056fd")
 ALERT_BRUSH = {"warning": (241, 196, 15, 50), "critical": (231, 76, 60, 60)}
 
 
+def peak_decimate(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~2 x buckets points keeping each bucket's min and max (so peaks stay visible).
+    Needs finite y; short series come back unchanged."""
+    n = len(y)
+    k = n // buckets
+    if k < 2:
+        return x, y
+    m = (n // k) * k
+    head_y = y[n - m:].reshape(-1, k)  # the newest m points, in buckets of k
+    head_x = x[n - m:].reshape(-1, k)
+    lo = head_y.min(axis=1)
+    hi = head_y.max(axis=1)
+    xs = np.empty(2 * len(lo))
+    ys = np.empty(2 * len(lo))
+    xs[0::2] = head_x[:, 0]
+    xs[1::2] = head_x[:, -1]
+    ys[0::2] = lo
+    ys[1::2] = hi
+    return xs, ys
+
+
 def is_dark(palette: QPalette) -> bool:
     return palette.color(QPalette.ColorRole.Window).lightness() < 128
 
@@ -141,13 +163,25 @@ class ChartPanel(QWidget):
         self.vlines: dict[str, pg.InfiniteLine] = {}
         self._regions: dict[str, list[tuple[AlertPeriod, pg.LinearRegionItem]]] = {}
         self._switch_lines: dict[str, list[pg.InfiniteLine]] = {}
+        first_plot: pg.PlotItem | None = None
         for row, spec in enumerate(specs):
             plot = self.graphics.addPlot(row=row, col=0,
                                          axisItems={"bottom": pg.DateAxisItem()})
             plot.setTitle(f"{spec.title} ({spec.unit})")
-            plot.showGrid(x=True, y=True, alpha=0.2)
-            plot.setClipToView(True)
-            plot.setDownsampling(auto=True, mode="peak")
+            # Painting axes dominates a frame (pyqtgraph replays each axis' QPicture): the value
+            # axis, with the horizontal grid, is cached as a pixmap and redrawn only when its
+            # range changes; only the last chart shows the (shared) time axis.
+            plot.showGrid(x=False, y=True, alpha=0.15)
+            plot.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            if row > 0:
+                plot.setXLink(first_plot)
+            else:
+                first_plot = plot
+            if row < len(specs) - 1:
+                plot.hideAxis("bottom")
+            # Decimated here (peak_decimate) to about one min/max pair per pixel, before
+            # pyqtgraph sees the data: its own auto-downsampling re-scans every point per frame.
+            plot.setClipToView(False)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
             for i, metric in enumerate(spec.metrics):
@@ -181,7 +215,8 @@ class ChartPanel(QWidget):
 
         self.timer = QTimer(self)
         self.timer.setObjectName("chart-redraw")
-        self.timer.setInterval(max(1, int(1000 / refresh_hz)))
+        self._min_interval_ms = max(1, int(1000 / refresh_hz))
+        self.timer.setInterval(self._min_interval_ms)
         self.timer.timeout.connect(self.redraw)
         self.apply_palette(self.palette())
 
@@ -193,7 +228,12 @@ class ChartPanel(QWidget):
         self.timer.stop()
 
     def set_window(self, seconds: float) -> None:
+        """Show the last `seconds`; the redraw rate follows what can move on screen: at most
+        10 Hz, and no faster than one pixel's worth of time (60 min on ~1200 px: every 1 s)."""
         self.window_seconds = seconds
+        width_px = max(200, self.graphics.width())
+        per_pixel_ms = seconds / width_px * 1000
+        self.timer.setInterval(int(min(1000, max(self._min_interval_ms, per_pixel_ms))))
         self.redraw()
 
     def set_paused(self, paused: bool) -> None:
@@ -233,7 +273,12 @@ class ChartPanel(QWidget):
                 x = np.array(times)
                 y = values * spec.scale
                 self._latest[metric] = (x, y)
-                curve.setData(x, y, connect="finite" if not finite.all() else "all")
+                all_finite = bool(finite.all())
+                if all_finite:
+                    width = int(self.plots[spec.title].getViewBox().width()) or 1000
+                    x, y = peak_decimate(x, y, max(100, width // 2))
+                curve.setData(x, y, connect="all" if all_finite else "finite",
+                              skipFiniteCheck=all_finite)
             if changed or self.missing_labels[spec.title].isVisible() == any_data:
                 self._show_missing(spec, not any_data)
         if newest > -math.inf:

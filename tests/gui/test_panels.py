@@ -268,3 +268,24 @@ def test_auto_with_no_usable_model_shows_the_router_explanation(
         await asyncio_wait(controller.finished.wait(), 10)
 
     loop.run_until_complete(body())
+
+
+def test_an_hour_of_data_is_decimated_keeping_every_peak(qtbot: QtBot) -> None:
+    history = TelemetryHistory(36_000)
+    rng = np.random.default_rng(1)
+    values = rng.normal(60, 5, 36_000)
+    values[12_345] = 99.0  # one short spike must survive decimation
+    for i, v in enumerate(values):
+        history.append_values(1_000_000.0 + i / 10, {"gpu0.temperature_c": float(v)})
+    panel = ChartPanel(history.window, [ChartSpec("temperature", "°C", ("gpu0.temperature_c",))])
+    qtbot.addWidget(panel)
+    panel.resize(1200, 400)
+    panel.set_window(3600)
+    x, y = panel.curve_data("gpu0.temperature_c")
+    t, v = history.window("gpu0.temperature_c", 3600)
+    assert len(y) < len(v) / 10  # decimated...
+    assert y.max() == v.max() == 99.0  # ...keeping the peaks
+    assert y.min() == v[len(v) % (len(v) // (len(y) // 2)):].min()
+    assert x[0] >= t[0]
+    assert x[-1] == t[-1]
+    assert panel.timer.interval() >= 1000  # 60 min over ~1200 px: no faster than a pixel

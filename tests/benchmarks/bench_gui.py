@@ -1,0 +1,193 @@
+"""GUI benchmark: event-loop lag while streaming from the engine, and the cost of one redraw.
+
+Not run by pytest. Run it directly (``.venv/bin/python -m tests.benchmarks.bench_gui``) or import
+``run()`` from a bench runner. Targets (issue 6): event-loop lag p99 under 16 ms and max under
+50 ms while streaming from the engine, sampling at 10 Hz and showing the 60-minute window; one
+redraw of all charts with a full hour of 10 Hz data under 10 ms.
+
+Lag: a 5 ms ticker on the app's qasync loop records how late each tick wakes up. It runs on the
+whole app (AppController on the simulated RTX 4090 Laptop, sampler at 10 Hz, the history pre-filled
+with an hour of 10 Hz data, 60-minute window shown) twice: idle (the baseline) and while the
+playground streams from demo-tiny-a on the real vLLM CPU engine. Loading the model is not counted.
+Redraw: all charts get a new row (so every curve is handed new data) and are painted
+synchronously; the figure is data update + paint. Offscreen platform (no display needed).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import asyncio
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Figure = dict[str, Any]
+TICK_S = 0.005
+HOUR_ROWS = 36_000
+
+
+def _figure(values: list[float], unit: str) -> Figure:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values),
+            "unit": unit}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def fill_hour(history: Any, metrics: list[str], end: float, hz: float = 10.0) -> None:
+    """An hour of plausible, varying 10 Hz data ending at `end` (so downsampling has work)."""
+    rng = np.random.default_rng(0)
+    n = HOUR_ROWS
+    t = end - (n - 1) / hz + np.arange(n) / hz
+    base = {m: 50 + 30 * np.sin(np.arange(n) / 900.0) + rng.normal(0, 2, n) for m in metrics}
+    for i in range(n):
+        history.append_values(float(t[i]), {m: float(v[i]) for m, v in base.items()})
+
+
+def _config_file(folder: Path) -> Path:
+    path = folder / "bench.yaml"
+    path.write_text("hardware_monitoring:\n  interval_seconds: 0.1\n")
+    return path
+
+
+async def _ticker(seconds: float) -> list[float]:
+    """How late (ms) each 5 ms sleep wakes up, for `seconds`."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    end = loop.time() + seconds
+    while loop.time() < end:
+        t0 = time.perf_counter()
+        await asyncio.sleep(TICK_S)
+        lags.append(max(0.0, (time.perf_counter() - t0 - TICK_S) * 1000))
+    return lags
+
+
+def _lag_figures(prefix: str, lags: list[float]) -> dict[str, Figure]:
+    return {
+        f"{prefix}_p50": _figure([_percentile(lags, 50)], "ms"),
+        f"{prefix}_p99": _figure([_percentile(lags, 99)], "ms"),
+        f"{prefix}_max": _figure([max(lags)], "ms"),
+        f"{prefix}_ticks": _figure([float(len(lags))], "ticks"),
+    }
+
+
+def event_loop_lag(seconds: float = 10.0, stream: bool = True) -> dict[str, Figure]:
+    """Lag figures for the idle app and (stream=True) the app streaming from demo-tiny-a."""
+    from PySide6.QtWidgets import QApplication
+
+    from core.engine.demo_model import ensure_demo_models
+    from core.runtime import Runtime
+    from gui.app import AppController
+    from gui.event_loop import AppEventLoop
+
+    figures: dict[str, Figure] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["VRAMPILOT_DATA_DIR"] = tmp
+        app = QApplication.instance() or QApplication([])
+        assert isinstance(app, QApplication)
+        app.setQuitOnLastWindowClosed(False)
+        loop = AppEventLoop(app)
+        asyncio.set_event_loop(loop)
+        runtime = Runtime.create(config_file=_config_file(Path(tmp)), simulate="rtx4090-laptop",
+                                 history_path=Path(tmp) / "history.sqlite3")
+        first = runtime.sampler.sample_once()
+        from core.telemetry.history import sample_metrics
+
+        fill_hour(runtime.history, list(sample_metrics(first)), time.time())
+        controller = AppController(runtime, settings=None, tray=False)
+        controller.window.resize(1280, 860)
+
+        async def body() -> None:
+            controller.start(autoload=False)
+            controller.charts.window_box.setCurrentIndex(3)  # 60 min
+            await asyncio.sleep(1.0)  # settle
+            figures.update(_lag_figures("baseline_idle_lag", await _ticker(seconds)))
+            if stream:
+                await loop.run_in_executor(None, ensure_demo_models)
+                result = await runtime.manager.switch_to("demo-tiny-a")
+                assert result.ok, result.errors
+                pg = controller.playground
+                pg.model.setCurrentIndex(pg.model.findData("demo-tiny-a"))
+                pg.max_tokens.setValue(900)
+                pg.temperature.setValue(1.0)
+                pg.prompt.setPlainText("Write a long story.")
+                controller.window.tabs.setCurrentIndex(0)  # the charts are what is painted
+
+                async def keep_streaming() -> None:
+                    while True:
+                        if not pg.busy:
+                            pg.send()
+                        await asyncio.sleep(0.05)
+
+                streamer = asyncio.ensure_future(keep_streaming())
+                await asyncio.sleep(1.0)  # first tokens flowing
+                lags = await _ticker(seconds)
+                streamer.cancel()
+                pg.stop()
+                figures.update(_lag_figures("streaming_lag", lags))
+            controller.window.close()
+            await controller.finished.wait()
+
+        with loop:
+            loop.run_until_complete(body())
+        asyncio.set_event_loop(None)
+    return figures
+
+
+def redraw_ms(repeats: int = 30) -> list[float]:
+    """One redraw of all charts (new row for every curve, then a synchronous paint)."""
+    from PySide6.QtWidgets import QApplication
+
+    from core.telemetry.history import TelemetryHistory
+    from gui.app import chart_specs
+    from gui.charts import ChartPanel
+
+    app = QApplication.instance() or QApplication([])
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["VRAMPILOT_DATA_DIR"] = tmp
+        from core.runtime import Runtime
+
+        runtime = Runtime.create(simulate="rtx4090-laptop", history_path=Path(tmp) / "h.db")
+        specs = chart_specs(runtime)
+        metrics = [m for s in specs for m in s.metrics]
+        history = TelemetryHistory(HOUR_ROWS)
+        now = time.time()
+        fill_hour(history, metrics, now)
+        panel = ChartPanel(history.window, specs)
+        panel.resize(1280, 800)
+        panel.show()
+        panel.set_window(3600)
+        app.processEvents()
+        out = []
+        for i in range(repeats):
+            history.append_values(now + (i + 1) / 10, {m: 50.0 + i for m in metrics})
+            t0 = time.perf_counter()
+            panel.redraw()
+            panel.graphics.viewport().repaint()
+            out.append((time.perf_counter() - t0) * 1000)
+        panel.close()
+        runtime.history_store.close()
+    return out
+
+
+def run(lag_seconds: float = 10.0) -> dict[str, Figure]:
+    """All figures as {name: {min, median, max, unit}}; baselines are named ``baseline_*``."""
+    figures: dict[str, Figure] = {"redraw_all_charts_1h_10hz": _figure(redraw_ms(), "ms")}
+    figures.update(event_loop_lag(lag_seconds))
+    return figures
+
+
+if __name__ == "__main__":
+    for name, fig in run().items():
+        print(f"{name:40s} min {fig['min']:9.3f}  median {fig['median']:9.3f}  "
+              f"max {fig['max']:9.3f} {fig['unit']}")
