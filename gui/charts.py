@@ -193,8 +193,8 @@ class ChartPanel(QWidget):
                 plot.addItem(pg.InfiniteLine(
                     pos=value, angle=0, label=label,
                     pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine),
-                    labelOpts={"position": 0.03 if "warning" in label else 0.12,
-                               "color": color, "anchors": [(0, 1), (0, 1)]}))
+                    labelOpts={"position": {"warning": 0.01, "critical": 0.07}.get(label, 0.13),
+                               "color": color, "anchors": [(0, 0), (0, 0)]}))
             text = pg.TextItem(spec.missing_text, color="#999999", anchor=(0.5, 0.5))
             plot.addItem(text, ignoreBounds=True)
             text.setVisible(False)
@@ -322,8 +322,8 @@ class ChartPanel(QWidget):
                     line = pg.InfiniteLine(
                         pos=at, angle=90, movable=False, label=label,
                         pen=pg.mkPen("#9b59b6", width=1),
-                        labelOpts={"position": 0.85, "color": "#9b59b6", "rotateAxis": (1, 0),
-                                   "anchors": [(0, 0), (0, 0)]})
+                        labelOpts={"position": 0.92, "color": "#9b59b6",
+                                   "anchors": [(0, 0.5), (0, 0.5)]})
                     plot.addItem(line, ignoreBounds=True)
                     self._switch_lines[spec.title].append(line)
             for period, region in self._regions[spec.title]:

@@ -6,9 +6,11 @@ import time
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QHeaderView,
     QLabel,
     QSplitter,
@@ -61,6 +63,7 @@ class HistoryPanel(QWidget):
         self.p95_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=P95_COLOR, name="p95")
         self.plot.addItem(self.mean_bars)
         self.plot.addItem(self.p95_bars)
+        self.apply_palette(self.palette())
         self.empty_label = QLabel("No successful switches recorded yet.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
@@ -76,6 +79,21 @@ class HistoryPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(split)
         self.refresh()
+
+    def apply_palette(self, palette: QPalette) -> None:
+        """Chart background and text follow the window palette (light or dark)."""
+        foreground = palette.color(QPalette.ColorRole.Text)
+        self.plot_widget.setBackground(palette.color(QPalette.ColorRole.Base))
+        self.plot.setTitle(self.plot.titleLabel.text, color=foreground.name())
+        for axis in ("left", "bottom"):
+            ax = self.plot.getAxis(axis)
+            ax.setPen(pg.mkPen(foreground, width=1))
+            ax.setTextPen(pg.mkPen(foreground))
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self.apply_palette(QApplication.palette(self))
+        super().changeEvent(event)
 
     def refresh(self) -> None:
         """Re-read the switches and the pair statistics from the store."""

@@ -121,7 +121,6 @@ class PlaygroundPanel(QWidget):
         self.explanation.setPlaceholderText(
             "With model = Auto, the router's explanation (factors, hardware state, rejected "
             "candidates) appears here.")
-        self.explanation.setMaximumHeight(220)
 
         form = QFormLayout()
         form.addRow("Model", self.model)
@@ -136,11 +135,11 @@ class PlaygroundPanel(QWidget):
 
         left = QWidget()
         left_layout = QVBoxLayout(left)
-        left_layout.addWidget(self.prompt, 1)
+        left_layout.addWidget(self.prompt, 2)
         left_layout.addLayout(form)
         left_layout.addLayout(buttons)
         left_layout.addWidget(QLabel("Router"))
-        left_layout.addWidget(self.explanation)
+        left_layout.addWidget(self.explanation, 3)
 
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.thinking)
