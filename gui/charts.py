@@ -333,7 +333,7 @@ class ChartPanel(QWidget):
 
     def region_spans(self, title: str) -> list[tuple[float, float]]:
         """The shaded alert periods drawn on one chart (for tests)."""
-        return [tuple(r.getRegion()) for _p, r in self._regions[title]]  # type: ignore[misc]
+        return [tuple(r.getRegion()) for _p, r in self._regions[title]]
 
     def switch_labels(self, title: str) -> list[tuple[float, str]]:
         return [(float(line.value()), line.label.format) for line in self._switch_lines[title]]

@@ -16,7 +16,7 @@ from typing import Any
 import qasync
 
 
-class AppEventLoop(qasync.QEventLoop):  # type: ignore[misc]
+class AppEventLoop(qasync.QEventLoop):
     """qasync.QEventLoop with asyncio's `run_in_executor(executor, func, *args)` signature."""
 
     def run_in_executor(self, executor: Executor | None, func: Callable[..., Any],

@@ -163,9 +163,9 @@ class PlaygroundPanel(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.prompt.submitted.connect(self.send)
         self.prompt.cancelled.connect(self.stop)
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.send)
-        QShortcut(QKeySequence("Ctrl+Enter"), self, activated=self.send)
-        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self, self.send)
+        QShortcut(QKeySequence("Ctrl+Enter"), self, self.send)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.stop)
 
     @property
     def busy(self) -> bool:
