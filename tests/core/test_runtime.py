@@ -1,0 +1,51 @@
+"""The composition root: what it wires, checked on the simulated GPU (no engine is started)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.engine.base import EngineError
+from core.runtime import CUSTOM_MODEL_ID, Runtime, make_engine
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    monkeypatch.setenv("VRAMPILOT_DATA_DIR", str(tmp_path / "data"))
+    rt = Runtime.create(simulate="rtx4090-laptop", history_path=tmp_path / "h.sqlite3")
+    yield rt
+    asyncio.run(rt.close())
+
+
+def test_cascade_reaches_the_local_demo_models_before_remote(runtime: Runtime) -> None:
+    cascade = runtime.manager.cascade
+    assert cascade[:4] == ("qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b",
+                           "qwen3-4b-instruct-2507")
+    assert cascade.index("demo-tiny-a") < cascade.index("remote")
+    assert cascade.index("demo-tiny-b") < cascade.index("remote")
+
+
+def test_simulated_gpu_is_the_memory_the_manager_checks(runtime: Runtime) -> None:
+    reading = runtime.probe.read()
+    assert reading.total_bytes == runtime.gpu_snapshots()[0].vram_total_bytes
+    assert runtime.gpu_snapshots()[0].simulated
+
+
+def test_model_directory_from_the_command_line_becomes_loadable(runtime: Runtime,
+                                                                demo_model_dir: Path) -> None:
+    before = runtime.manager.plan_switch("demo-tiny-a")
+    assert not before.ok  # nothing built in this data dir yet
+    assert CUSTOM_MODEL_ID == runtime._register_custom(demo_model_dir)
+    plan = runtime.manager.plan_switch(CUSTOM_MODEL_ID)
+    assert plan.ok, plan.refusal
+    assert runtime.manager.catalog.local_path(
+        runtime.manager.catalog.get(CUSTOM_MODEL_ID)) == demo_model_dir.resolve()
+
+
+def test_remote_engine_needs_a_configured_endpoint(runtime: Runtime) -> None:
+    entry = runtime.config.catalog.get("remote")
+    with pytest.raises(EngineError, match="remote"):
+        make_engine(entry, runtime.activity, runtime.config)
