@@ -38,7 +38,7 @@ def test_model_directory_from_the_command_line_becomes_loadable(runtime: Runtime
                                                                 demo_model_dir: Path) -> None:
     before = runtime.manager.plan_switch("demo-tiny-a")
     assert not before.ok  # nothing built in this data dir yet
-    assert CUSTOM_MODEL_ID == runtime._register_custom(demo_model_dir)
+    assert runtime._register_custom(demo_model_dir) == CUSTOM_MODEL_ID
     plan = runtime.manager.plan_switch(CUSTOM_MODEL_ID)
     assert plan.ok, plan.refusal
     assert runtime.manager.catalog.local_path(
