@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
     QFileDialog,
     QGraphicsItem,
+    QGraphicsSimpleTextItem,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -111,6 +112,22 @@ def peak_decimate(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarra
     return xs, ys
 
 
+def nice_range(lo: float, hi: float) -> tuple[float, float]:
+    """[lo, hi] padded by ~5 % and widened outwards to round numbers, so that a value axis
+    keeps its range (and its cached picture) while the data moves inside it."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    span = hi - lo
+    if span <= 0:
+        span = abs(hi) or 1.0
+    pad = span * 0.05
+    step = 10 ** math.floor(math.log10(span)) / 2
+    low = math.floor((lo - pad) / step) * step
+    if lo >= 0 > low:  # these metrics are never negative: no axis room below zero
+        low = 0.0
+    return low, math.ceil((hi + pad) / step) * step
+
+
 def is_dark(palette: QPalette) -> bool:
     return palette.color(QPalette.ColorRole.Window).lightness() < 128
 
@@ -130,6 +147,9 @@ class ChartPanel(QWidget):
         self._drawn_version = -1
         self._last_key: dict[str, tuple[float, float, int]] = {}  # metric -> (newest, window, n)
         self._latest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._y_bounds: dict[str, tuple[float, float]] = {}  # metric -> drawn (min, max)
+        self._x_range: tuple[float, float] | None = None
+        self._y_ranges: dict[str, tuple[float, float]] = {}  # chart title -> value range shown
         self.window_seconds = 300.0
         self.paused = False
 
@@ -158,12 +178,12 @@ class ChartPanel(QWidget):
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.plots: dict[str, pg.PlotItem] = {}
-        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.curves: dict[str, pg.PlotCurveItem] = {}
         self.missing_labels: dict[str, pg.TextItem] = {}
+        self.threshold_labels: dict[str, list[tuple[float, float, QGraphicsSimpleTextItem]]] = {}
         self.vlines: dict[str, pg.InfiniteLine] = {}
         self._regions: dict[str, list[tuple[AlertPeriod, pg.LinearRegionItem]]] = {}
-        self._switch_lines: dict[str, list[pg.InfiniteLine]] = {}
-        first_plot: pg.PlotItem | None = None
+        self._switch_lines: dict[str, list[tuple[pg.InfiniteLine, QGraphicsSimpleTextItem]]] = {}
         for row, spec in enumerate(specs):
             plot = self.graphics.addPlot(row=row, col=0,
                                          axisItems={"bottom": pg.DateAxisItem()})
@@ -172,11 +192,16 @@ class ChartPanel(QWidget):
             # axis, with the horizontal grid, is cached as a pixmap and redrawn only when its
             # range changes; only the last chart shows the (shared) time axis.
             plot.showGrid(x=False, y=True, alpha=0.15)
-            plot.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-            if row > 0:
-                plot.setXLink(first_plot)
-            else:
-                first_plot = plot
+            # Axes, titles and labels are cached as pixmaps (blitted, not re-rendered, per frame):
+            # only the curves are painted each time.
+            cache = QGraphicsItem.CacheMode.DeviceCoordinateCache
+            plot.getAxis("left").setCacheMode(cache)
+            plot.getAxis("bottom").setCacheMode(cache)
+            plot.titleLabel.setCacheMode(cache)
+            # Ranges are set by redraw (time: the window; values: round numbers around the data
+            # and the threshold lines): pyqtgraph's auto-range re-scans every item's bounds and
+            # re-lays out every line and label on each frame.
+            plot.disableAutoRange()
             if row < len(specs) - 1:
                 plot.hideAxis("bottom")
             # Decimated here (peak_decimate) to about one min/max pair per pixel, before
@@ -185,16 +210,30 @@ class ChartPanel(QWidget):
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
             for i, metric in enumerate(spec.metrics):
-                self.curves[metric] = plot.plot(
-                    pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=1), name=metric,
-                    skipFiniteCheck=False)
+                # A bare PlotCurveItem: PlotDataItem's per-setData bookkeeping (display
+                # dataset, data rect, scatter item) costs more than drawing the line.
+                curve = pg.PlotCurveItem(pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=1),
+                                         name=metric, antialias=False)
+                plot.addItem(curve)
+                self.curves[metric] = curve
+            thresholds: list[tuple[float, float, QGraphicsSimpleTextItem]] = []
             for label, value in spec.thresholds:
                 color = "#e74c3c" if "critical" in label or "throttle" in label else "#e0a800"
                 plot.addItem(pg.InfiniteLine(
-                    pos=value, angle=0, label=label,
-                    pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine),
-                    labelOpts={"position": {"warning": 0.01, "critical": 0.07}.get(label, 0.13),
-                               "color": color, "anchors": [(0, 0), (0, 0)]}))
+                    pos=value, angle=0,
+                    pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine)))
+                # A plain Qt text item in the ViewBox's pixel coordinates, placed again only
+                # when the value range or the size changes (pyqtgraph's InfiniteLine label is
+                # re-laid out in Python on every move of the time axis).
+                text_item = QGraphicsSimpleTextItem(label, plot.getViewBox())
+                text_item.setBrush(QColor(color))
+                text_item.setZValue(5)
+                text_item.setCacheMode(cache)
+                fraction = {"warning": 0.01, "critical": 0.07}.get(label, 0.13)
+                thresholds.append((fraction, value, text_item))
+            self.threshold_labels[spec.title] = thresholds
+            plot.getViewBox().sigResized.connect(
+                lambda _vb, title=spec.title: self._place_threshold_labels(title))
             text = pg.TextItem(spec.missing_text, color="#999999", anchor=(0.5, 0.5))
             plot.addItem(text, ignoreBounds=True)
             text.setVisible(False)
@@ -245,6 +284,7 @@ class ChartPanel(QWidget):
         if self.paused:
             return
         newest = -math.inf
+        missing: dict[str, bool] = {}
         for spec in self._specs:
             any_data = False
             changed = False
@@ -267,6 +307,7 @@ class ChartPanel(QWidget):
                 if not finite.any():
                     curve.setData([], [])
                     self._latest[metric] = (np.empty(0), np.empty(0))
+                    self._y_bounds.pop(metric, None)
                     continue
                 any_data = True
                 # Copies: the history hands out views of its ring buffer, overwritten later.
@@ -277,12 +318,65 @@ class ChartPanel(QWidget):
                 if all_finite:
                     width = int(self.plots[spec.title].getViewBox().width()) or 1000
                     x, y = peak_decimate(x, y, max(100, width // 2))
+                    self._y_bounds[metric] = (float(y.min()), float(y.max()))
+                else:
+                    self._y_bounds[metric] = (float(np.nanmin(y)), float(np.nanmax(y)))
                 curve.setData(x, y, connect="all" if all_finite else "finite",
                               skipFiniteCheck=all_finite)
             if changed or self.missing_labels[spec.title].isVisible() == any_data:
-                self._show_missing(spec, not any_data)
+                missing[spec.title] = not any_data
+        ranges_changed = self._apply_ranges(newest)
+        for spec in self._specs:
+            label = self.missing_labels[spec.title]
+            if spec.title in missing or (label.isVisible() and ranges_changed):
+                self._show_missing(spec, missing.get(spec.title, label.isVisible()))
         if newest > -math.inf:
             self._draw_annotations(newest)
+
+    def _apply_ranges(self, newest: float) -> bool:
+        """Time axis: the window ending at the newest row; value axes: round numbers around
+        the drawn data and the threshold lines, kept while the data stays inside (so the
+        cached axis pictures stay valid). Only ranges that change are set."""
+        changed = False
+        x_range = self._x_range
+        if newest > -math.inf:
+            # The time axis moves in whole pixels: its end is the newest row rounded up to
+            # one pixel's worth of time, so most frames repaint neither the time axis nor
+            # re-lay out the lines (the newest point is at most a pixel from the right edge).
+            width_px = max(1.0, self.plots[self._specs[0].title].getViewBox().width())
+            step = self.window_seconds / width_px
+            end = math.ceil(newest / step) * step
+            x_range = (end - self.window_seconds, end)
+        for spec in self._specs:
+            lows = [v for _label, v in spec.thresholds]
+            highs = list(lows)
+            for metric in spec.metrics:
+                bounds = self._y_bounds.get(metric)
+                if bounds is not None:
+                    lows.append(bounds[0])
+                    highs.append(bounds[1])
+            y_range = self._y_ranges.get(spec.title)
+            if lows:
+                lo, hi = min(lows), max(highs)
+                wanted = nice_range(lo, hi)
+                if (y_range is None or lo < y_range[0] or hi > y_range[1]
+                        or (y_range[1] - y_range[0]) > 2 * (wanted[1] - wanted[0])):
+                    y_range = wanted
+            elif y_range is None:
+                y_range = (0.0, 1.0)
+            x_changed = x_range is not None and x_range != self._x_range
+            y_changed = y_range != self._y_ranges.get(spec.title)
+            if x_changed or y_changed:
+                self.plots[spec.title].getViewBox().setRange(
+                    xRange=x_range, yRange=y_range, padding=0)
+                self._y_ranges[spec.title] = y_range
+                changed = True
+            if y_changed:
+                self._place_threshold_labels(spec.title)
+                for line, text in self._switch_lines[spec.title]:
+                    self._place_switch_label(text, float(line.value()), y_range)
+        self._x_range = x_range
+        return changed
 
     def _has_data(self, metric: str) -> bool:
         data = self._latest.get(metric)
@@ -304,8 +398,9 @@ class ChartPanel(QWidget):
             if rebuild:
                 for _p, item in self._regions[spec.title]:
                     plot.removeItem(item)
-                for line in self._switch_lines[spec.title]:
+                for line, text in self._switch_lines[spec.title]:
                     plot.removeItem(line)
+                    plot.removeItem(text)
                 self._regions[spec.title] = []
                 self._switch_lines[spec.title] = []
                 for period in self.annotations.alerts:
@@ -318,14 +413,21 @@ class ChartPanel(QWidget):
                     region.setZValue(-10)
                     plot.addItem(region, ignoreBounds=True)
                     self._regions[spec.title].append((period, region))
+                y_range = self._y_ranges.get(spec.title, (0.0, 1.0))
                 for at, label in self.annotations.switches:
-                    line = pg.InfiniteLine(
-                        pos=at, angle=90, movable=False, label=label,
-                        pen=pg.mkPen("#9b59b6", width=1),
-                        labelOpts={"position": 0.92, "color": "#9b59b6",
-                                   "anchors": [(0, 0.5), (0, 0.5)]})
+                    line = pg.InfiniteLine(pos=at, angle=90, movable=False,
+                                           pen=pg.mkPen("#9b59b6", width=1))
                     plot.addItem(line, ignoreBounds=True)
-                    self._switch_lines[spec.title].append(line)
+                    # Unscaled Qt text at a point in data coordinates: follows the time axis
+                    # without any Python per frame (unlike pyqtgraph's InfiniteLine label).
+                    text = QGraphicsSimpleTextItem(label)
+                    text.setBrush(QColor("#9b59b6"))
+                    text.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+                    text.setZValue(5)
+                    text.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+                    plot.addItem(text, ignoreBounds=True)
+                    self._place_switch_label(text, at, y_range)
+                    self._switch_lines[spec.title].append((line, text))
             for period, region in self._regions[spec.title]:
                 if period.end is None:
                     region.setRegion((period.start, now))
@@ -336,7 +438,28 @@ class ChartPanel(QWidget):
         return [tuple(r.getRegion()) for _p, r in self._regions[title]]
 
     def switch_labels(self, title: str) -> list[tuple[float, str]]:
-        return [(float(line.value()), line.label.format) for line in self._switch_lines[title]]
+        """The model-switch lines drawn on one chart: (time, label) (for tests)."""
+        return [(float(line.value()), text.text()) for line, text in self._switch_lines[title]]
+
+    @staticmethod
+    def _place_switch_label(text: QGraphicsSimpleTextItem, at: float,
+                            y_range: tuple[float, float]) -> None:
+        """Just right of the line, near the top of the chart, centred on that height."""
+        text.setPos(at, y_range[0] + 0.92 * (y_range[1] - y_range[0]))
+        text.setTransform(text.transform().fromTranslate(3, -text.boundingRect().height() / 2))
+
+    def _place_threshold_labels(self, title: str) -> None:
+        """Each threshold's label just below its line, a fraction of the width from the left."""
+        y_range = self._y_ranges.get(title)
+        if y_range is None:
+            return
+        view = self.plots[title].getViewBox()
+        width, height = view.width(), view.height()
+        span = (y_range[1] - y_range[0]) or 1.0
+        for fraction, value, text in self.threshold_labels[title]:
+            y_px = (y_range[1] - value) / span * height
+            text.setVisible(0 <= y_px <= height)
+            text.setPos(fraction * width, y_px)
 
     def curve_data(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """What the curve currently holds (for tests)."""
