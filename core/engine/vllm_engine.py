@@ -166,8 +166,13 @@ class VllmEngine:
         if self._activity is not None:
             self._activity.set_loading(True, spec.model_id)
         started = time.monotonic()
+        before = child_pids()
+        starting = loop.run_in_executor(self._executor, self._start, spec)
         try:
-            llm, tokenizer, procs = await loop.run_in_executor(self._executor, self._start, spec)
+            llm, tokenizer, procs = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await self._abandon_start(starting, before)
+            raise
         finally:
             if self._activity is not None:
                 self._activity.set_loading(False)
@@ -178,6 +183,26 @@ class VllmEngine:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
         log.info("loaded %s in %.1f s (engine pids %s)", spec.model_id, self.load_s, self.pids())
+
+    async def _abandon_start(self, starting: asyncio.Future[Any], before: set[int]) -> None:
+        """A cancelled load: no model may come up behind the caller's back.
+
+        The start thread cannot be interrupted, so end the engine processes it spawns (vLLM's
+        constructor then fails fast) and stop whatever it still manages to return.
+        """
+        deadline = time.monotonic() + max(30.0, self._shutdown_timeout_s)
+        while not starting.done() and time.monotonic() < deadline:
+            for proc in new_engine_processes(before):
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    proc.kill()  # no waiting here: the loop keeps running
+            await asyncio.wait({starting}, timeout=0.2)
+        if not starting.done():
+            log.warning("a cancelled vLLM start did not end within the deadline")
+            return
+        if starting.cancelled() or starting.exception() is not None:
+            return
+        llm, _tokenizer, procs = starting.result()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._stop, [llm], procs)
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         """Stream the reply as deltas with cumulative token counts and timings."""

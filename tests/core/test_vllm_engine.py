@@ -218,6 +218,41 @@ def test_two_sequential_loads(loop: asyncio.AbstractEventLoop, demo_model_dir: P
     assert EngineProcessRegistry(tmp_path / "pids.json").records() == []
 
 
+def test_cancelled_load_leaves_no_engine_behind(loop: asyncio.AbstractEventLoop,
+                                                demo_model_dir: Path, tmp_path: Path) -> None:
+    """Cancelling a load (a switch timeout, the Cancel button, closing the app) while vLLM is
+    starting must not let that engine come up later behind the manager's back."""
+    engine = make_engine(tmp_path)
+    before = child_pids()
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(engine.load(spec_for(demo_model_dir)))
+        # Wait until vLLM has spawned its engine process: the start is then well under way.
+        while not (child_pids() - before - _trackers()):
+            assert not task.done(), "the load ended before it could be cancelled"
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(loop, scenario(), timeout=180)
+    assert not engine.loaded
+    assert engine.pids() == ()
+    time.sleep(1.0)  # a process the start thread might still spawn would show up by now
+    leftovers = []
+    for pid in child_pids() - before - _trackers():
+        try:
+            if alive(psutil.Process(pid)):
+                leftovers.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    assert leftovers == []
+    # The engine is still usable for a later load.
+    run(loop, engine.load(spec_for(demo_model_dir)))
+    assert engine.is_healthy()
+    run(loop, engine.shutdown(), timeout=60)
+
+
 def test_load_asking_for_too_much_memory(loop: asyncio.AbstractEventLoop, demo_model_dir: Path,
                                          tmp_path: Path) -> None:
     engine = make_engine(tmp_path)
