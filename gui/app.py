@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -158,6 +159,11 @@ class AppController(QObject):
         self.runtime.start()
         self.charts.start()
         self.window.show()
+        if os.environ.get("VRAMPILOT_REPORT_WINDOW_SHOWN"):
+            # For the launch benchmark: the first loop turn after show() has laid the window
+            # out and painted it.
+            QTimer.singleShot(0, lambda: (sys.stdout.write("vrampilot: window shown\n"),
+                                          sys.stdout.flush()))
         if self.runtime.simulated:
             self.events.add("info", "the GPU is simulated (profile from resources/profiles)")
         if autoload:
