@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -310,6 +311,10 @@ class VllmEngine:
             leftovers = new_engine_processes(before)
             if leftovers:
                 end_processes(leftovers, timeout_s=5.0)
+            # The half-built AsyncLLM lives on in the traceback's frames; left to interpreter
+            # exit its __del__ fails noisily ("'NoneType' object is not callable"). Free it now.
+            traceback.clear_frames(exc.__traceback__)
+            gc.collect()
             text = self._read_log(log_file, offset)
             mapped = map_vllm_error(exc, text, requested_len=spec.max_model_len)
             if mapped is not None:
