@@ -76,6 +76,10 @@ def main(out_dir: str) -> int:
         models.select_model("qwen3-30b-a3b-instruct-2507")
         models.switch_selected()  # refused on this device: shows the checks and the fallback
         await asyncio.sleep(8)  # let the charts show the switch and some movement
+        # The tour lasts a minute or two: show a window it fills.
+        times, _values = runtime.history.window("host.cpu_percent")
+        span = float(times[-1] - times[0]) if len(times) else 0.0
+        w.charts.window_box.setCurrentIndex(0 if span < 75 else 1)
         for name, title in TABS:
             index = next(i for i in range(w.tabs.count()) if w.tabs.tabText(i) == title)
             w.tabs.setCurrentIndex(index)
