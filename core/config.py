@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from core.config_loading import ConfigError, read_yaml
+from core.config_loading import ConfigError, describe_error, read_yaml
 from core.models.catalog import Catalog, default_models_file, load_catalog
 from core.router import RouterConfig, load_router_config
 
@@ -57,10 +57,7 @@ def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteConfig | No
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(["remote", *(str(p) for p in err["loc"])])
-        problem = {"extra_forbidden": "unknown key",
-                   "missing": "required key is missing"}.get(
-            err["type"], f"{err['msg']} (got {err.get('input')!r})")
-        raise ConfigError(user_label, key, problem) from None
+        raise ConfigError(user_label, key, describe_error(err)) from None
 
 
 def _apply_remote(catalog: Catalog, remote: RemoteConfig | None) -> Catalog:

@@ -62,10 +62,16 @@ def validate(model: type[M], data: Mapping[str, Any], path: Path | str) -> M:
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(part) for part in err["loc"])
-        if err["type"] == "extra_forbidden":
-            problem = "unknown key"
-        elif err["type"] == "missing":
-            problem = "required key is missing"
-        else:
-            problem = f"{err['msg']} (got {err.get('input')!r})"
-        raise ConfigError(path, key, problem) from None
+        raise ConfigError(path, key, describe_error(err)) from None
+
+
+def describe_error(err: Mapping[str, Any]) -> str:
+    """One pydantic error as the "problem" part of a ConfigError: what was expected."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":  # our own validators: the message says what was expected
+        return str(err["msg"]).removeprefix("Value error, ")
+    return f"{err['msg']} (got {err.get('input')!r})"

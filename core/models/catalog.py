@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from core import paths
-from core.config_loading import ConfigError, deep_merge, read_yaml
+from core.config_loading import ConfigError, deep_merge, describe_error, read_yaml
 
 Engine = Literal["vllm", "llama.cpp", "remote"]
 Mode = Literal["instruct", "thinking", "base"]
@@ -259,13 +259,7 @@ def build_catalog(models: Mapping[str, Any], *, defaults_path: Path | str,
                 or model_id not in models)
             path = str(user_path) if in_user and user_path is not None else str(defaults_path)
             key = ".".join(["models", str(model_id), *(str(p) for p in loc)])
-            if err["type"] == "extra_forbidden":
-                problem = "unknown key"
-            elif err["type"] == "missing":
-                problem = "required key is missing"
-            else:
-                problem = f"{err['msg']} (got {err.get('input')!r})"
-            raise ConfigError(path, key, problem) from None
+            raise ConfigError(path, key, describe_error(err)) from None
     sources = (str(defaults_path),) + ((str(user_path),) if user_path and user_models else ())
     return Catalog(tuple(entries), models_dir, sources)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.config_loading import ConfigError
+from core.config_loading import ConfigError, describe_error
 from core.models.catalog import Catalog, key_origin, merge_sections
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
@@ -148,13 +148,7 @@ def build_router_config(defaults: Mapping[str, Any], catalog: Catalog, *,
         loc = tuple(err["loc"])
         path = key_origin(loc, user_router, defaults_path, user_path)
         key = ".".join(["router", *(str(p) for p in loc)])
-        if err["type"] == "extra_forbidden":
-            problem = "unknown key"
-        elif err["type"] == "missing":
-            problem = "required key is missing"
-        else:
-            problem = f"{err['msg']} (got {err.get('input')!r})"
-        raise ConfigError(path, key, problem) from None
+        raise ConfigError(path, key, describe_error(err)) from None
     for loc, name in config.named_models():
         if name not in catalog:
             path = key_origin(loc, user_router, defaults_path, user_path)

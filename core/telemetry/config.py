@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.config_loading import ConfigError, deep_merge, read_yaml
+from core.config_loading import ConfigError, deep_merge, describe_error, read_yaml
 from core.paths import resource
 
 SECTIONS = ("hardware_monitoring", "model_switching", "performance_tracking")
@@ -169,7 +169,7 @@ def load_monitoring_config(
         # pydantic marks a bad mapping key with a trailing "[key]" part: the key itself is the loc.
         loc = tuple(str(part) for part in err["loc"] if part != "[key]")
         where = user_label if _has_path(user, loc) else str(base_path)
-        raise ConfigError(where, ".".join(loc), _problem(err)) from None
+        raise ConfigError(where, ".".join(loc), describe_error(err)) from None
 
 
 def _has_path(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:
@@ -185,12 +185,4 @@ def _has_path(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:
     return True
 
 
-def _problem(err: Mapping[str, Any]) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "value_error":  # our own validators: the message says what was expected
-        return str(err["msg"]).removeprefix("Value error, ")
-    return f"{err['msg']} (got {err.get('input')!r})"
+
