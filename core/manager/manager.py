@@ -387,11 +387,14 @@ class ModelManager:
         if self._loaded is not None:
             released = self._loaded.measured_bytes
             free_before = self._probe.read().free_bytes
+            # Free memory that already covers the next model (and the buffer) is enough.
+            sufficient = (plan.fit.needed_bytes + self.limits.buffer_bytes
+                          if plan.fit is not None and plan.fit.needed_bytes else None)
             with self._phase_timer(a, SwitchPhase.UNLOADING, f"unloading {self._loaded.entry.id}"):
                 await self._unload_current()
             with self._phase_timer(a, SwitchPhase.WAITING_FOR_MEMORY,
                                    "waiting for the device memory to come back"):
-                await self._wait_memory(free_before, released)
+                await self._wait_memory(free_before, released, sufficient)
 
         with self._phase_timer(a, SwitchPhase.CHECKING, "checking free memory, temperature, power"):
             plan = self.plan_switch(entry.id, private)
@@ -481,14 +484,15 @@ class ModelManager:
         finally:
             self._activity.set_loaded(None, 0)
 
-    async def _wait_memory(self, free_before: int | None, released: int) -> None:
+    async def _wait_memory(self, free_before: int | None, released: int,
+                           sufficient: int | None = None) -> None:
         # free_before was read with the model loaded: the memory it held must come back on top.
         try:
             await wait_for_memory(
                 self._probe, free_before_unload=free_before, released_bytes=released,
                 poll_interval_s=self.switching.memory_poll_interval_seconds,
                 timeout_s=self.switching.memory_return_timeout_seconds, clock=self._clock,
-                sleep=self._sleep)
+                sleep=self._sleep, sufficient_free_bytes=sufficient)
         except MemoryNotReturnedError as exc:
             raise SwitchFailed("failed", str(exc)) from exc
 

@@ -71,8 +71,11 @@ async def wait_for_memory(probe: MemoryProbe, *, free_before_unload: int | None,
                           released_bytes: int, poll_interval_s: float, timeout_s: float,
                           clock: Callable[[], float] = time.monotonic,
                           sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                          sufficient_free_bytes: int | None = None,
                           ) -> MemoryWaitResult:
-    """Poll until free >= free_before_unload + RETURN_FRACTION x released_bytes.
+    """Poll until free >= free_before_unload + RETURN_FRACTION x released_bytes, or until free
+    memory already covers what the next model needs (sufficient_free_bytes): other processes
+    move the free figure too (always so for host RAM), and the next load only needs its share.
 
     Returns at once when nothing is expected back or the device does not report free memory.
     Raises MemoryNotReturnedError after timeout_s.
@@ -81,6 +84,8 @@ async def wait_for_memory(probe: MemoryProbe, *, free_before_unload: int | None,
     if free_before_unload is None or released_bytes <= 0:
         return MemoryWaitResult(0.0, 0, free_before_unload, None)
     target = free_before_unload + int(RETURN_FRACTION * released_bytes)
+    if sufficient_free_bytes is not None:
+        target = min(target, sufficient_free_bytes)
     polls = 0
     while True:
         reading = probe.read()

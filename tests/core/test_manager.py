@@ -309,6 +309,24 @@ def test_memory_wait_times_out_with_a_clear_error() -> None:
                                     sleep=clock.sleep))
 
 
+def test_memory_wait_stops_once_free_memory_covers_the_next_model() -> None:
+    """Host RAM (and a GPU shared with other programs) never gives back exactly what the old
+    model took; enough free memory for the next load ends the wait."""
+    clock = DrivenClock(0.0)
+    # 150 MiB short of the 75 % of the old model's memory the wait asks for, for ever.
+    probe = ReturningProbe(clock, back_at=0.5, before=2 * GIB, after=8 * GIB - 150 * 1024**2)
+    kwargs = dict(free_before_unload=2 * GIB, released_bytes=8 * GIB, poll_interval_s=0.25,
+                  timeout_s=5, clock=clock, sleep=clock.sleep)
+    with pytest.raises(MemoryNotReturnedError):
+        asyncio.run(wait_for_memory(probe, **kwargs))  # type: ignore[arg-type]
+    clock = DrivenClock(0.0)
+    probe = ReturningProbe(clock, back_at=0.5, before=2 * GIB, after=8 * GIB - 150 * 1024**2)
+    kwargs.update(clock=clock, sleep=clock.sleep)
+    result = asyncio.run(wait_for_memory(probe, sufficient_free_bytes=3 * GIB,
+                                         **kwargs))  # type: ignore[arg-type]
+    assert 0.5 <= result.waited_s < 0.5 + 0.25  # still waits for the unload to show
+
+
 # -- cascade -----------------------------------------------------------------------------------
 def test_fallback_order_goes_down_then_to_equal_sized_peers() -> None:
     cascade = ("30b", "14b", "8b", "4b", "demo-a", "demo-b", "remote")
