@@ -7,6 +7,7 @@ looks objects up globally.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -67,6 +68,16 @@ def nvidia_gpu_present() -> bool:
     present = bool(found.devices)
     found.close()
     return present
+
+
+def _max_context_of(model_dir: Path, cap: int = 8192) -> int | None:
+    """The context a model directory declares (config.json), capped: the fit lowers it further."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        declared = int(config["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return min(declared, cap) if declared > 0 else None
 
 
 def make_engine(entry: ModelEntry, activity: EngineActivity, config: AppConfig) -> Engine:
@@ -236,9 +247,14 @@ class Runtime:
 
     def _register_custom(self, path: Path) -> str:
         """Add a catalog entry for a model directory given with --model."""
+        # The demo entry is only a template: the estimator and vLLM read the directory's own
+        # config.json (architecture, dtype, quantization). It must not be labelled a demo, nor
+        # forced to the demo's float32.
         base = self.config.catalog.get(DEFAULT_MODEL)
-        entry = base.model_copy(update={"id": CUSTOM_MODEL_ID, "display_name": path.name,
-                                        "path": path.resolve(), "architecture": base.architecture})
+        entry = base.model_copy(update={
+            "id": CUSTOM_MODEL_ID, "display_name": path.name, "path": path.resolve(),
+            "priority": "CUSTOM", "quantization": "none",
+            "default_context": _max_context_of(path) or base.default_context})
         catalog = self.config.catalog.with_entry(entry)
         self.manager.catalog = catalog
         self.router.catalog = catalog

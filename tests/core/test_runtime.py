@@ -41,6 +41,10 @@ def test_model_directory_from_the_command_line_becomes_loadable(runtime: Runtime
     assert runtime._register_custom(demo_model_dir) == CUSTOM_MODEL_ID
     plan = runtime.manager.plan_switch(CUSTOM_MODEL_ID)
     assert plan.ok, plan.refusal
+    entry = runtime.manager.catalog.get(CUSTOM_MODEL_ID)
+    assert entry.priority != "DEMO"  # a user's model is not labelled as noise
+    assert entry.vllm_dtype == "auto"  # the checkpoint's own dtype, not the demo's float32
+    assert entry.default_context == 4096  # the directory's max_position_embeddings
     assert runtime.manager.catalog.local_path(
         runtime.manager.catalog.get(CUSTOM_MODEL_ID)) == demo_model_dir.resolve()
 
