@@ -20,7 +20,7 @@ from core.config_loading import ConfigError, deep_merge, describe_error, read_ya
 Engine = Literal["vllm", "llama.cpp", "remote"]
 Mode = Literal["instruct", "thinking", "base"]
 Quantization = Literal[
-    "none", "fp32", "fp16", "bf16", "awq", "gptq", "q4_k_m", "q5_k_m", "q6_k", "q8_0"
+    "none", "fp32", "fp16", "bf16", "fp8", "awq", "gptq", "q4_k_m", "q5_k_m", "q6_k", "q8_0"
 ]
 
 # Quantizations whose files are GGUF: only llama.cpp loads them here.
@@ -124,7 +124,7 @@ class ModelEntry(BaseModel):
     @property
     def vllm_quantization(self) -> str | None:
         """The value for vLLM's `quantization` argument (None: unquantized)."""
-        return self.quantization if self.quantization in ("awq", "gptq") else None
+        return self.quantization if self.quantization in ("fp8", "awq", "gptq") else None
 
     @property
     def vllm_dtype(self) -> str:

@@ -8,7 +8,9 @@ Model memory = weights + KV cache (context x bytes per token) + engine overhead:
 - weights: parameters x bytes per parameter for the quantization. AWQ/GPTQ 4-bit store each
   quantized weight in 4 bits plus, per group of 128, a 16-bit scale and a 4-bit zero point
   (4 + 20/128 = 4.16 bits); embeddings, an untied lm_head and MoE router gates stay 16-bit.
-  GGUF k-quants average a mix of block types (Q5_K_M ~5.5 bits, Q4_K_M ~4.85 bits).
+  GGUF k-quants average a mix of block types (Q5_K_M ~5.5 bits, Q4_K_M ~4.85 bits). FP8
+  checkpoints (Qwen's "fine-grained" FP8) store each linear weight in 8 bits plus one float32
+  scale per 128 x 128 block; embeddings and an untied lm_head stay 16-bit.
 - KV cache per token = 2 (K and V) x layers x kv_heads x head_dim x dtype bytes.
 - engine overhead = a fixed part (CUDA context, cuBLAS workspace, allocator slack: 0.75 GiB by
   default) + the activation peak of vLLM's profiling run (one prefill chunk of `batched_tokens`
@@ -34,6 +36,8 @@ DEFAULT_BUFFER_BYTES = GIB
 
 # Effective bits per parameter of the GGUF quantizations we know.
 GGUF_BITS = {"q4_k_m": 4.85, "q5_k_m": 5.5, "q6_k": 6.56, "q8_0": 8.5}
+# Qwen's FP8 checkpoints: one float32 scale per 128 x 128 block of a weight (weight_block_size).
+FP8_BLOCK_PARAMS = 128 * 128
 DENSE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 TORCH_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -167,6 +171,10 @@ def weight_bytes(arch: Architecture, quantization: str,
         return math.ceil(params * 2)
     if quantization in GGUF_BITS:
         return math.ceil(params * GGUF_BITS[quantization] / 8)
+    if quantization == "fp8":
+        kept_16bit = arch.embedding_params
+        quantized = max(0.0, params - kept_16bit)
+        return math.ceil(quantized * (1 + 4 / FP8_BLOCK_PARAMS) + kept_16bit * 2)
     if quantization in ("awq", "gptq"):
         bits = quant_bits or settings.quant_bits
         group = group_size or settings.quant_group_size
@@ -283,6 +291,8 @@ def footprint(entry: ModelEntry, model_dir: Path | None = None,
             quantization = str(qcfg["quant_method"])
             bits = qcfg.get("bits") or qcfg.get("w_bit")
             group = qcfg.get("group_size") or qcfg.get("q_group_size")
+        elif isinstance(qcfg, dict) and qcfg.get("quant_method") == "fp8":
+            quantization = "fp8"
         elif entry.quantization in ("none", "fp32", "fp16", "bf16"):
             dtype = cfg.get("torch_dtype") or cfg.get("dtype")
             if entry.quantization == "none" and dtype in TORCH_DTYPE_BYTES:

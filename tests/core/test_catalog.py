@@ -23,7 +23,7 @@ def test_decision_record_entries(catalog: Catalog) -> None:
     assert set(QWEN) <= set(catalog.ids)
     expected = {
         "qwen3-4b-instruct-2507": ("fp16", "instruct", "FAST_GENERAL", "vllm"),
-        "qwen3-4b-thinking-2507": ("q5_k_m", "thinking", "REASONING", "llama.cpp"),
+        "qwen3-4b-thinking-2507": ("fp8", "thinking", "REASONING", "vllm"),
         "qwen3-8b": ("awq", "base", "BALANCED", "vllm"),
         "qwen3-14b": ("awq", "base", "CAPABLE", "vllm"),
         "qwen3-30b-a3b-instruct-2507": ("awq", "instruct", "MAXIMUM", "vllm"),
@@ -35,6 +35,15 @@ def test_decision_record_entries(catalog: Catalog) -> None:
         assert e.architecture is not None
         assert e.architecture.vocab == 151936
     assert catalog.get("qwen3-4b-instruct-2507").expected_tokens_per_s == (300, 350)
+
+
+def test_reasoning_model_is_a_checkpoint_vllm_loads(catalog: Catalog) -> None:
+    """The record's REASONING role: Qwen's FP8 checkpoint, passed to vLLM as such (not a GGUF)."""
+    entry = catalog.get("qwen3-4b-thinking-2507")
+    assert entry.hf_repo == "Qwen/Qwen3-4B-Thinking-2507-FP8"
+    assert not entry.is_gguf
+    assert entry.vllm_quantization == "fp8"
+    assert entry.vllm_dtype == "auto"  # the checkpoint's own bfloat16 for what is not FP8
 
 
 def test_architecture_matches_facts(catalog: Catalog) -> None:
@@ -96,7 +105,8 @@ def test_default_models_dir_follows_data_dir(tmp_path: Path,
 
 def test_explicit_path_and_gguf_on_disk(catalog: Catalog, tmp_path: Path) -> None:
     gguf = tmp_path / "thinking.gguf"
-    entry = catalog.get("qwen3-4b-thinking-2507").model_copy(update={"path": gguf})
+    entry = catalog.get("qwen3-4b-thinking-2507").model_copy(update={
+        "path": gguf, "quantization": "q5_k_m", "engine": "llama.cpp"})
     assert catalog.local_path(entry) == gguf
     assert not catalog.is_on_disk(entry)
     gguf.write_bytes(b"GGUF")
@@ -147,7 +157,8 @@ def test_bad_override_names_file_and_key(tmp_path: Path) -> None:
 
 def test_gguf_for_vllm_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        load_catalog({"qwen3-4b-thinking-2507": {"engine": "vllm"}}, tmp_path / "u.yaml")
+        load_catalog({"qwen3-4b-thinking-2507": {"quantization": "q5_k_m"}},
+                     tmp_path / "u.yaml")
     assert "GGUF" in info.value.problem
     assert "llama.cpp" in info.value.problem
 

@@ -102,6 +102,11 @@ def test_weights_by_quantization(catalog: Catalog) -> None:
     assert weight_bytes(arch8, "awq") == pytest.approx(6.0e9, rel=0.05)  # the record's 6.0 GB
     effective_bits = weight_bytes(arch8, "awq") * 8 / arch8.params_total
     assert 4.25 < effective_bits < 6.5
+    # FP8 (block 128 x 128, one float32 scale per block); the tied embeddings stay 16-bit.
+    embeddings4 = 151936 * 2560
+    expected4 = (4.02e9 - embeddings4) * (1 + 4 / 128**2) + embeddings4 * 2
+    assert weight_bytes(arch4, "fp8") == pytest.approx(expected4, rel=1e-9)
+    assert weight_bytes(arch4, "fp8") == pytest.approx(4.5e9, rel=0.05)  # the record's 4.5 GB
     with pytest.raises(ValueError, match="int3"):
         weight_bytes(arch8, "int3")
 
@@ -230,3 +235,32 @@ def test_cpu_engine_reserves_its_worker_rss(catalog: Catalog) -> None:
     assert gpu.gpu_memory_utilization is not None
     assert cpu.gpu_memory_utilization * host_total > GIB  # room for the worker's RSS
     assert cpu.gpu_memory_utilization > gpu.gpu_memory_utilization
+
+
+def test_fp8_thinking_model_fits_the_records_low_memory_band(catalog: Catalog) -> None:
+    """The record routes to the 4B thinking model below 8 GiB free: its FP8 checkpoint fits there
+    with a useful context; the BF16 4B (8 GB of weights) does not fit at all."""
+    low = int(7.9 * GIB)
+    thinking = fit_context(catalog.get("qwen3-4b-thinking-2507"), CARD, low, BUFFER)
+    assert thinking.fits
+    assert thinking.context_tokens >= 8192
+    assert thinking.weight_bytes < 4.6e9
+    assert not fit_context(catalog.get("qwen3-4b-instruct-2507"), CARD, low, BUFFER).fits
+
+
+def test_fp8_quantization_config_is_read(catalog: Catalog, tmp_path: Path) -> None:
+    """A BF16-declared entry whose directory holds an FP8 checkpoint is sized as FP8."""
+    directory = tmp_path / "thinking"
+    directory.mkdir()
+    cfg = {"hidden_size": 2560, "num_hidden_layers": 36, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 9728,
+           "vocab_size": 151936, "tie_word_embeddings": True, "max_position_embeddings": 262144,
+           "torch_dtype": "bfloat16",
+           "quantization_config": {"quant_method": "fp8", "fmt": "e4m3",
+                                   "activation_scheme": "dynamic",
+                                   "weight_block_size": [128, 128]}}
+    (directory / "config.json").write_text(json.dumps(cfg))
+    entry = catalog.get("qwen3-4b-thinking-2507").model_copy(update={"quantization": "bf16"})
+    fp = footprint(entry, directory)
+    assert fp.weight_bytes == pytest.approx(weight_bytes(fp.architecture, "fp8"))
+    assert fp.weight_bytes < 0.6 * weight_bytes(fp.architecture, "bf16")

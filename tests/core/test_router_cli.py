@@ -35,7 +35,8 @@ def test_models_json_on_simulated_card(capsys: pytest.CaptureFixture[str],
     assert rows["qwen3-14b"]["max_context"] > 8192
     assert rows["demo-tiny-a"]["on_disk"] is True
     assert rows["demo-tiny-b"]["on_disk"] is False
-    assert rows["qwen3-4b-thinking-2507"]["note"] == "needs llama.cpp"
+    assert rows["qwen3-4b-thinking-2507"]["note"] is None  # an FP8 checkpoint vLLM loads
+    assert rows["qwen3-4b-thinking-2507"]["fits"] is True
     assert rows["remote"]["size_bytes"] is None
 
 
