@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.config_loading import ConfigError, describe_error
 from core.models.catalog import Catalog, key_origin, merge_sections
+from core.models.estimator import GIB
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,11 +63,58 @@ class ComplexityConfig(BaseModel):
 
 
 class SelectionRule(BaseModel):
-    """Applies when the complexity is below below_complexity (None: always; the last rule)."""
+    """One row of the router table: it applies when every condition it sets holds.
+
+    The comparisons are strict, as in the record's `select_optimal_model`: below_complexity is
+    score < x, above_complexity is score > x, above_free_gib is free memory > x GiB. A rule that
+    sets no condition always applies: the last rule of a band, and only that one.
+    """
 
     model_config = _FROZEN
     below_complexity: float | None = None
+    above_complexity: float | None = None
+    above_free_gib: float | None = Field(default=None, ge=0)
     prefer: tuple[str, ...] = Field(min_length=1)
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The conditions this rule sets, as text ("complexity > 0.9", "free > 14 GiB")."""
+        out = []
+        if self.below_complexity is not None:
+            out.append(f"complexity < {self.below_complexity:g}")
+        if self.above_complexity is not None:
+            out.append(f"complexity > {self.above_complexity:g}")
+        if self.above_free_gib is not None:
+            out.append(f"free > {self.above_free_gib:g} GiB")
+        return tuple(out)
+
+    def applies(self, score: float, free_bytes: int) -> bool:
+        if self.below_complexity is not None and not score < self.below_complexity:
+            return False
+        if self.above_complexity is not None and not score > self.above_complexity:
+            return False
+        return self.above_free_gib is None or free_bytes > self.above_free_gib * GIB
+
+
+def _check_rules(rules: tuple[SelectionRule, ...]) -> None:
+    if rules[-1].conditions:
+        raise ValueError("the last rule must set no condition (it takes every case left)")
+    if any(not r.conditions for r in rules[:-1]):
+        raise ValueError("only the last rule may set no condition (the rules after it could "
+                         "never apply)")
+
+
+class HotBand(BaseModel):
+    """Above above_temperature_c (strictly) these rules decide, whatever the free memory."""
+
+    model_config = _FROZEN
+    above_temperature_c: float = 80.0
+    rules: tuple[SelectionRule, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _last_rule_catches_all(self) -> HotBand:
+        _check_rules(self.rules)
+        return self
 
 
 class VramBand(BaseModel):
@@ -78,13 +126,7 @@ class VramBand(BaseModel):
 
     @model_validator(mode="after")
     def _last_rule_catches_all(self) -> VramBand:
-        if self.rules[-1].below_complexity is not None:
-            raise ValueError("the last rule of a band must have no below_complexity")
-        if any(r.below_complexity is None for r in self.rules[:-1]):
-            raise ValueError("only the last rule of a band may leave out below_complexity")
-        bounds = [r.below_complexity for r in self.rules[:-1] if r.below_complexity is not None]
-        if bounds != sorted(bounds):
-            raise ValueError("rules must be in increasing below_complexity")
+        _check_rules(self.rules)
         return self
 
 
@@ -92,8 +134,7 @@ class SelectionConfig(BaseModel):
     model_config = _FROZEN
     buffer_gib: float = Field(default=1.0, ge=0)
     min_context_tokens: int = Field(default=1024, ge=1)
-    hot_temperature_c: float = 80.0
-    hot_prefer: tuple[str, ...] = Field(min_length=1)
+    hot: HotBand
     vram_bands: tuple[VramBand, ...] = Field(min_length=1)
     cascade: tuple[str, ...] = ()
     local_tier: tuple[str, ...] = ()
@@ -121,8 +162,9 @@ class RouterConfig(BaseModel):
     def named_models(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """Every model name in the config with its key path (relative to `router:`)."""
         sel = self.selection
-        for i, name in enumerate(sel.hot_prefer):
-            yield ("selection", "hot_prefer", i), name
+        for r, rule in enumerate(sel.hot.rules):
+            for i, name in enumerate(rule.prefer):
+                yield ("selection", "hot", "rules", r, "prefer", i), name
         for b, band in enumerate(sel.vram_bands):
             for r, rule in enumerate(band.rules):
                 for i, name in enumerate(rule.prefer):

@@ -18,7 +18,7 @@ from core import paths
 from core.models.catalog import Catalog, ModelEntry
 from core.models.estimator import GIB, Estimate, Estimator, fit_footprint, fmt_bytes
 from core.router.complexity import Complexity, ComplexityAnalyzer
-from core.router.config import RouterConfig
+from core.router.config import RouterConfig, SelectionRule
 
 # Engines this app drives. llama.cpp entries (GGUF) are listed for the record but not loadable here.
 LOADABLE_ENGINES = frozenset({"vllm", "remote"})
@@ -120,6 +120,19 @@ def _unique(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _first_rule(rules: tuple[SelectionRule, ...], score: float, free_bytes: int) -> SelectionRule:
+    for rule in rules:
+        if rule.applies(score, free_bytes):
+            return rule
+    raise AssertionError("the last rule has no condition")  # guaranteed by the config
+
+
+def _rule_text(rule: SelectionRule, score: float) -> str:
+    """Which row of the table applied, with the score it compared."""
+    why = " and ".join(rule.conditions) if rule.conditions else "no rule above it applies"
+    return f"complexity {score:.2f}; rule: {why} -> prefer {', '.join(rule.prefer)}"
+
+
 class Router:
     """Routes tasks to models. Build once (it precomputes), call `route` per task."""
 
@@ -136,15 +149,12 @@ class Router:
         self.analyzer = ComplexityAnalyzer(config.complexity)
         sel = config.selection
         self._buffer = int(sel.buffer_gib * GIB)
-        # Bands and rules with their explanation text, built once.
+        # Bands with their explanation text and bounds in bytes, built once.
         last_bound = sel.vram_bands[-2].below_gib if len(sel.vram_bands) > 1 else 0
         self._bands = tuple(
             (None if b.below_gib is None else int(b.below_gib * GIB),
-             f"< {b.below_gib} GiB" if b.below_gib is not None else f">= {last_bound} GiB",
-             tuple((r.below_complexity, r.prefer,
-                    (f"< {r.below_complexity}" if r.below_complexity is not None
-                     else "above every threshold") + f" -> prefer {', '.join(r.prefer)}")
-                   for r in b.rules))
+             f"< {b.below_gib:g} GiB" if b.below_gib is not None else f">= {last_bound:g} GiB",
+             b.rules)
             for b in sel.vram_bands)
         self._candidates: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._remote = tuple(e for e in catalog.entries if e.is_remote)
@@ -160,18 +170,19 @@ class Router:
 
     def preference(self, score: float, hardware: HardwareState) -> tuple[bool, str, str,
                                                                          tuple[str, ...]]:
-        """(hot, band text, rule text, preferred ids) for a score on this hardware."""
-        sel = self.config.selection
+        """(hot, band text, rule text, preferred ids) for a score on this hardware: the table."""
+        hot = self.config.selection.hot
         t = hardware.temperature_c
-        if t is not None and t > sel.hot_temperature_c:
-            return (True, f"hot: {t:.0f} C > {sel.hot_temperature_c:.0f} C",
-                    "prefer small models", sel.hot_prefer)
+        free = hardware.free_bytes
+        if t is not None and t > hot.above_temperature_c:
+            rule = _first_rule(hot.rules, score, free)
+            return (True, f"hot: {t:g} C > {hot.above_temperature_c:g} C",
+                    _rule_text(rule, score), rule.prefer)
         for bound, band_label, rules in self._bands:
-            if bound is None or hardware.free_bytes < bound:
-                for threshold, prefer, rule_label in rules:
-                    if threshold is None or score < threshold:
-                        return (False, f"free {fmt_bytes(hardware.free_bytes)} {band_label}",
-                                f"complexity {score:.2f} {rule_label}", prefer)
+            if bound is None or free < bound:
+                rule = _first_rule(rules, score, free)
+                return (False, f"free {fmt_bytes(free)} {band_label}",
+                        _rule_text(rule, score), rule.prefer)
         raise AssertionError("the last band has no bound")  # guaranteed by SelectionConfig
 
     def candidates(self, preferred: tuple[str, ...]) -> tuple[str, ...]:
@@ -243,8 +254,26 @@ class Router:
             if isinstance(result, Rejection):
                 rejected.append(result)
                 continue
+            if rejected:
+                notes.append(self._fallback_note(preferred, rejected, name))
             return RoutingDecision(name, complexity, hardware, private, hot, band, rule,
                                    names_all, tuple(rejected), result, tuple(notes))
         notes.append("no candidate is usable: the manager's fallback cascade decides")
         return RoutingDecision(None, complexity, hardware, private, hot, band, rule, names_all,
                                tuple(rejected), None, tuple(notes))
+
+    def _fallback_note(self, preferred: tuple[str, ...], rejected: list[Rejection],
+                       chosen: str) -> str:
+        """Why the table's choice was not taken and where the one taken comes from."""
+        first = rejected[0]
+        if chosen in preferred:
+            source = "the rule's own list"
+        elif chosen in self.config.selection.cascade:
+            source = "the cascade after the table's choice"
+        elif chosen in self.config.selection.local_tier:
+            source = "the local tier (models built on this machine)"
+        else:
+            source = "the remote endpoint"
+        return (f"the table's choice {preferred[0]} is not usable ({first.reason}); "
+                f"{chosen} comes from {source}")
+

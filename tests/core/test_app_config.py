@@ -61,13 +61,14 @@ def test_user_models_router_and_cascade_work_together(tmp_path: Path) -> None:
                              "tied_embeddings": False, "vocab": 152064,
                              "max_position": 32768}},
             "qwen3-8b": {"default_context": 4096}},
-        "router": {"selection": {"hot_prefer": ["my-7b"]}},
+        "router": {"selection": {"hot": {"rules": [{"prefer": ["my-7b"]}]}}},
         "model_switching": {"fallback_cascade": ["qwen3-14b", "my-7b", "remote"]},
     })
     config = load_app_config(path, models_dir=tmp_path)
     assert config.catalog.get("my-7b").quantization == "awq"
     assert config.catalog.get("qwen3-8b").default_context == 4096
-    assert config.router.selection.hot_prefer == ("my-7b",)
+    assert [r.prefer for r in config.router.selection.hot.rules] == [("my-7b",)]
+    assert config.router.selection.hot.above_temperature_c == 80  # the rest stays default
     assert config.fallback_cascade == ("qwen3-14b", "my-7b", "remote")
     assert str(path) in config.sources
 
