@@ -1,15 +1,20 @@
-"""`vrampilot route --task-type T [--file F | --text S] [--private] [--json]`: which model, why."""
+"""`vrampilot route --task-type T [--file F | --text S] [--private] [--json]`: which model, why.
+
+`--free-gib F` and `--temperature C` decide as if the device were in that state (what-if); the
+explanation and the JSON say which values were assumed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from core.cli.estimate import load_config_and_state, settings_for
-from core.models.estimator import Estimator
+from core.models.estimator import GIB, Estimator, fmt_bytes
 from core.router import Router
 
 
@@ -28,8 +33,25 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     source.add_argument("--text", metavar="S", help="the task's text")
     parser.add_argument("--private", action="store_true",
                         help="the task must not leave this machine (no remote endpoint)")
+    parser.add_argument("--free-gib", metavar="F",
+                        help="decide as if F GiB of device memory were free (what-if)")
+    parser.add_argument("--temperature", metavar="C",
+                        help="decide as if the GPU were at C degrees Celsius (what-if)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
+
+
+def _assumed_number(option: str, text: str | None, unit: str) -> float | None:
+    """The option's value as a finite number >= 0 (None: not given); ValueError saying why not."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{option} expects {unit} as a number of at least 0, got {text!r}")
+    return value
 
 
 def _read_text(args: argparse.Namespace) -> str | None:
@@ -54,6 +76,17 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(loaded, int):
         return loaded
     config, state = loaded
+    try:
+        free_gib = _assumed_number("--free-gib", args.free_gib, "GiB")
+        temperature = _assumed_number("--temperature", args.temperature, "degrees Celsius")
+    except ValueError as exc:
+        print(f"vrampilot route: {exc}", file=sys.stderr)
+        return 2
+    if free_gib is not None and free_gib * GIB > state.total_bytes:
+        print(f"vrampilot route: --free-gib {free_gib:g} is more than the device's "
+              f"{fmt_bytes(state.total_bytes)} in all ({state.label})", file=sys.stderr)
+        return 2
+    state = state.assume(None if free_gib is None else int(free_gib * GIB), temperature)
     estimator = Estimator(config.catalog, settings_for(state))
     decision = Router(config.router, config.catalog, estimator=estimator).route(
         text, args.task_type, state, private=args.private)

@@ -9,6 +9,7 @@ models of the cascade, then the local tier (models built on this machine), then 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,20 @@ class HardwareState:
     temperature_c: float | None = None
     label: str = ""  # e.g. "simulated rtx4090-laptop" or "host RAM"
     host_memory: bool = False  # True: the CPU engine's host RAM, not a GPU
+    # Fields given by the user for a what-if decision ("free_bytes", "temperature_c"), not measured.
+    assumed: tuple[str, ...] = ()
+
+    def assume(self, free_bytes: int | None = None,
+               temperature_c: float | None = None) -> HardwareState:
+        """This state with the given values put in place of the measured ones, marked assumed."""
+        state, assumed = self, list(self.assumed)
+        if free_bytes is not None:
+            state = dataclasses.replace(state, free_bytes=free_bytes)
+            assumed.append("free_bytes")
+        if temperature_c is not None:
+            state = dataclasses.replace(state, temperature_c=temperature_c)
+            assumed.append("temperature_c")
+        return dataclasses.replace(state, assumed=tuple(dict.fromkeys(assumed)))
 
 
 @dataclass(frozen=True)
@@ -76,10 +91,14 @@ class RoutingDecision:
                      f"{c.chars:,} characters:")
         lines.extend(f"  {f.contribution:+.2f}  {f.name}: {f.detail}" for f in c.factors)
         hw = self.hardware
-        temp = "temperature unknown" if hw.temperature_c is None else f"{hw.temperature_c:.0f} C"
+        temp = "temperature unknown" if hw.temperature_c is None else _celsius(hw.temperature_c)
         where = f" ({hw.label})" if hw.label else ""
         lines.append(f"Hardware{where}: {fmt_bytes(hw.free_bytes)} free of "
                      f"{fmt_bytes(hw.total_bytes)}, {temp}")
+        if hw.assumed:
+            what = {"free_bytes": f"{fmt_bytes(hw.free_bytes)} free", "temperature_c": temp}
+            lines.append("  what-if: assumed, not measured: "
+                         + ", ".join(what[a] for a in hw.assumed))
         lines.append(f"  selection: {self.band}; {self.rule}")
         lines.extend(f"  note: {n}" for n in self.notes)
         lines.append("Candidates in order: " + (", ".join(self.candidates) or "none"))
@@ -105,7 +124,8 @@ class RoutingDecision:
             "hardware": {"free_bytes": self.hardware.free_bytes,
                          "total_bytes": self.hardware.total_bytes,
                          "temperature_c": self.hardware.temperature_c,
-                         "label": self.hardware.label},
+                         "label": self.hardware.label,
+                         "assumed": list(self.hardware.assumed)},
             "private": self.private, "hot": self.hot, "band": self.band, "rule": self.rule,
             "candidates": list(self.candidates),
             "rejected": [{"model": r.model_id, "kind": r.kind, "reason": r.reason}
@@ -114,6 +134,11 @@ class RoutingDecision:
             "notes": list(self.notes),
             "explanation": self.explain(),
         }
+
+
+def _celsius(t: float) -> str:
+    """80.5 C stays 80.5 C (it is above an 80 C line), 41.53 C reads 41.5 C."""
+    return f"{round(t, 1):g} C"
 
 
 def _unique(names: Iterable[str]) -> tuple[str, ...]:
@@ -176,7 +201,7 @@ class Router:
         free = hardware.free_bytes
         if t is not None and t > hot.above_temperature_c:
             rule = _first_rule(hot.rules, score, free)
-            return (True, f"hot: {t:g} C > {hot.above_temperature_c:g} C",
+            return (True, f"hot: {_celsius(t)} > {_celsius(hot.above_temperature_c)}",
                     _rule_text(rule, score), rule.prefer)
         for bound, band_label, rules in self._bands:
             if bound is None or free < bound:

@@ -394,7 +394,7 @@ def test_explanation_lists_factors_hardware_and_rule(config: RouterConfig,
     put_on_disk(catalog, *QWEN)
     text = Router(config, catalog).route("equity " * 1000, "salary_analysis", IDLE).explain()
     for needle in ("Chosen model: qwen3-14b", "+0.50  task_type", "+0.10  length",
-                   "+0.20  signal:equity", "42 C", "15.41 GiB free",
+                   "+0.20  signal:equity", "41.5 C", "15.41 GiB free",
                    "selection: free 15.41 GiB >= 12 GiB; complexity 0.80; "
                    "rule: complexity > 0.7 -> prefer qwen3-14b", "gpu_memory_utilization"):
         assert needle in text, needle

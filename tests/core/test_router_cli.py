@@ -127,3 +127,59 @@ def test_config_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path
     err = capsys.readouterr().err
     assert "model_switching.fallback_cascade.0" in err
     assert str(bad) in err
+
+
+def test_route_what_if_decides_on_the_assumed_state(capsys: pytest.CaptureFixture[str],
+                                                    data_dir: Path) -> None:
+    put_demo_on_disk(data_dir)
+    base = ["route", "--task-type", "complex_reasoning", "--text", "x",
+            "--simulate", "rtx4090-laptop"]
+    assert main([*base, "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["hardware"]["assumed"] == []
+    assert measured["candidates"][0] == "qwen3-8b"  # 15.4 GiB free, 0.7: not above 0.7
+
+    # 9.5 GiB free: 8 <= free < 10 and complexity not below 0.7 -> the 4B thinking model.
+    assert main([*base, "--free-gib", "9.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hardware"]["free_bytes"] == int(9.5 * 1024**3)
+    assert out["hardware"]["total_bytes"] == 16 * 1024**3
+    assert out["hardware"]["temperature_c"] == measured["hardware"]["temperature_c"]
+    assert out["hardware"]["assumed"] == ["free_bytes"]
+    assert out["candidates"][0] == "qwen3-4b-thinking-2507"
+    assert "what-if: assumed, not measured: 9.50 GiB free" in out["explanation"]
+
+    # Above 80 C the hot rules decide, whatever the free memory: 0.7 is not below 0.5 -> 8B.
+    assert main([*base, "--free-gib", "5", "--temperature", "80.5"]) == 0
+    text = capsys.readouterr().out
+    assert "what-if: assumed, not measured: 5.00 GiB free, 80.5 C" in text
+    assert "selection: hot: 80.5 C > 80 C" in text
+    assert "rule: no rule above it applies -> prefer qwen3-8b" in text
+    assert "Chosen model: demo-tiny-a" in text
+
+    # Exactly 80 C is not hot.
+    assert main([*base, "--temperature", "80", "--json"]) == 0
+    at_80 = json.loads(capsys.readouterr().out)
+    assert at_80["hot"] is False
+    assert at_80["hardware"]["assumed"] == ["temperature_c"]
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--free-gib", "-1", "--free-gib expects GiB as a number of at least 0, got '-1'"),
+    ("--free-gib", "lots", "--free-gib expects GiB as a number of at least 0, got 'lots'"),
+    ("--free-gib", "nan", "got 'nan'"),
+    ("--free-gib", "17", "--free-gib 17 is more than the device's 16.00 GiB in all"),
+    ("--temperature", "-3", "--temperature expects degrees Celsius as a number of at least 0"),
+    ("--temperature", "hot", "got 'hot'"),
+    ("--temperature", "inf", "got 'inf'"),
+])
+def test_route_what_if_bad_values_exit_2(capsys: pytest.CaptureFixture[str], option: str,
+                                         value: str, says: str) -> None:
+    code = main(["route", "--task-type", "x", "--text", "x", "--simulate", "rtx4090-laptop",
+                 option, value])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("vrampilot route: ")
+    assert says in line
