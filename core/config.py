@@ -37,6 +37,8 @@ class AppConfig:
     router: RouterConfig
     remote: RemoteConfig | None  # the `remote:` section: the endpoint's settings, or None
     sources: tuple[str, ...]  # the files read: defaults first, the user's file last
+    # Loaded, but the user should know (the decision record's key names read as ours).
+    warnings: tuple[str, ...] = ()
 
     @property
     def fallback_cascade(self) -> tuple[str, ...]:
@@ -81,7 +83,7 @@ def load_app_config(user_file: Path | str | None = None, *,
     section, a router list or fallback cascade naming a model missing from the catalog.
     """
     from core.telemetry.config import default_path as monitoring_defaults
-    from core.telemetry.config import load_monitoring_config
+    from core.telemetry.config import load_monitoring_config, log_warning
 
     user: dict[str, Any] = read_yaml(user_file) if user_file is not None else {}
     user_label = str(user_file) if user_file is not None else "<user config>"
@@ -97,7 +99,13 @@ def load_app_config(user_file: Path | str | None = None, *,
     catalog = _apply_remote(catalog, remote)
     router = load_router_config(catalog, user.get("router"), user_file,
                                 defaults_path=models_path)
-    monitoring = load_monitoring_config(user, user_file)
+    warnings: list[str] = []
+
+    def warn(text: str) -> None:
+        log_warning(text)
+        warnings.append(text)
+
+    monitoring = load_monitoring_config(user, user_file, warn=warn)
 
     cascade = monitoring.model_switching.fallback_cascade
     user_sets_cascade = isinstance(user.get("model_switching"), dict) and \
@@ -111,4 +119,4 @@ def load_app_config(user_file: Path | str | None = None, *,
     sources = (str(monitoring_defaults()), str(models_path)) + \
         ((user_label,) if user_file is not None else ())
     return AppConfig(monitoring=monitoring, catalog=catalog, router=router, remote=remote,
-                     sources=sources)
+                     sources=sources, warnings=tuple(warnings))

@@ -187,6 +187,8 @@ class Runtime:
         """
         from core.engine.processes import reap_orphan_engines
 
+        for warning in self.config.warnings:  # already on stderr; the GUI's events show it too
+            self.log("warning", warning)
         reaped = reap_orphan_engines()
         if reaped:
             self.log("warning", f"ended {len(reaped)} engine process(es) left by an earlier "

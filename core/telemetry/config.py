@@ -3,11 +3,13 @@
 The structure is the decision record's: ``hardware_monitoring:``, ``model_switching:``,
 ``performance_tracking:``. A user file (``--config``) overrides only the keys it names; other
 top-level keys in it (``models:``, ``router:`` ...) belong to other loaders and are ignored here.
+The record's own key names are read as aliases of ours, with one warning (record_keys.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.config_loading import ConfigError, deep_merge, describe_error, read_yaml
 from core.paths import resource
+from core.telemetry import record_keys
+
+log = logging.getLogger(__name__)
+
+
+def log_warning(text: str) -> None:
+    """A configuration warning on stderr (logging's last-resort handler when none is set up)."""
+    log.warning("vrampilot: warning: %s", text)
 
 SECTIONS = ("hardware_monitoring", "model_switching", "performance_tracking")
 
@@ -137,18 +147,26 @@ def default_path() -> Path:
 def load_monitoring_config(
     user_data: Mapping[str, Any] | None = None,
     user_path: Path | str | None = None,
+    *,
+    warn: Callable[[str], None] = log_warning,
 ) -> MonitoringConfig:
     """Shipped defaults deep-merged with the user's sections, validated as a whole.
 
     user_data is the parsed user file (read from user_path when not given); user_path names it
     in errors. An error names the file the offending key came from, the key, and what was expected.
+    A file written with the decision record's key names loads, and `warn` gets one sentence
+    listing the renames.
     """
     base_path = default_path()
     base = read_yaml(base_path)
     if user_data is None and user_path is not None:
         user_data = read_yaml(user_path)
-    user: Mapping[str, Any] = user_data or {}
     user_label = str(user_path) if user_path is not None else "<user config>"
+    translated = record_keys.translate(user_data or {}, user_label)
+    warning = translated.warning(user_label)
+    if warning is not None:
+        warn(warning)
+    user: Mapping[str, Any] = translated.data
     merged: dict[str, Any] = {k: v for k, v in base.items() if k in SECTIONS}
     stray = sorted(set(base) - set(SECTIONS))
     if stray:
@@ -169,7 +187,9 @@ def load_monitoring_config(
         # pydantic marks a bad mapping key with a trailing "[key]" part: the key itself is the loc.
         loc = tuple(str(part) for part in err["loc"] if part != "[key]")
         where = user_label if _has_path(user, loc) else str(base_path)
-        raise ConfigError(where, ".".join(loc), describe_error(err)) from None
+        key = ".".join(loc)
+        # A renamed key is named as the user wrote it.
+        raise ConfigError(where, translated.origin.get(key, key), describe_error(err)) from None
 
 
 def _has_path(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:
