@@ -10,6 +10,7 @@ from core.engine.base import EngineError, GenerationDelta, GenerationRequest
 from core.history_store import HistoryStore
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import MemoryProbe
+from core.models.estimator import fmt_bytes
 from core.router.selection import HardwareState, Router, RoutingDecision
 
 
@@ -42,6 +43,18 @@ class ChatSession:
         r = self._probe.read()
         free = (r.free_bytes or 0) + self.manager.state.loaded_bytes
         return HardwareState(free, r.total_bytes or 0, r.temperature_c, self._label)
+
+    def route_only(self, text: str, task_type: str, private: bool = False, *,
+                   free_bytes: int | None = None,
+                   temperature_c: float | None = None) -> RoutingDecision:
+        """The router's decision for text without loading anything; free_bytes and
+        temperature_c, when given, replace the measured values (a what-if, marked assumed)."""
+        measured = self.hardware_state()
+        if free_bytes is not None and free_bytes > measured.total_bytes:
+            raise ValueError(f"cannot assume {fmt_bytes(free_bytes)} free: the device has "
+                             f"{fmt_bytes(measured.total_bytes)} in all")
+        hardware = measured.assume(free_bytes, temperature_c)
+        return self.router.route(text, task_type, hardware, private)
 
     async def generate(self, request: GenerationRequest, model: str | None = None,
                        task_type: str = "unknown",

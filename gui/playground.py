@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from core.engine.base import ChatMessage, GenerationDelta, GenerationRequest
 from core.manager.events import SwitchEvent
+from core.models.estimator import GIB
 from core.router.selection import RoutingDecision
 
 DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "
@@ -42,6 +43,10 @@ class ChatBackend(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     def model_choices(self) -> list[str]: ...
+
+    def route_only(self, text: str, task_type: str, private: bool = False, *,
+                   free_bytes: int | None = None,
+                   temperature_c: float | None = None) -> RoutingDecision: ...
 
     @property
     def last_decision(self) -> RoutingDecision | None: ...
@@ -100,6 +105,20 @@ class PlaygroundPanel(QWidget):
         self.temperature.setRange(0.0, 2.0)
         self.temperature.setSingleStep(0.1)
         self.temperature.setValue(0.7)
+        # What-if: route the prompt as if the device had this much free memory / this temperature.
+        self.assume_free = QCheckBox("Assume free GiB")
+        self.free_gib = QDoubleSpinBox()
+        self.free_gib.setRange(0.0, 1024.0)
+        self.free_gib.setDecimals(2)
+        self.free_gib.setValue(12.0)
+        self.assume_temperature = QCheckBox("Assume °C")
+        self.gpu_temperature = QDoubleSpinBox()
+        self.gpu_temperature.setRange(0.0, 150.0)
+        self.gpu_temperature.setDecimals(1)
+        self.gpu_temperature.setValue(85.0)
+        self.route_button = QPushButton("Route only")
+        self.route_button.setToolTip("Show the router's decision for this prompt (with the "
+                                     "assumed values, if any) without loading a model")
         self.send_button = QPushButton("Send")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
@@ -128,9 +147,16 @@ class PlaygroundPanel(QWidget):
         form.addRow("Max tokens", self.max_tokens)
         form.addRow("Temperature", self.temperature)
         form.addRow("", self.private)
+        what_if = QHBoxLayout()
+        for widget in (self.assume_free, self.free_gib, self.assume_temperature,
+                       self.gpu_temperature):
+            what_if.addWidget(widget)
+        what_if.addStretch(1)
+        form.addRow("What-if", what_if)
         buttons = QHBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.route_button)
         buttons.addStretch(1)
 
         left = QWidget()
@@ -161,6 +187,7 @@ class PlaygroundPanel(QWidget):
 
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
+        self.route_button.clicked.connect(self.route_only)
         self.prompt.submitted.connect(self.send)
         self.prompt.cancelled.connect(self.stop)
         QShortcut(QKeySequence("Ctrl+Return"), self, self.send)
@@ -189,6 +216,21 @@ class PlaygroundPanel(QWidget):
         self.send_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self._task = asyncio.ensure_future(self._stream(request))
+
+    def route_only(self) -> None:
+        """Show the router's decision for the prompt, under the what-if values that are ticked."""
+        text = self.prompt.toPlainText().strip()
+        free = (int(self.free_gib.value() * GIB) if self.assume_free.isChecked() else None)
+        temperature = (self.gpu_temperature.value() if self.assume_temperature.isChecked()
+                       else None)
+        try:
+            decision = self._backend.route_only(text, self.task_type.currentText(),
+                                                self.private.isChecked(), free_bytes=free,
+                                                temperature_c=temperature)
+        except ValueError as exc:  # more free memory assumed than the device has
+            self.explanation.setPlainText(f"What-if not possible: {exc}")
+            return
+        self.explanation.setPlainText(decision.explain())
 
     def stop(self) -> None:
         """Cancel the reply being streamed."""

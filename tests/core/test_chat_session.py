@@ -7,6 +7,8 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from core.chat_session import ChatSession
 from core.engine.base import ChatMessage, GenerationRequest
 from core.models.catalog import load_catalog
@@ -67,3 +69,18 @@ def test_router_sees_the_active_models_memory_as_free(tmp_path: Path) -> None:
     before = chat.hardware_state().free_bytes
     asyncio.run(rig.manager.switch_to("qwen3-14b"))
     assert chat.hardware_state().free_bytes == before
+
+
+def test_route_only_decides_on_assumed_values_without_switching(tmp_path: Path) -> None:
+    chat, rig = session(tmp_path)
+    measured = chat.route_only("x", "complex_reasoning")
+    assert measured.hardware.assumed == ()
+    what_if = chat.route_only("x", "complex_reasoning", free_bytes=int(9.5 * 1024**3),
+                              temperature_c=50.0)
+    assert what_if.hardware.assumed == ("free_bytes", "temperature_c")
+    assert what_if.hardware.total_bytes == measured.hardware.total_bytes
+    assert what_if.candidates[0] == "qwen3-4b-thinking-2507"  # 8 <= 9.5 < 10, not below 0.7
+    assert chat.last_decision is None  # a what-if is not the decision a reply was made on
+    assert rig.manager.active_model is None
+    with pytest.raises(ValueError, match="the device has"):
+        chat.route_only("x", "complex_reasoning", free_bytes=measured.hardware.total_bytes + 1)

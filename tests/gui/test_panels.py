@@ -270,6 +270,42 @@ def test_auto_with_no_usable_model_shows_the_router_explanation(
     loop.run_until_complete(body())
 
 
+def test_route_only_shows_a_what_if_decision_without_loading(
+        controller: AppController, loop: qasync.QEventLoop, qtbot: QtBot) -> None:
+    async def body() -> None:
+        controller.start(autoload=False)
+        pg = controller.playground
+        qtbot.keyClicks(pg.prompt, "Plan the migration step by step.")
+        pg.task_type.setCurrentText("complex_reasoning")  # 0.7
+        qtbot.mouseClick(pg.route_button, Qt.MouseButton.LeftButton)
+        measured = pg.explanation.toPlainText()
+        assert "what-if" not in measured
+        assert "rule: complexity > 0.4 -> prefer qwen3-8b" in measured  # 15.4 GiB free
+
+        pg.assume_free.setChecked(True)
+        pg.free_gib.setValue(9.5)  # 8 <= free < 10, complexity not below 0.7: 4B thinking
+        qtbot.mouseClick(pg.route_button, Qt.MouseButton.LeftButton)
+        text = pg.explanation.toPlainText()
+        assert "what-if: assumed, not measured: 9.50 GiB free" in text
+        assert "-> prefer qwen3-4b-thinking-2507" in text
+
+        pg.assume_temperature.setChecked(True)
+        pg.gpu_temperature.setValue(85.0)  # hot, complexity not below 0.5: the 8B
+        qtbot.mouseClick(pg.route_button, Qt.MouseButton.LeftButton)
+        text = pg.explanation.toPlainText()
+        assert "what-if: assumed, not measured: 9.50 GiB free, 85 C" in text
+        assert "selection: hot: 85 C > 80 C" in text
+
+        pg.free_gib.setValue(20.0)  # more than the simulated card's 16 GiB
+        qtbot.mouseClick(pg.route_button, Qt.MouseButton.LeftButton)
+        assert pg.explanation.toPlainText().startswith("What-if not possible: cannot assume")
+        assert controller.runtime.manager.active_model is None  # nothing was loaded
+        controller.window.close()
+        await asyncio_wait(controller.finished.wait(), 10)
+
+    loop.run_until_complete(body())
+
+
 def test_an_hour_of_data_is_decimated_keeping_every_peak(qtbot: QtBot) -> None:
     history = TelemetryHistory(36_000)
     rng = np.random.default_rng(1)
