@@ -103,16 +103,17 @@ def install_advice(missing: list[str]) -> str:
     """The packages that provide the missing libraries, for Debian/Ubuntu and Fedora."""
     qt_own = [s for s in missing if s.startswith("libQt6") or s.startswith("libpyside6")
               or s.startswith("libshiboken6")]
-    system = [s for s in missing if s not in qt_own]
+    known = [s for s in missing if s in PACKAGES]
+    unknown = [s for s in missing if s not in PACKAGES and s not in qt_own]
     parts = []
-    if system:
-        debian = sorted({PACKAGES.get(s, (s, s))[0] for s in system})
-        fedora = sorted({PACKAGES.get(s, (s, s))[1] for s in system})
-        parts.append(f"Debian/Ubuntu: `sudo apt-get install {' '.join(debian)}`; "
-                     f"Fedora: `sudo dnf install {' '.join(fedora)}`")
-        unknown = [s for s in system if s not in PACKAGES]
-        if unknown:
-            parts.append(f"(for {', '.join(unknown)}: `apt-file search` / `dnf provides */NAME`)")
+    if known:
+        debian = " ".join(sorted({PACKAGES[s][0] for s in known}))
+        fedora = " ".join(sorted({PACKAGES[s][1] for s in known}))
+        parts.append(f"Debian/Ubuntu: `sudo apt-get install {debian}`; "
+                     f"Fedora: `sudo dnf install {fedora}`")
+    for soname in unknown:
+        parts.append(f"find the package holding {soname}: `apt-file search {soname}` "
+                     f"(Debian/Ubuntu), `dnf provides '*/{soname}'` (Fedora)")
     if qt_own:
         parts.append("Qt's own libraries are missing: reinstall PySide6 "
                      "(`.venv/bin/pip install --force-reinstall 'PySide6-Essentials<6.12'`)")
