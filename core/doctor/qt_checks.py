@@ -135,12 +135,17 @@ def check_qt(env: Mapping[str, str] = os.environ, pyside: Path | None = None) ->
     if pyside is None:
         return Check(name, Status.FAIL, "PySide6 is not installed",
                      "run `make setup` (installs PySide6-Essentials)")
+    widgets = pyside / "QtWidgets.abi3.so"
+    if not widgets.is_file():
+        return Check(name, Status.FAIL, f"PySide6 at {pyside} has no QtWidgets module",
+                     "reinstall PySide6 "
+                     "(`.venv/bin/pip install --force-reinstall 'PySide6-Essentials<6.12'`)")
     platforms = qt_platforms(env)
     dirs = plugin_dirs(env, pyside)
     problems: list[str] = []
     missing: list[str] = []
     try:
-        widgets_missing = missing_libraries(pyside / "QtWidgets.abi3.so")
+        widgets_missing = missing_libraries(widgets)
         for platform in platforms:
             plugin = _find_plugin(platform, dirs)
             if plugin is None:

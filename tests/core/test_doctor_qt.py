@@ -199,3 +199,9 @@ def test_wayland_falls_back_to_x(tmp_path: Path, listening_x_socket: int) -> Non
     check = check_display({**env, "DISPLAY": ""})  # socket file left, nobody listens
     assert check.status is Status.FAIL
     assert "no Wayland compositor" in check.found
+
+
+def test_an_incomplete_pyside_fails(tmp_path: Path) -> None:
+    check = check_qt({"QT_QPA_PLATFORM": "offscreen"}, pyside=tmp_path)
+    assert check.status is Status.FAIL
+    assert check.found == f"PySide6 at {tmp_path} has no QtWidgets module"
