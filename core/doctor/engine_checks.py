@@ -72,7 +72,9 @@ def pinned_vllm_ranges(dist: str = "vrampilot") -> dict[str, str]:
     for text in requires:
         req = Requirement(text)
         if req.name in VLLM_BUILDS:
-            ranges[req.name] = str(req.specifier)
+            # ">=0.32.0,<0.33", lower bound first (str(SpecifierSet) sorts alphabetically)
+            ranges[req.name] = ",".join(sorted(map(str, req.specifier),
+                                               key=lambda s: (not s.startswith(">"), s)))
     return ranges
 
 

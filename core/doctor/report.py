@@ -61,9 +61,13 @@ class Report:
         lines = [self.headline(), ""]
         for c in self.checks:
             head = f"{c.status:<6}{c.name:<{name_w}}  "
-            lines.append(textwrap.fill(c.found, width, initial_indent=head,
-                                       subsequent_indent=indent))
+            lines.append(_fill(c.found, width, head, indent))
             if c.fix and c.status in (Status.WARN, Status.FAIL):
-                lines.append(textwrap.fill(c.fix, width, initial_indent=indent + "fix: ",
-                                           subsequent_indent=indent + "     "))
+                lines.append(_fill(c.fix, width, indent + "fix: ", indent + "     "))
         return "\n".join(lines)
+
+
+def _fill(text: str, width: int, first: str, rest: str) -> str:
+    # Paths and package names stay whole, even past the width.
+    return textwrap.fill(text, width, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=False, break_on_hyphens=False)
