@@ -124,12 +124,10 @@ def probe_engine_imports(*, python: str = sys.executable, timeout_s: float = 180
                          env: Mapping[str, str] | None = None) -> ImportProbe:
     """Import torch and vLLM in a subprocess (~8 s): a crash or hang there cannot take us down."""
     start = time.monotonic()
-    stage = "torch"
-    torch_info: dict[str, object] | None = None
-    vllm_version = None
     try:
-        result = subprocess.run([python, "-m", "core.doctor.import_probe"], capture_output=True,
-                                text=True, timeout=timeout_s, check=False,
+        # -P: the current folder does not go on sys.path (a vllm/ source tree there would win).
+        result = subprocess.run([python, "-P", "-m", "core.doctor.import_probe"],
+                                capture_output=True, text=True, timeout=timeout_s, check=False,
                                 env=dict(env) if env is not None else None)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
