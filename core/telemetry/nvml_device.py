@@ -408,3 +408,47 @@ class NvmlDevices:
             nvml.nvmlShutdown()
         except nvml.NVMLError as exc:
             log.debug("nvmlShutdown failed: %s", exc)
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverReport:
+    """What NVML says about the driver, for `vrampilot doctor`; error says why it said nothing."""
+
+    gpu_names: tuple[str, ...] = ()
+    driver_version: str | None = None
+    cuda_version: str | None = None  # the newest CUDA the driver supports, e.g. "12.5"
+    error: str | None = None
+
+
+def read_driver_report(nvml: Any = None) -> DriverReport:
+    """Initialise NVML once, read the GPU names and the driver's versions, shut it down again."""
+    if nvml is None:
+        try:
+            import pynvml as nvml_module
+        except ImportError as exc:
+            return DriverReport(error=f"nvidia-ml-py is not installed ({exc})")
+        nvml = nvml_module
+    try:
+        nvml.nvmlInit()
+    except (nvml.NVMLError, OSError) as exc:
+        return DriverReport(error=str(exc) or type(exc).__name__)
+    try:
+        count = int(nvml.nvmlDeviceGetCount())
+        names = tuple(_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i)))
+                      for i in range(count))
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+        cuda: str | None = None
+        try:
+            # e.g. 12050 -> "12.5" (nvml.h: major * 1000 + minor * 10)
+            value = int(nvml.nvmlSystemGetCudaDriverVersion())
+            cuda = f"{value // 1000}.{value % 1000 // 10}"
+        except nvml.NVMLError:
+            cuda = None
+    except nvml.NVMLError as exc:
+        return DriverReport(error=f"NVML initialised but could not list the GPUs: {exc}")
+    finally:
+        NvmlDevices._shutdown(nvml)
+    if not names:
+        return DriverReport(driver_version=driver, cuda_version=cuda,
+                            error="the driver is loaded but reports no GPU")
+    return DriverReport(gpu_names=names, driver_version=driver, cuda_version=cuda)

@@ -122,6 +122,19 @@ class FakeNvml:
             raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
         self.initialised -= 1
 
+    driver_version = "555.42.06"
+    cuda_driver_version = 12050  # CUDA 12.5
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        if self.initialised <= 0:
+            raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
+        return self.driver_version
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        if self.initialised <= 0:
+            raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
+        return self.cuda_driver_version
+
     def nvmlDeviceGetCount(self) -> int:
         if self.initialised <= 0:
             raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
