@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -24,6 +25,9 @@ from PySide6.QtWidgets import QApplication
 from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.paths import resource
 from core.runtime import Runtime
+from core.server.control_routes import Owner
+from core.server.control_server import ControlServer
+from core.server.instance_lock import InstanceLock
 from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
@@ -196,6 +200,17 @@ class AppController(QObject):
         self._wake_timer.timeout.connect(lambda: None)
         self._wake_timer.start(200)
 
+    def bring_to_front(self) -> None:
+        """Another launch asked for this window (one app per user): show it on top."""
+        if self.window.isMinimized():
+            self.window.showNormal()
+        else:
+            self.window.show()
+        self.window.raise_()
+        self.window.activateWindow()
+        self.events.add("info", "another launch brought this window to the front")
+        sys.stderr.write("vrampilot: window brought to the front\n")
+
     def _on_shutdown_requested(self) -> None:
         # Held apart from self._tasks, which the shutdown cancels.
         self._shutdown_task = asyncio.ensure_future(self.shutdown())
@@ -274,8 +289,11 @@ def end_child_processes(timeout_s: float = 2.0) -> None:
     psutil.wait_procs(alive, timeout=timeout_s)
 
 
-def run_app(args: argparse.Namespace) -> int:
-    """Build the window and run until it is closed and everything has shut down."""
+def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
+    """Build the window and run until it is closed and everything has shut down.
+
+    With the owner lock held, the control socket is served meanwhile (the CLI and later
+    launches talk to this app)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("vrampilot")
@@ -289,10 +307,20 @@ def run_app(args: argparse.Namespace) -> int:
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
     controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"))
     controller.install_signal_handlers()
+    control = None if lock is None else ControlServer(runtime, lock, Owner(
+        "app", args.simulate, str(Path(args.config).resolve()) if args.config else None,
+        raise_window=controller.bring_to_front))
 
     async def main() -> None:
         controller.start(autoload=not args.no_autoload, model=args.model)
+        if control is not None:
+            try:
+                await control.start()
+            except OSError as exc:
+                controller.events.add("error", f"the control socket is not served: {exc}")
         await controller.finished.wait()
+        if control is not None:
+            await control.close()
 
     with loop:
         loop.run_until_complete(main())

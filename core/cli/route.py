@@ -47,18 +47,26 @@ def _read_text(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.server.control_client import ask_owner
+
     text = _read_text(args)
     if text is None:
         return 2
-    loaded = load_config_and_state(args, "route")
-    if isinstance(loaded, int):
-        return loaded
-    config, state = loaded
-    estimator = Estimator(config.catalog, settings_for(state))
-    decision = Router(config.router, config.catalog, estimator=estimator).route(
-        text, args.task_type, state, private=args.private)
-    if args.json:
-        print(json.dumps(decision.as_dict(), indent=1))
+    answer = ask_owner(args, lambda owner: owner.post(
+        "/route", {"text": text, "task_type": args.task_type, "private": args.private}))
+    if answer is not None:
+        decision, explanation = answer["decision"], answer["explanation"]
     else:
-        print(decision.explain())
+        loaded = load_config_and_state(args, "route")
+        if isinstance(loaded, int):
+            return loaded
+        config, state = loaded
+        estimator = Estimator(config.catalog, settings_for(state))
+        routed = Router(config.router, config.catalog, estimator=estimator).route(
+            text, args.task_type, state, private=args.private)
+        decision, explanation = routed.as_dict(), routed.explain()
+    if args.json:
+        print(json.dumps(decision, indent=1))
+    else:
+        print(explanation)
     return 0
