@@ -316,7 +316,7 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
         if control is not None:
             try:
                 await control.start()
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - the window works without it; shown
                 controller.events.add("error", f"the control socket is not served: {exc}")
         await controller.finished.wait()
         if control is not None:

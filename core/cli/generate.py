@@ -166,7 +166,7 @@ async def _generate_here(args: argparse.Namespace, prompt: str, lock: InstanceLo
                             graceful_s=ATTACHED_REPLY_GRACE_S)
     try:
         await control.start()
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - the reply works without it; said once
         _err(f"[owner] cannot serve the control socket ({exc}); other commands wait for this one")
     request = GenerationRequest(messages=(ChatMessage("user", prompt),),
                                 max_tokens=args.max_tokens, temperature=args.temperature,
