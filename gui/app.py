@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ import traceback
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from PySide6.QtCore import QObject, QSettings, QTimer
@@ -25,9 +26,6 @@ from PySide6.QtWidgets import QApplication
 from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.paths import resource
 from core.runtime import Runtime
-from core.server.control_routes import Owner
-from core.server.control_server import ControlServer
-from core.server.instance_lock import InstanceLock
 from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
@@ -37,6 +35,10 @@ from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
+
+if TYPE_CHECKING:
+    from core.server.control_server import ControlServer
+    from core.server.instance_lock import InstanceLock
 
 GIB = 1024**3
 # Closing must end within 10 s: the engine gets this long to shut down cleanly, then its
@@ -289,6 +291,25 @@ def end_child_processes(timeout_s: float = 2.0) -> None:
     psutil.wait_procs(alive, timeout=timeout_s)
 
 
+async def serve_control(controller: AppController, lock: InstanceLock, simulate: str | None,
+                        config: str | None) -> ControlServer | None:
+    """Serve the control socket (the CLI and later launches talk to this app). Its modules
+    are imported in a worker thread once the window is up: FastAPI alone takes 0.3-1 s."""
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, importlib.import_module, "core.server.control_server")
+        from core.server.control_routes import Owner
+        from core.server.control_server import ControlServer
+
+        control = ControlServer(controller.runtime, lock, Owner(
+            "app", simulate, config, raise_window=controller.bring_to_front))
+        await control.start()
+    except Exception as exc:  # noqa: BLE001 - the window works without it; shown
+        controller.events.add("error", f"the control socket is not served: {exc}")
+        return None
+    return control
+
+
 def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
     """Build the window and run until it is closed and everything has shut down.
 
@@ -307,17 +328,12 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
     controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"))
     controller.install_signal_handlers()
-    control = None if lock is None else ControlServer(runtime, lock, Owner(
-        "app", args.simulate, str(Path(args.config).resolve()) if args.config else None,
-        raise_window=controller.bring_to_front))
+    config = str(Path(args.config).resolve()) if args.config else None
 
     async def main() -> None:
         controller.start(autoload=not args.no_autoload, model=args.model)
-        if control is not None:
-            try:
-                await control.start()
-            except Exception as exc:  # noqa: BLE001 - the window works without it; shown
-                controller.events.add("error", f"the control socket is not served: {exc}")
+        control = (None if lock is None
+                   else await serve_control(controller, lock, args.simulate, config))
         await controller.finished.wait()
         if control is not None:
             await control.close()

@@ -83,19 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
-    from core.server.control_client import OwnerUnreachable, attach_or_own
     from core.server.instance_lock import InstanceLock
 
     # One owner of the model per user: a second launch raises the first window and leaves.
     lock = InstanceLock()
-    try:
-        owner = attach_or_own(lock, "app")
-    except OwnerUnreachable as exc:
-        print(f"vrampilot: {exc}", file=sys.stderr)
-        return 1
-    if owner is not None:
-        with owner:
-            return bring_owner_to_front(owner, args)
+    if not lock.try_acquire("app"):
+        from core.server.control_client import OwnerUnreachable, attach_or_own
+
+        try:
+            owner = attach_or_own(lock, "app")
+        except OwnerUnreachable as exc:
+            print(f"vrampilot: {exc}", file=sys.stderr)
+            return 1
+        if owner is not None:
+            with owner:
+                return bring_owner_to_front(owner, args)
 
     from gui.app import run_app
 
