@@ -41,7 +41,7 @@ def build_parser(prog: str = "vrampilot") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one headless command; returns its exit code. Bad input exits 2 without a traceback."""
     from core.config_loading import ConfigError
-    from core.server.control_client import ControlError, OwnerUnreachable
+    from core.server.errors import ControlError, OwnerUnreachable
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,5 +1,9 @@
 """The CLI's side of the control socket: find the running owner and ask it (httpx over the
-Unix socket), or take the owner lock and run here when none runs."""
+Unix socket), or take the owner lock and run here when none runs.
+
+httpx is imported where a socket is there to talk to: a command with no owner need not pay
+for it.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +13,21 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-
+from core.server.errors import ControlError, OwnerUnreachable
 from core.server.instance_lock import InstanceLock
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["ControlClient", "ControlError", "OwnerUnreachable", "ask_owner", "attach_or_own",
+           "find_owner"]
 
 T = TypeVar("T")
 PROBE_TIMEOUT_S = 2.0
 # An owner that has just taken the lock needs a moment (Qt, the runtime) before it serves.
 ATTACH_WAIT_S = 30.0
-
-
-class OwnerUnreachable(Exception):
-    """The owner stopped answering (it quit or died mid-request)."""
-
-
-class ControlError(Exception):
-    """The owner refused the request; the message is its one-sentence reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ControlClient:
@@ -47,6 +44,8 @@ class ControlClient:
         """A client if an owner answers on socket_path, else None (no file, nobody listening)."""
         if not socket_path.exists():
             return None
+        import httpx
+
         client = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
                               base_url="http://vrampilot", timeout=timeout_s)
         try:
@@ -71,6 +70,8 @@ class ControlClient:
         return self._call("POST", path, json=body or {})
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -80,6 +81,8 @@ class ControlClient:
 
     def stream_events(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST, then yield each line of the NDJSON reply as it arrives."""
+        import httpx
+
         try:
             with self._client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
