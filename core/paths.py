@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -16,6 +17,39 @@ def data_dir() -> Path:
     override = os.environ.get("VRAMPILOT_DATA_DIR")
     path = Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runtime_dir() -> Path:
+    """Where the per-user owner lock and control socket live: private to this user (0700).
+
+    VRAMPILOT_RUNTIME_DIR overrides it; with VRAMPILOT_DATA_DIR set (tests, a second set-up) it
+    lies under that data dir, so separate data dirs have separate owners. Otherwise the user's
+    runtime dir ($XDG_RUNTIME_DIR/vrampilot), or, where that cannot be made private to this user,
+    a folder under the data dir.
+    """
+    override = os.environ.get("VRAMPILOT_RUNTIME_DIR")
+    if override:
+        return _private_dir(Path(override).resolve())
+    if not os.environ.get("VRAMPILOT_DATA_DIR"):
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            candidate = Path(platformdirs.user_runtime_dir(APP_NAME))
+        try:
+            return _private_dir(candidate)
+        except OSError:
+            pass
+    return _private_dir(data_dir() / "run")
+
+
+def _private_dir(path: Path) -> Path:
+    """Create path (mode 0700) or check that an existing one is ours, then make it 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if path.is_symlink() or not path.is_dir() or st.st_uid != os.getuid():
+        raise PermissionError(f"{path} is not a directory owned by this user")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
     return path
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -13,8 +14,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from PySide6.QtCore import QObject, QSettings, QTimer
@@ -33,6 +35,10 @@ from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
+
+if TYPE_CHECKING:
+    from core.server.control_server import ControlServer
+    from core.server.instance_lock import InstanceLock
 
 GIB = 1024**3
 # Closing must end within 10 s: the engine gets this long to shut down cleanly, then its
@@ -196,6 +202,17 @@ class AppController(QObject):
         self._wake_timer.timeout.connect(lambda: None)
         self._wake_timer.start(200)
 
+    def bring_to_front(self) -> None:
+        """Another launch asked for this window (one app per user): show it on top."""
+        if self.window.isMinimized():
+            self.window.showNormal()
+        else:
+            self.window.show()
+        self.window.raise_()
+        self.window.activateWindow()
+        self.events.add("info", "another launch brought this window to the front")
+        sys.stderr.write("vrampilot: window brought to the front\n")
+
     def _on_shutdown_requested(self) -> None:
         # Held apart from self._tasks, which the shutdown cancels.
         self._shutdown_task = asyncio.ensure_future(self.shutdown())
@@ -274,8 +291,30 @@ def end_child_processes(timeout_s: float = 2.0) -> None:
     psutil.wait_procs(alive, timeout=timeout_s)
 
 
-def run_app(args: argparse.Namespace) -> int:
-    """Build the window and run until it is closed and everything has shut down."""
+async def serve_control(controller: AppController, lock: InstanceLock, simulate: str | None,
+                        config: str | None) -> ControlServer | None:
+    """Serve the control socket (the CLI and later launches talk to this app). Its modules
+    are imported in a worker thread once the window is up: FastAPI alone takes 0.3-1 s."""
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, importlib.import_module, "core.server.control_server")
+        from core.server.control_routes import Owner
+        from core.server.control_server import ControlServer
+
+        control = ControlServer(controller.runtime, lock, Owner(
+            "app", simulate, config, raise_window=controller.bring_to_front))
+        await control.start()
+    except Exception as exc:  # noqa: BLE001 - the window works without it; shown
+        controller.events.add("error", f"the control socket is not served: {exc}")
+        return None
+    return control
+
+
+def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
+    """Build the window and run until it is closed and everything has shut down.
+
+    With the owner lock held, the control socket is served meanwhile (the CLI and later
+    launches talk to this app)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("vrampilot")
@@ -289,10 +328,15 @@ def run_app(args: argparse.Namespace) -> int:
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
     controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"))
     controller.install_signal_handlers()
+    config = str(Path(args.config).resolve()) if args.config else None
 
     async def main() -> None:
         controller.start(autoload=not args.no_autoload, model=args.model)
+        control = (None if lock is None
+                   else await serve_control(controller, lock, args.simulate, config))
         await controller.finished.wait()
+        if control is not None:
+            await control.close()
 
     with loop:
         loop.run_until_complete(main())

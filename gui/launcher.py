@@ -10,6 +10,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.server.control_client import ControlClient
 
 
 def build_gui_parser() -> argparse.ArgumentParser:
@@ -79,9 +83,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    from core.server.instance_lock import InstanceLock
+
+    # One owner of the model per user: a second launch raises the first window and leaves.
+    lock = InstanceLock()
+    if not lock.try_acquire("app"):
+        from core.server.control_client import OwnerUnreachable, attach_or_own
+
+        try:
+            owner = attach_or_own(lock, "app")
+        except OwnerUnreachable as exc:
+            print(f"vrampilot: {exc}", file=sys.stderr)
+            return 1
+        if owner is not None:
+            with owner:
+                return bring_owner_to_front(owner, args)
+
     from gui.app import run_app
 
-    return run_app(args)
+    try:
+        return run_app(args, lock)
+    finally:
+        lock.release()
+
+
+def bring_owner_to_front(owner: ControlClient, args: argparse.Namespace) -> int:
+    """Ask the running app to raise its window (no Qt here: nothing is created or loaded)."""
+    from core.server.control_client import ControlError, OwnerUnreachable
+
+    try:
+        owner.post("/raise")
+    except (ControlError, OwnerUnreachable) as exc:
+        print(f"vrampilot: {exc}", file=sys.stderr)
+        return 1
+    print(f"vrampilot already runs (pid {owner.pid}): its window was brought to the front")
+    if args.model or args.simulate or args.config or args.no_autoload:
+        print("vrampilot: the options of this launch are ignored; the running app keeps its own",
+              file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

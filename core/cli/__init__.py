@@ -42,6 +42,7 @@ def build_parser(prog: str = "vrampilot") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one headless command; returns its exit code. Bad input exits 2 without a traceback."""
     from core.config_loading import ConfigError
+    from core.server.errors import ControlError, OwnerUnreachable
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vrampilot: configuration error: {exc}", file=sys.stderr)
         return 2
+    except (ControlError, OwnerUnreachable) as exc:  # the running owner refused or went away
+        print(f"vrampilot {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

@@ -2,6 +2,8 @@
 
 Goes through the router and the manager like the GUI does: the reply streams to stdout, the
 routing decision, the switch phases and the timings go to stderr (so stdout can be piped).
+When vrampilot already runs (the app, or another `generate`), the reply comes from that owner's
+engine over its control socket; otherwise this command runs the engine and is the owner.
 """
 
 from __future__ import annotations
@@ -11,9 +13,17 @@ import asyncio
 import sys
 import time
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from core.engine.base import ChatMessage, EngineError, GenerationDelta, GenerationRequest
+from core.engine.base import ChatMessage, GenerationRequest
+
+if TYPE_CHECKING:
+    from core.server.control_client import ControlClient
+    from core.server.instance_lock import InstanceLock
+
+# A headless owner that finished its own reply still serves replies other commands asked it for.
+ATTACHED_REPLY_GRACE_S = 600
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -37,70 +47,141 @@ def run(args: argparse.Namespace) -> int:
     if not prompt.strip():
         print("vrampilot generate: the prompt is empty", file=sys.stderr)
         return 2
-    return asyncio.run(_generate(args, prompt))
+    from core.server.control_client import OwnerUnreachable, attach_or_own
+    from core.server.instance_lock import InstanceLock
+
+    # One engine per user: ask the running owner, or become the owner while this runs.
+    lock = InstanceLock()
+    try:
+        owner = attach_or_own(lock, "generate")
+    except OwnerUnreachable as exc:
+        _err(f"vrampilot generate: {exc}")
+        return 1
+    if owner is not None:
+        with owner:
+            return _generate_attached(args, prompt, owner)
+    try:
+        return asyncio.run(_generate_here(args, prompt, lock))
+    finally:
+        lock.release()
 
 
 def _err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def _generate(args: argparse.Namespace, prompt: str) -> int:
-    from core.engine.demo_model import ensure_demo_models
-    from core.manager.events import SwitchEvent
-    from core.models.catalog import UnknownModelError
+def _config_path(args: argparse.Namespace) -> str | None:
+    return str(Path(args.config).resolve()) if args.config else None
+
+
+class _ReplyPrinter:
+    """Shows reply events (core.chat_stream) as this command always has: the reply on stdout,
+    the decision, switch phases, thinking and timings on stderr."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.in_thinking = False
+
+    def show(self, event: dict[str, Any]) -> int | None:
+        """Print one event; returns the exit code when the event ends the reply."""
+        kind = event["type"]
+        if kind == "switch":
+            eta = f", ETA {event['eta_s']:.1f} s" if event["eta_s"] is not None else ""
+            _err(f"[switch] {event['phase']:20s} {event['target']} {event['elapsed_s']:6.2f} s"
+                 f"{eta}" + (f"  {event['message']}" if event["message"] else ""))
+        elif kind == "decision":
+            _err(event["explanation"])
+        elif kind == "delta":
+            if event["thinking"]:
+                if not self.in_thinking:
+                    _err("[thinking]")
+                    self.in_thinking = True
+                sys.stderr.write(event["thinking"])
+            if event["text"]:
+                sys.stdout.write(event["text"])
+                sys.stdout.flush()
+        elif kind == "done":
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._done(event)
+            return 0
+        elif kind == "error":
+            _err(f"vrampilot generate: {event['message']}")
+            return int(event["exit_code"])
+        return None
+
+    def _done(self, event: dict[str, Any]) -> None:
+        if event["model"] is None:
+            return
+        total = time.perf_counter() - self.started
+        first, rate = event["first_token_s"], event["tokens_per_s"]
+        ttft = f"{first * 1000:.0f} ms" if first is not None else "-"
+        speed = f"{rate:.1f} tok/s" if rate is not None else "-"
+        _err(f"[done] model {event['model']}: {event['tokens']} tokens, first token {ttft}, "
+             f"{speed}; {total:.1f} s in all (switch included)")
+        if event["demo"]:
+            _err("[note] demo models have random weights: their text is noise.")
+
+
+def _generate_attached(args: argparse.Namespace, prompt: str, owner: ControlClient) -> int:
+    """The running owner generates (switching in its manager, shown in its window)."""
+    from core.server.control_client import ControlError, OwnerUnreachable
+
+    who = "the vrampilot app" if owner.owner["kind"] == "app" else (
+        f"`vrampilot {owner.owner['kind']}`")
+    _err(f"[owner] {who} (pid {owner.pid}) runs the model: this reply goes through it")
+    if (args.simulate and args.simulate != owner.owner["simulate"]) or (
+            args.config and _config_path(args) != owner.owner["config"]):
+        _err("[owner] --simulate/--config are ignored: the running owner's set-up decides")
+    printer = _ReplyPrinter()
+    body = {"prompt": prompt, "model": args.model, "task_type": args.task_type,
+            "max_tokens": args.max_tokens, "temperature": args.temperature,
+            "private": args.private}
+    try:
+        for event in owner.stream_events("/generate", body):
+            code = printer.show(event)
+            if code is not None:
+                return code
+    except ControlError as exc:
+        _err(f"vrampilot generate: {exc}")
+        return 2 if 400 <= exc.status < 500 else 1
+    except OwnerUnreachable as exc:
+        _err(f"vrampilot generate: {exc}")
+        return 1
+    _err("vrampilot generate: the owner ended the reply without finishing it")
+    return 1
+
+
+async def _generate_here(args: argparse.Namespace, prompt: str, lock: InstanceLock) -> int:
+    """No owner runs: this command runs the engine, and serves the control socket meanwhile so
+    other commands (and a launched app) attach to it instead of starting a second engine."""
+    from core.chat_stream import reply_events
+    from core.engine.processes import reap_orphan_engines
     from core.runtime import Runtime
+    from core.server.control_routes import Owner
+    from core.server.control_server import ControlServer
 
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
-    if args.model != "auto" and args.model not in runtime.config.catalog:
-        try:
-            runtime.config.catalog.get(args.model)
-        except UnknownModelError as exc:
-            _err(f"vrampilot generate: {exc}")
-            await runtime.close()
-            return 2
-
-    def show(event: SwitchEvent) -> None:
-        eta = f", ETA {event.eta_s:.1f} s" if event.eta_s is not None else ""
-        _err(f"[switch] {event.phase.value:20s} {event.target} {event.elapsed_s:6.2f} s{eta}"
-             + (f"  {event.message}" if event.message else ""))
-
-    runtime.manager.subscribe(show)
+    control = ControlServer(runtime, lock, Owner("generate", args.simulate, _config_path(args)),
+                            graceful_s=ATTACHED_REPLY_GRACE_S)
+    try:
+        await control.start()
+    except Exception as exc:  # noqa: BLE001 - the reply works without it; said once
+        _err(f"[owner] cannot serve the control socket ({exc}); other commands wait for this one")
     request = GenerationRequest(messages=(ChatMessage("user", prompt),),
                                 max_tokens=args.max_tokens, temperature=args.temperature,
                                 request_id=f"cli-{uuid.uuid4().hex[:12]}")
-    started = time.perf_counter()
-    last: GenerationDelta | None = None
-    model: str | None = None
-    in_thinking = False
+    printer = _ReplyPrinter()
+    code = 1
     try:
-        await asyncio.get_running_loop().run_in_executor(None, ensure_demo_models)
-        stream = runtime.chat.generate(request, None if args.model == "auto" else args.model,
-                                       args.task_type, args.private)
-        async for delta in stream:
-            if runtime.chat.last_decision is not None and last is None:
-                _err(runtime.chat.last_decision.explain())
-            if delta.thinking:
-                if not in_thinking:
-                    _err("[thinking]")
-                    in_thinking = True
-                sys.stderr.write(delta.thinking)
-            if delta.text:
-                sys.stdout.write(delta.text)
-                sys.stdout.flush()
-            last = delta
-            model = runtime.manager.active_model
-        sys.stdout.write("\n")
-    except EngineError as exc:
-        _err(f"vrampilot generate: {exc}")
-        return 1
+        # Engines a killed owner left behind hold memory: end them before loading.
+        await asyncio.get_running_loop().run_in_executor(None, reap_orphan_engines)
+        async for event in reply_events(runtime.chat, request, args.model, args.task_type,
+                                        args.private):
+            ended = printer.show(event)
+            if ended is not None:
+                code = ended
     finally:
+        await control.close()  # replies of attached commands finish first
         await runtime.close()
-    total = time.perf_counter() - started
-    if last is not None:
-        ttft = f"{last.first_token_s * 1000:.0f} ms" if last.first_token_s is not None else "-"
-        rate = f"{last.tokens_per_s:.1f} tok/s" if last.tokens_per_s is not None else "-"
-        _err(f"[done] model {model or '-'}: {last.tokens} tokens, first token {ttft}, {rate}; "
-             f"{total:.1f} s in all (switch included)")
-    if model is not None and runtime.config.catalog.get(model).priority == "DEMO":
-        _err("[note] demo models have random weights: their text is noise.")
-    return 0
+    return code

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.history_store import HistoryStore
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -17,38 +20,51 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.history_store import HistoryStore
+    from core.server.control_client import ask_owner
 
-    store = HistoryStore()
-    try:
-        recent = store.recent(args.limit)
-        pairs = store.pair_stats()
-        throughput = store.throughput()
-    finally:
-        store.close()
+    report = ask_owner(args, lambda owner: owner.get("/history", params={"limit": args.limit}))
+    if report is None:
+        store = HistoryStore()
+        try:
+            report = history_report(store, args.limit)
+        finally:
+            store.close()
     if args.json:
-        print(json.dumps({"database": str(store.path),
-                          "recent": [asdict(r) | {"phases": dict(r.phases)} for r in recent],
-                          "pairs": [asdict(p) for p in pairs],
-                          "throughput": [asdict(t) for t in throughput]}, indent=2))
-        return 0
-    print(f"Switch history ({store.path})")
-    if not recent:
-        print("  no switches recorded yet")
-    for r in recent:
-        phases = ", ".join(f"{k} {v:.2f}s" for k, v in r.phases.items())
-        line = (f"  #{r.id} {r.from_model or '(none)'} -> {r.to_model} [{r.reason}] {r.outcome} "
-                f"{r.total_s:.2f}s")
-        print(line + (f" ({phases})" if phases else ""))
-        if r.error:
-            print(f"      error: {r.error}")
-    if pairs:
-        print("Per pair (successful switches):")
-        for p in pairs:
-            print(f"  {p.from_model or '(none)'} -> {p.to_model}: n={p.count} "
-                  f"mean {p.mean_s:.2f}s p95 {p.p95_s:.2f}s")
-    if throughput:
-        print("Measured throughput:")
-        for t in throughput:
-            rate = "n/a" if t.mean_tokens_per_s is None else f"{t.mean_tokens_per_s:.1f} tok/s"
-            print(f"  {t.model}: {rate} over {t.generations} generations")
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_history(report))
     return 0
+
+
+def history_report(store: HistoryStore, limit: int) -> dict[str, Any]:
+    """Recent switches, per-pair durations and throughput, as JSON (`history --json`)."""
+    return {"database": str(store.path),
+            "recent": [asdict(r) | {"phases": dict(r.phases)} for r in store.recent(limit)],
+            "pairs": [asdict(p) for p in store.pair_stats()],
+            "throughput": [asdict(t) for t in store.throughput()]}
+
+
+def format_history(report: dict[str, Any]) -> str:
+    """The text view of a history report."""
+    lines = [f"Switch history ({report['database']})"]
+    if not report["recent"]:
+        lines.append("  no switches recorded yet")
+    for r in report["recent"]:
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items())
+        line = (f"  #{r['id']} {r['from_model'] or '(none)'} -> {r['to_model']} [{r['reason']}] "
+                f"{r['outcome']} {r['total_s']:.2f}s")
+        lines.append(line + (f" ({phases})" if phases else ""))
+        if r["error"]:
+            lines.append(f"      error: {r['error']}")
+    if report["pairs"]:
+        lines.append("Per pair (successful switches):")
+        for p in report["pairs"]:
+            lines.append(f"  {p['from_model'] or '(none)'} -> {p['to_model']}: n={p['count']} "
+                         f"mean {p['mean_s']:.2f}s p95 {p['p95_s']:.2f}s")
+    if report["throughput"]:
+        lines.append("Measured throughput:")
+        for t in report["throughput"]:
+            rate = ("n/a" if t["mean_tokens_per_s"] is None
+                    else f"{t['mean_tokens_per_s']:.1f} tok/s")
+            lines.append(f"  {t['model']}: {rate} over {t['generations']} generations")
+    return "\n".join(lines)

@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 from core.cli.estimate import load_config_and_state, settings_for
+from core.models.catalog import Catalog
 from core.models.estimator import GIB, Estimator, fmt_bytes
+from core.router.selection import HardwareState
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -22,13 +24,26 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load_config_and_state(args, "models")
-    if isinstance(loaded, int):
-        return loaded
-    config, state = loaded
-    catalog = config.catalog
-    buffer = int(config.router.selection.buffer_gib * GIB)
-    estimator = Estimator(catalog, settings_for(state))
+    from core.server.control_client import ask_owner
+
+    report = ask_owner(args, lambda owner: owner.get("/models"))
+    if report is None:
+        loaded = load_config_and_state(args, "models")
+        if isinstance(loaded, int):
+            return loaded
+        config, state = loaded
+        report = models_report(config.catalog, Estimator(config.catalog, settings_for(state)),
+                               state, int(config.router.selection.buffer_gib * GIB))
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(format_models(report))
+    return 0
+
+
+def models_report(catalog: Catalog, estimator: Estimator, state: HardwareState,
+                  buffer: int) -> dict[str, Any]:
+    """The catalog against a device state, as JSON: what `vrampilot models --json` prints."""
     rows: list[dict[str, Any]] = []
     for entry in catalog:
         row: dict[str, Any] = {
@@ -50,22 +65,25 @@ def run(args: argparse.Namespace) -> int:
                        gpu_memory_utilization=est.gpu_memory_utilization,
                        note=None if entry.engine == "vllm" else f"needs {entry.engine}")
         rows.append(row)
-    if args.json:
-        print(json.dumps({"device": {"label": state.label, "free_bytes": state.free_bytes,
-                                     "total_bytes": state.total_bytes},
-                          "models": rows}, indent=1))
-        return 0
-    print(f"device: {state.label}: {fmt_bytes(state.free_bytes)} free of "
-          f"{fmt_bytes(state.total_bytes)}, buffer {fmt_bytes(buffer)}")
-    print(f"{'model':30} {'engine':9} {'quant':7} {'weights':>10} {'fits':5} {'max ctx':>8} "
-          f"{'on disk':7}")
-    for row in rows:
+    return {"device": {"label": state.label, "free_bytes": state.free_bytes,
+                       "total_bytes": state.total_bytes, "buffer_bytes": buffer},
+            "models": rows}
+
+
+def format_models(report: dict[str, Any]) -> str:
+    """The text table of a models report."""
+    device = report["device"]
+    lines = [f"device: {device['label']}: {fmt_bytes(device['free_bytes'])} free of "
+             f"{fmt_bytes(device['total_bytes'])}, buffer {fmt_bytes(device['buffer_bytes'])}",
+             f"{'model':30} {'engine':9} {'quant':7} {'weights':>10} {'fits':5} {'max ctx':>8} "
+             f"{'on disk':7}"]
+    for row in report["models"]:
         if row["size_bytes"] is None:
-            print(f"{row['id']:30} {row['engine']:9} {'-':7} {'-':>10} {'-':5} {'-':>8} {'-':7} "
-                  f"{row['note']}")
+            lines.append(f"{row['id']:30} {row['engine']:9} {'-':7} {'-':>10} {'-':5} {'-':>8} "
+                         f"{'-':7} {row['note']}")
             continue
-        print(f"{row['id']:30} {row['engine']:9} {row['quantization']:7} "
-              f"{fmt_bytes(row['size_bytes']):>10} {'yes' if row['fits'] else 'no':5} "
-              f"{row['max_context']:>8} {'yes' if row['on_disk'] else 'no':7}"
-              + (f" {row['note']}" if row["note"] else ""))
-    return 0
+        lines.append(f"{row['id']:30} {row['engine']:9} {row['quantization']:7} "
+                     f"{fmt_bytes(row['size_bytes']):>10} {'yes' if row['fits'] else 'no':5} "
+                     f"{row['max_context']:>8} {'yes' if row['on_disk'] else 'no':7}"
+                     + (f" {row['note']}" if row["note"] else ""))
+    return "\n".join(lines)

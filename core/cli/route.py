@@ -69,29 +69,39 @@ def _read_text(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.server.control_client import ask_owner
+
     text = _read_text(args)
     if text is None:
         return 2
-    loaded = load_config_and_state(args, "route")
-    if isinstance(loaded, int):
-        return loaded
-    config, state = loaded
     try:
         free_gib = _assumed_number("--free-gib", args.free_gib, "GiB")
         temperature = _assumed_number("--temperature", args.temperature, "degrees Celsius")
     except ValueError as exc:
         print(f"vrampilot route: {exc}", file=sys.stderr)
         return 2
-    if free_gib is not None and free_gib * GIB > state.total_bytes:
-        print(f"vrampilot route: --free-gib {free_gib:g} is more than the device's "
-              f"{fmt_bytes(state.total_bytes)} in all ({state.label})", file=sys.stderr)
-        return 2
-    state = state.assume(None if free_gib is None else int(free_gib * GIB), temperature)
-    estimator = Estimator(config.catalog, settings_for(state))
-    decision = Router(config.router, config.catalog, estimator=estimator).route(
-        text, args.task_type, state, private=args.private)
-    if args.json:
-        print(json.dumps(decision.as_dict(), indent=1))
+    what_if = free_gib is not None or temperature is not None
+    # A what-if question is about an assumed device, not the owner's: answer it here.
+    answer = None if what_if else ask_owner(args, lambda owner: owner.post(
+        "/route", {"text": text, "task_type": args.task_type, "private": args.private}))
+    if answer is not None:
+        decision, explanation = answer["decision"], answer["explanation"]
     else:
-        print(decision.explain())
+        loaded = load_config_and_state(args, "route")
+        if isinstance(loaded, int):
+            return loaded
+        config, state = loaded
+        if free_gib is not None and free_gib * GIB > state.total_bytes:
+            print(f"vrampilot route: --free-gib {free_gib:g} is more than the device's "
+                  f"{fmt_bytes(state.total_bytes)} in all ({state.label})", file=sys.stderr)
+            return 2
+        state = state.assume(None if free_gib is None else int(free_gib * GIB), temperature)
+        estimator = Estimator(config.catalog, settings_for(state))
+        routed = Router(config.router, config.catalog, estimator=estimator).route(
+            text, args.task_type, state, private=args.private)
+        decision, explanation = routed.as_dict(), routed.explain()
+    if args.json:
+        print(json.dumps(decision, indent=1))
+    else:
+        print(explanation)
     return 0

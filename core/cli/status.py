@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.config import load_monitoring_config
@@ -15,6 +15,9 @@ from core.telemetry.host import HostSampler
 from core.telemetry.sampler import Sampler, open_gpu_devices
 from core.telemetry.simulated_device import UnknownProfileError
 from core.telemetry.snapshot import GpuSnapshot, HostSnapshot, Sample
+
+if TYPE_CHECKING:
+    from core.server.control_client import ControlClient
 
 GIB = 1024**3
 # CPU % is a delta between two reads; the first read of a fresh process needs a short baseline.
@@ -45,6 +48,12 @@ def _positive_seconds(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.server.control_client import find_owner
+
+    owner = find_owner(args)
+    if owner is not None:
+        with owner:
+            return _run_attached(args, owner)
     config = load_monitoring_config(user_path=args.config)
     monitoring = config.hardware_monitoring
     try:
@@ -71,6 +80,36 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         sampler.close()
+
+
+def _run_attached(args: argparse.Namespace, owner: ControlClient) -> int:
+    """The running owner's snapshot (its devices, its alerts), same output plus who owns."""
+    from core.server.control_client import OwnerUnreachable
+
+    try:
+        while True:
+            answer = owner.get("/status")
+            if args.json:
+                print(json.dumps(answer["status"] | {"owner": answer["owner"]}), flush=True)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    print("\x1b[H\x1b[2J", end="")
+                print(answer["text"] + "\n" + owner_line(answer["owner"]), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except OwnerUnreachable as exc:
+        print(f"vrampilot status: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def owner_line(owner: dict[str, Any]) -> str:
+    """Which process owns the model, and which model it has loaded."""
+    kind = "the app" if owner["kind"] == "app" else f"`vrampilot {owner['kind']}`"
+    return (f"Owner   pid {owner['pid']} ({kind}), model {owner['active_model'] or 'none'}"
+            + (f", switching to {owner['switching_to']}" if owner["switching_to"] else ""))
 
 
 def to_json(sample: Sample, alerts: list[AlertEvent]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""vrampilot's servers: the per-user control endpoint (Unix socket) and its routes."""
