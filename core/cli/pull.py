@@ -73,8 +73,10 @@ def fit_verdict(plan: PullPlan, entry: ModelEntry | None, catalog: Catalog,
     if entry is None:
         template = template.model_copy(update={"id": plan.repo_id, "quantization": "none"})
     fp = footprint(template, plan.config_dir, settings_for(state))
-    return fit_footprint(fp, state.total_bytes, state.free_bytes, buffer,
-                         wanted=template.default_context, settings=settings_for(state))
+    # The catalog's context, or 8192 for a bare repo, never beyond what config.json allows.
+    wanted = min((template.default_context if entry else None) or 8192, fp.max_position)
+    return fit_footprint(fp, state.total_bytes, state.free_bytes, buffer, wanted=wanted,
+                         settings=settings_for(state))
 
 
 class _Reporter:

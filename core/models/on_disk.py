@@ -152,7 +152,8 @@ def cached_snapshot(repo_id: str, cache_dir: Path | None = None) -> Path | None:
 def own_copy(repo_id: str, models_dir: Path) -> Path | None:
     """A complete copy of repo_id in vrampilot's models folder (<models_dir>/ORG/NAME), or None."""
     directory = models_dir.joinpath(*repo_id.split("/"))
-    if directory.is_dir() and model_dir_problem(directory, check_sizes=False) is None:
+    # Not written by huggingface_hub (a copy, an unpacked archive): check each file's length too.
+    if directory.is_dir() and model_dir_problem(directory) is None:
         return directory
     return None
 

@@ -309,20 +309,16 @@ def _bar_class(meter: _Meter) -> type:
     return Bar
 
 
-class _Silent:
-    """A tqdm stand-in that shows nothing (snapshot_download's own bars, once all is fetched)."""
+def _silent_bar() -> type:
+    """tqdm that shows nothing: snapshot_download's own bars, once every file is fetched."""
+    from tqdm import tqdm
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    class Silent(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
 
-    def __enter__(self) -> _Silent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
+    return Silent
 
 
 def _sha256(path: Path) -> str:
@@ -373,7 +369,7 @@ def download(plan: PullPlan, on_progress: ProgressCallback | None = None,
         snapshot = Path(snapshot_download(
             plan.repo_id, revision=plan.commit, cache_dir=plan.cache_dir, endpoint=plan.endpoint,
             token=auth, allow_patterns=list(ALLOW_PATTERNS),
-            ignore_patterns=list(IGNORE_PATTERNS), tqdm_class=_Silent))
+            ignore_patterns=list(IGNORE_PATTERNS), tqdm_class=_silent_bar()))
     except PullCancelled:
         raise
     except Exception as exc:  # every failure becomes one sentence
