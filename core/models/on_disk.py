@@ -277,3 +277,19 @@ def as_entry(found: FoundModel, template: ModelEntry, max_context_cap: int = 819
         "priority": "CUSTOM", "quantization": found.quantization, "hf_repo": None,
         "architecture": architecture, "expected_tokens_per_s": None,
         "default_context": min(architecture.max_position, max_context_cap)})
+
+
+def with_models_on_disk(catalog: Catalog, models_dir: Path,
+                        cache_dir: Path | None = None) -> Catalog:
+    """The catalog plus an entry ("local:NAME") for each other model on this machine vLLM can
+    load, so the Models tab, `generate --model` and the manager load them like any entry."""
+    template = next((e for e in catalog if e.engine == "vllm"), None)
+    if template is None:
+        return catalog
+    found, _skipped = scan_other_models(catalog, models_dir, cache_dir)
+    for model in found:
+        try:
+            catalog = catalog.with_entry(as_entry(model, template))
+        except (ValueError, TypeError):
+            continue  # sized by loadable_reason already; a config that still fails is skipped
+    return catalog

@@ -309,3 +309,24 @@ def test_pulled_model_loads_in_vllm_and_streams(hub: HubServer, tmp_path: Path) 
                        str(user), "Say hello", timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[done] model hub-tiny: 8 tokens" in result.stderr
+
+
+def test_runtime_catalog_holds_other_models_so_they_load_like_entries(
+        hub: HubServer, cache: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from core.runtime import Runtime
+
+    snapshot = download(plan_pull(REPO, cache))
+    runtime = Runtime.create(simulate="rtx4090-laptop", history_path=tmp_path / "h.sqlite3")
+    try:
+        catalog = runtime.manager.catalog
+        entry = catalog.get("local:acme/tiny")
+        assert catalog.local_path(entry) == snapshot.resolve()
+        assert entry.quantization == "none"
+        assert entry.architecture is not None
+        assert entry.architecture.layers == 2  # read from the model's own config.json
+        plan = runtime.manager.plan_switch("local:acme/tiny")
+        assert plan.ok, plan.refusal
+    finally:
+        asyncio.run(runtime.close())
