@@ -27,7 +27,7 @@ from core.manager.plan import effective_cascade
 from core.models.catalog import ModelEntry
 from core.models.estimator import Estimator, EstimatorSettings
 from core.models.on_disk import with_models_on_disk
-from core.router.selection import Router
+from core.router.selection import HardwareState, Router
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
@@ -165,6 +165,13 @@ class Runtime:
         if latest is not None:
             return list(latest.gpus)
         return [d.sample() for d in self.devices]
+
+    def hardware_state(self) -> HardwareState:
+        """The engine's device now, as the estimator's verdicts need it (download dialog)."""
+        reading = self.probe.read()
+        label = self.devices[0].sample().name if self.devices else "host RAM (CPU engine)"
+        return HardwareState(reading.free_bytes or 0, reading.total_bytes or 1,
+                             reading.temperature_c, label, host_memory=not self.devices)
 
     @property
     def alert_policy(self) -> str:

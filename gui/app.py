@@ -22,11 +22,13 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.models.catalog import ModelEntry
 from core.paths import resource
 from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
+from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
 from gui.history_panel import HistoryPanel
@@ -95,6 +97,8 @@ class AppController(QObject):
                                  export_csv=runtime.history.export_csv)
         self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
                                          runtime.config.router.selection.local_tier)
+        self.models.download_handler = self.open_download
+        self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store)
         self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
@@ -110,6 +114,17 @@ class AppController(QObject):
         self._shutdown_task: asyncio.Task[None] | None = None
         self._previous_excepthook: Callable[..., Any] | None = None
         self._connect_signals()
+
+    def open_download(self, entry: ModelEntry) -> DownloadDialog:
+        """The Models tab's Download button: fit first, then the files (gui/download_dialog.py)."""
+        assert entry.hf_repo is not None
+        buffer = int(self.runtime.config.router.selection.buffer_gib * 1024**3)
+        dialog = DownloadDialog(entry.hf_repo, entry, self.runtime.manager.catalog,
+                                self.runtime.hardware_state, buffer, self.window)
+        dialog.downloaded.connect(lambda _path: self.models.refresh())
+        self.download_dialog = dialog
+        dialog.show()
+        return dialog
 
     # -- wiring ---------------------------------------------------------------------------------
     def _connect_signals(self) -> None:
@@ -253,6 +268,13 @@ class AppController(QObject):
         others = [t for t in self._tasks if t is not current and not t.done()]
         for task in others:
             task.cancel()
+        if self.download_dialog is not None:  # a download stops at its next chunk
+            self.download_dialog.cancel()
+            for _ in range(600):
+                if not self.download_dialog.busy:
+                    break
+                await asyncio.sleep(0.05)
+            self.download_dialog.close()
         await self.playground.shutdown()
         await self.models.shutdown()
         for task in others:

@@ -16,17 +16,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.cli.estimate import load_config_and_state, settings_for
+from core.cli.estimate import load_config_and_state
 from core.models.catalog import Catalog, ModelEntry, UnknownModelError
-from core.models.estimator import GIB, Estimate, fit_footprint, fmt_bytes, footprint
+from core.models.estimator import GIB, fmt_bytes
 from core.models.on_disk import find_repo
 from core.models.pull import (
     Progress,
     PullCancelled,
     PullError,
-    PullPlan,
     check_disk,
     download,
+    fit_verdict,
     plan_pull,
 )
 from core.router.selection import HardwareState
@@ -64,19 +64,6 @@ def resolve(catalog: Catalog, model: str) -> tuple[str, ModelEntry | None]:
     if model.count("/") == 1 and all(model.split("/")):
         return model, None
     raise PullError(str(UnknownModelError(model, catalog.ids)) + ", or give ORG/NAME", 2)
-
-
-def fit_verdict(plan: PullPlan, entry: ModelEntry | None, catalog: Catalog,
-                state: HardwareState, buffer: int) -> Estimate:
-    """The estimator's verdict from the repository's own config.json."""
-    template = entry or next(e for e in catalog if e.engine == "vllm")
-    if entry is None:
-        template = template.model_copy(update={"id": plan.repo_id, "quantization": "none"})
-    fp = footprint(template, plan.config_dir, settings_for(state))
-    # The catalog's context, or 8192 for a bare repo, never beyond what config.json allows.
-    wanted = min((template.default_context if entry else None) or 8192, fp.max_position)
-    return fit_footprint(fp, state.total_bytes, state.free_bytes, buffer, wanted=wanted,
-                         settings=settings_for(state))
 
 
 class _Reporter:

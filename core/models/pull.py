@@ -25,8 +25,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from core.models.catalog import Catalog, ModelEntry
 from core.models.on_disk import (
     ALLOW_PATTERNS,
     IGNORE_PATTERNS,
@@ -35,6 +36,10 @@ from core.models.on_disk import (
     repo_folder,
     safetensors_problem,
 )
+
+if TYPE_CHECKING:
+    from core.models.estimator import Estimate
+    from core.router.selection import HardwareState
 
 # Kept free beyond the download itself: a full disk breaks more than the download.
 DISK_MARGIN_BYTES = 256 * 1024**2
@@ -195,7 +200,7 @@ def plan_pull(repo_id: str, cache_dir: Path | None = None) -> PullPlan:
         if "config.json" not in wanted:
             raise PullError(f"{repo_id} has no config.json: it is not a model vLLM can load", 2)
         config = hf_hub_download(repo_id, "config.json", revision=commit, cache_dir=cache,
-                                 endpoint=where, token=token())
+                                 endpoint=where, token=token(), tqdm_class=_silent_bar())
     except Exception as exc:  # every failure becomes one sentence
         raise _explain(exc, repo_id, where) from exc
     snapshot = repo_folder(repo_id, cache) / "snapshots" / commit
@@ -314,6 +319,7 @@ def _silent_bar() -> type:
     from tqdm import tqdm
 
     class Silent(tqdm):
+        monitor_interval = 0  # no tqdm monitor thread
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
@@ -379,3 +385,20 @@ def download(plan: PullPlan, on_progress: ProgressCallback | None = None,
         raise PullError(f"{plan.repo_id} downloaded but is not a complete model (no tokenizer or "
                         "weights): vLLM cannot load it")
     return snapshot
+
+
+def fit_verdict(plan: PullPlan, entry: ModelEntry | None, catalog: Catalog,
+                state: HardwareState, buffer: int) -> Estimate:
+    """The estimator's verdict for this device from the repository's own config.json (fetched
+    alone by plan_pull). entry: the catalog entry being fetched, None for a bare repo id."""
+    from core.models.estimator import EstimatorSettings, fit_footprint, footprint
+
+    settings = EstimatorSettings.for_cpu_engine() if state.host_memory else EstimatorSettings()
+    template = entry or next(e for e in catalog if e.engine == "vllm")
+    if entry is None:
+        template = template.model_copy(update={"id": plan.repo_id, "quantization": "none"})
+    fp = footprint(template, plan.config_dir, settings)
+    # The catalog's context, or 8192 for a bare repo, never beyond what config.json allows.
+    wanted = min((template.default_context if entry else None) or 8192, fp.max_position)
+    return fit_footprint(fp, state.total_bytes, state.free_bytes, buffer, wanted=wanted,
+                         settings=settings)
