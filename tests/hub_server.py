@@ -129,11 +129,14 @@ class HubServer:
         response.content_length = len(body)
         await response.prepare(request)
         chunk = 16 * 1024
-        for offset in range(0, len(body), chunk):
-            await response.write(body[offset:offset + chunk])
-            if self.rate:
-                await asyncio.sleep(chunk / self.rate)
-        await response.write_eof()
+        try:
+            for offset in range(0, len(body), chunk):
+                await response.write(body[offset:offset + chunk])
+                if self.rate:
+                    await asyncio.sleep(chunk / self.rate)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away (a cancelled or killed download)
         return response
 
     # --- lifecycle ---------------------------------------------------------------------------

@@ -7,10 +7,12 @@ missing files one by one with `hf_hub_download` (bytes reported to a callback, r
 computed here), records the snapshot with `snapshot_download` and checks every weight file (its
 size against its safetensors header, its SHA-256 against the Hub's).
 
-Cancel: set the event; the next progress tick raises `PullCancelled` inside huggingface_hub's
-transfer, which removes its temporary file. Files already complete stay in the cache, so running
-the pull again fetches only the rest (huggingface_hub 2.x restarts an interrupted file from its
-first byte: it no longer keeps `.incomplete` files between runs).
+Cancel: set the event; the next progress tick (huggingface_hub reports every 10 MB) raises
+`PullCancelled` inside the transfer. Resume: huggingface_hub 2.x deletes an unfinished file, so
+each file is fetched with its own metadata call and HTTP transfer (`get_hf_file_metadata`,
+`http_get` with a Range header) into <cache>/.vrampilot-partial/, kept across a cancel or a
+crash, checked against the Hub's SHA-256 and moved into the cache's blobs/<etag>;
+`hf_hub_download` then links it into the snapshot as it does its own downloads.
 """
 
 from __future__ import annotations
@@ -247,6 +249,7 @@ class _Meter:
         self.current = 0
         self.files_done = 0
         self.file = ""
+        self.resumed_bytes = 0  # already on disk from an earlier run: done, but not transferred
         self._samples: deque[tuple[float, int]] = deque()
         self._last_emit = 0.0
 
@@ -256,6 +259,12 @@ class _Meter:
 
     def start_file(self, name: str) -> None:
         self.file, self.current = name, 0
+
+    def resume_from(self, size: int) -> None:
+        self.current += size
+        self.resumed_bytes += size
+        if size:
+            self.emit(force=True)
 
     def add(self, n: float) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -271,11 +280,12 @@ class _Meter:
 
     def snapshot(self) -> Progress:
         now = time.monotonic()
-        self._samples.append((now, self.done))
+        transferred = self.done - self.resumed_bytes
+        self._samples.append((now, transferred))
         while self._samples and now - self._samples[0][0] > self.window_s:
             self._samples.popleft()
         t0, b0 = self._samples[0]
-        rate = (self.done - b0) / (now - t0) if now > t0 else 0.0
+        rate = (transferred - b0) / (now - t0) if now > t0 else 0.0
         remaining = max(0, self.total - self.done)
         eta = remaining / rate if rate > 0 else (0.0 if remaining == 0 else None)
         return Progress(self.done, self.total, rate, eta, self.file, self.files_done,
@@ -335,7 +345,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(plan: PullPlan, snapshot: Path) -> None:
+def verify(plan: PullPlan, snapshot: Path, hashed: frozenset[str] | set[str] = frozenset()
+           ) -> None:
     """Each weight file matches its safetensors header and the Hub's SHA-256. A damaged file is
     removed from the cache (blob and link) so the next pull fetches it again."""
     for f in plan.files:
@@ -343,7 +354,7 @@ def verify(plan: PullPlan, snapshot: Path) -> None:
         problem = safetensors_problem(path) if f.name.endswith(".safetensors") else None
         if problem is None and path.stat().st_size != f.size:
             problem = f"{f.name} has {path.stat().st_size} bytes, the Hub lists {f.size}"
-        if problem is None and f.sha256 and _sha256(path) != f.sha256:
+        if problem is None and f.sha256 and f.name not in hashed and _sha256(path) != f.sha256:
             problem = f"{f.name} does not match the Hub's SHA-256"
         if problem is not None:
             blob = path.resolve()
@@ -354,6 +365,55 @@ def verify(plan: PullPlan, snapshot: Path) -> None:
                             "fetch it again")
 
 
+def partial_path(plan: PullPlan, etag: str) -> Path:
+    """Where an unfinished file waits between runs (huggingface_hub 2.x deletes its own)."""
+    return plan.cache_dir / ".vrampilot-partial" / repo_folder(plan.repo_id, plan.cache_dir).name \
+        / etag
+
+
+def _fetch_blob(plan: PullPlan, f: RepoFile, meter: _Meter, bar: type,
+                auth: str | None) -> bool:
+    """Fetch one file into the cache's blobs/<etag>, resuming what an earlier run (cancelled or
+    crashed) left, with huggingface_hub's own metadata call and HTTP transfer (Range requests).
+    Files on Xet storage are left to hf_hub_download, which fetches them its way. True when the
+    file was fetched here and its SHA-256 checked."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(plan.repo_id, f.name, revision=plan.commit, endpoint=plan.endpoint)
+    meta = get_hf_file_metadata(url, token=auth, endpoint=plan.endpoint)
+    if meta.xet_file_data is not None or not meta.etag:
+        return False
+    blob = repo_folder(plan.repo_id, plan.cache_dir) / "blobs" / meta.etag
+    if blob.exists():
+        return False
+    partial = partial_path(plan, meta.etag)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    headers = build_hf_headers(token=auth)
+    if urlparse(meta.location).netloc != urlparse(url).netloc:
+        headers.pop("authorization", None)  # a CDN's signed URL must not get the Hub token
+    with partial.open("ab") as out:
+        done = out.tell()
+        if meta.size is not None and done > meta.size:
+            out.truncate(0)
+            done = 0
+        meter.resume_from(done)
+        http_get(meta.location, out, resume_size=done, headers=headers,
+                 expected_size=meta.size, displayed_filename=f.name, tqdm_class=bar)
+    # LFS files: the ETag is the SHA-256 of the content.
+    checked = bool(f.sha256 and meta.etag == f.sha256)
+    if checked and _sha256(partial) != f.sha256:
+        partial.unlink()
+        raise PullError(f"{f.name} does not match the Hub's SHA-256; the damaged file was "
+                        "removed: run the pull again to fetch it again")
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, blob)
+    return checked
+
+
 def download(plan: PullPlan, on_progress: ProgressCallback | None = None,
              cancel: threading.Event | None = None) -> Path:
     """Fetch the plan's missing files; returns the complete snapshot. Raises PullError
@@ -361,12 +421,17 @@ def download(plan: PullPlan, on_progress: ProgressCallback | None = None,
     from huggingface_hub import hf_hub_download, snapshot_download
 
     meter = _Meter(plan, on_progress, cancel)
+    hashed: set[str] = set()
     bar = _bar_class(meter)
     auth = token()
     try:
         for f in plan.missing:
             meter.start_file(f.name)
             meter.emit(force=True)
+            if _fetch_blob(plan, f, meter, bar, auth):
+                hashed.add(f.name)
+            # The blob is in (or, for Xet storage, huggingface_hub fetches it here): this links
+            # it into the snapshot and records the ref, as the client lays out its cache.
             hf_hub_download(plan.repo_id, f.name, revision=plan.commit, cache_dir=plan.cache_dir,
                             endpoint=plan.endpoint, token=auth, tqdm_class=bar)
             meter.end_file(f.size)
@@ -380,7 +445,7 @@ def download(plan: PullPlan, on_progress: ProgressCallback | None = None,
         raise
     except Exception as exc:  # every failure becomes one sentence
         raise _explain(exc, plan.repo_id, plan.endpoint) from exc
-    verify(plan, snapshot)
+    verify(plan, snapshot, hashed)
     if cached_snapshot(plan.repo_id, plan.cache_dir) is None:
         raise PullError(f"{plan.repo_id} downloaded but is not a complete model (no tokenizer or "
                         "weights): vLLM cannot load it")

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from core.models.pull import (
     PullError,
     check_disk,
     download,
+    partial_path,
     plan_pull,
 )
 from tests.hub_server import HubServer, Repo, repo_from_dir
@@ -330,3 +332,70 @@ def test_runtime_catalog_holds_other_models_so_they_load_like_entries(
         assert plan.ok, plan.refusal
     finally:
         asyncio.run(runtime.close())
+
+
+CHUNK = 10 * 1024**2  # huggingface_hub's download chunk: progress and cancel come per chunk
+
+
+def big_repo(demo_model_dir: Path, commit: str) -> Repo:
+    """The demo repository with 24 MiB of weights (a valid safetensors file), so a transfer
+    spans several chunks and can stop half-way."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    files = dict(repo_from_dir(demo_model_dir, commit).files)
+    files[WEIGHTS] = save({"pad": np.arange(6 * 1024**2, dtype=np.float32)})
+    return Repo(commit, files)
+
+
+def test_cancel_mid_file_resumes_from_the_bytes_already_there(
+        hub: HubServer, cache: Path, demo_model_dir: Path) -> None:
+    hub.repos["acme/big"] = big_repo(demo_model_dir, "6" * 40)
+    weights = len(hub.repos["acme/big"].files[WEIGHTS])
+    hub.rate = 8_000_000
+    cancel = threading.Event()
+
+    def on_progress(p: Progress) -> None:
+        if p.file == WEIGHTS and p.done_bytes >= p.total_bytes - weights + CHUNK:
+            cancel.set()
+
+    plan = plan_pull("acme/big", cache)
+    with pytest.raises(PullCancelled):
+        download(plan, on_progress, cancel)
+    partial = partial_path(plan, hub.repos["acme/big"].etag(WEIGHTS))
+    assert partial.stat().st_size == CHUNK
+    assert cached_snapshot("acme/big", cache) is None
+    hub.rate = None
+    seen: list[Progress] = []
+    download(plan_pull("acme/big", cache), seen.append)
+    assert ("GET", f"/acme/big/resolve/{'6' * 40}/{WEIGHTS}", f"bytes={CHUNK}-") in hub.log
+    assert seen[1].done_bytes == CHUNK  # the resumed bytes count as done, not as transferred
+    assert seen[1].rate_bytes_per_s == 0
+    assert cached_snapshot("acme/big", cache) is not None
+    assert not partial.exists()
+
+
+def test_a_killed_pull_resumes_after_restart(hub: HubServer, cache: Path,
+                                             demo_model_dir: Path) -> None:
+    hub.repos["acme/big"] = big_repo(demo_model_dir, "7" * 40)
+    weights = len(hub.repos["acme/big"].files[WEIGHTS])
+    hub.rate = 4_000_000
+    proc = subprocess.Popen([sys.executable, "-m", "gui.launcher", "pull", "acme/big", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ), stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["file"] == WEIGHTS and \
+                int(event["done_bytes"]) >= int(event["total_bytes"]) - weights + CHUNK:
+            break
+    time.sleep(0.5)  # the chunk reported is written right after the report
+    proc.kill()  # a crash: no cleanup runs
+    proc.wait(30)
+    partials = list((cache / ".vrampilot-partial").rglob("*"))
+    assert [p.stat().st_size for p in partials if p.is_file()] == [CHUNK]
+    hub.rate = None
+    result = vrampilot("pull", "acme/big")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any(m == "GET" and r == f"bytes={CHUNK}-" for m, _, r in hub.log)
+    assert cached_snapshot("acme/big", cache) is not None
