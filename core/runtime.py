@@ -166,6 +166,12 @@ class Runtime:
             return list(latest.gpus)
         return [d.sample() for d in self.devices]
 
+    def refresh_models_on_disk(self) -> None:
+        """Offer models that appeared since the start (a download, an added directory)."""
+        catalog = with_models_on_disk(self.manager.catalog, paths.models_dir())
+        self.manager.catalog = catalog
+        self.router.catalog = catalog
+
     def hardware_state(self) -> HardwareState:
         """The engine's device now, as the estimator's verdicts need it (download dialog)."""
         reading = self.probe.read()

@@ -13,15 +13,17 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
 import psutil
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
 from core.paths import resource
 from core.runtime import Runtime
@@ -107,6 +109,8 @@ class AppController(QObject):
         self.window = MainWindow(self.charts, self.models, self.history, self.playground,
                                  self.events, settings,
                                  " (simulated GPU)" if runtime.simulated else "")
+        file_menu = self.window.menuBar().addMenu("&File")
+        file_menu.addAction("Add model directory…", self._choose_model_directory)
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -114,6 +118,32 @@ class AppController(QObject):
         self._shutdown_task: asyncio.Task[None] | None = None
         self._previous_excepthook: Callable[..., Any] | None = None
         self._connect_signals()
+
+    def add_model_directory(self, directory: Path) -> str:
+        """File > Add model directory: check it, keep it in the user's list (it is offered at
+        every start), and say how it fits this device. Returns the sentence shown."""
+        problem = add_dir(directory)
+        if problem is not None:
+            self.events.add("error", f"model directory not added: {problem}")
+            return f"Not added: {problem}"
+        self.runtime.refresh_models_on_disk()
+        self.models.refresh()
+        where = directory.expanduser().resolve()
+        entry = next(e for e in self.runtime.manager.catalog if e.path == where)
+        fit = self.runtime.manager.plan_switch(entry.id).fit
+        verdict = ("fit unknown" if fit is None else
+                   f"fits here: {fit.needed_bytes / 1024**3:.2f} GiB at context {fit.context}"
+                   if fit.fits else f"does not fit here: {fit.detail}")
+        text = f"Added {entry.id} ({where}): {verdict}"
+        self.events.add("info", text)
+        self.models.select_model(entry.id)
+        return text
+
+    def _choose_model_directory(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self.window, "Add model directory")
+        if chosen:
+            QMessageBox.information(self.window, "Add model directory",
+                                    self.add_model_directory(Path(chosen)))
 
     def open_download(self, entry: ModelEntry) -> DownloadDialog:
         """The Models tab's Download button: fit first, then the files (gui/download_dialog.py)."""

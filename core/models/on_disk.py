@@ -171,7 +171,7 @@ class FoundModel:
 
     name: str  # the repository id (cache) or the folder name (models folder)
     path: Path
-    origin: str  # "hf-cache" | "models-dir"
+    origin: str  # "hf-cache" | "models-dir" | "added" (File > Add model directory)
     architecture: str
     quantization: str  # catalog vocabulary: none, fp8, awq, gptq
     size_bytes: int  # bytes of its weight files on disk
@@ -244,6 +244,12 @@ def _candidates(catalog: Catalog, models_dir: Path,
                     name.startswith("."):
                 continue
             out.append((name, directory, "models-dir"))
+    from core.models.added_dirs import load_added_dirs
+
+    seen = {d.resolve() for _, d, _ in out}
+    for directory in load_added_dirs():
+        if directory.resolve() not in claimed_dirs | seen:
+            out.append((directory.name, directory, "added"))
     return out
 
 

@@ -120,3 +120,32 @@ def test_missing_repository_is_one_sentence_in_the_dialog(
         qtbot.mouseClick(dialog.close_button, Qt.MouseButton.LeftButton)
 
     loop.run_until_complete(body())
+
+
+def test_add_model_directory_checks_it_shows_the_fit_and_keeps_it_for_the_next_start(
+        controller: AppController, loop: qasync.QEventLoop, demo_model_dir: Path,
+        tmp_path: Path) -> None:
+    import shutil
+
+    from core.models.added_dirs import load_added_dirs, remove_dir
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = controller.add_model_directory(empty)
+    assert refused == f"Not added: {empty}: config.json is missing or unreadable"
+    assert load_added_dirs() == []
+    mine = tmp_path / "my-model"
+    shutil.copytree(demo_model_dir, mine)
+    text = controller.add_model_directory(mine)
+    assert text.startswith(f"Added local:my-model ({mine}): fits here: ")
+    assert on_disk_cell(controller, "local:my-model") == "yes"
+    assert controller.models.selected_model() == "local:my-model"
+    assert load_added_dirs() == [mine]
+    again = Runtime.create(simulate="rtx4090-laptop", history_path=tmp_path / "again.sqlite3")
+    try:
+        assert again.manager.catalog.get("local:my-model").path == mine
+    finally:
+        loop.run_until_complete(again.close())
+    assert remove_dir(mine)
+    assert load_added_dirs() == []
+    assert (mine / "model.safetensors").is_file()  # removing never deletes files

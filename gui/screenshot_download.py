@@ -2,7 +2,7 @@
 the demo model (with 48 MiB of padding weights, so the transfer takes a few seconds) from the
 loopback Hub of tests/hub_server.py, grabbed half-way. No network, no display needed:
 
-    QT_QPA_PLATFORM=offscreen PYTHONPATH=. .venv/bin/python scripts/screenshot_download.py \
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m gui.screenshot_download \
         resources/screenshots/download.png
 """
 
@@ -56,7 +56,7 @@ def main(out: str) -> int:
     spin(time.monotonic() + 30, lambda: not dialog.busy)
     dialog.close()
     hub.stop()
-    print(f"wrote {out}")
+    sys.stderr.write(f"wrote {out}\n")
     return 0
 
 
