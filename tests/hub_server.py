@@ -7,8 +7,9 @@ Implements only what huggingface_hub 2.x calls to download a model repository:
 Unknown repositories answer 404 with X-Error-Code: RepoNotFound, as the Hub does.
 
 Knobs for failure tests: `rate` (bytes/s, so a test can cancel mid-file), `truncate` (files served
-shorter than listed), `corrupt` (files served with flipped bytes, same size), and `log` (every
-request: method, path, Range header).
+shorter than listed), `corrupt` (files served with flipped bytes, same size), `gated` (repositories
+that answer 403 GatedRepo without their token) and `log` (every request: method, path, Range
+header).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class HubServer:
     rate: float | None = None  # bytes per second for file bodies; None: as fast as possible
     truncate: set[str] = field(default_factory=set)
     corrupt: set[str] = field(default_factory=set)
+    gated: dict[str, str] = field(default_factory=dict)  # repo id -> the token it wants
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
@@ -64,6 +66,10 @@ class HubServer:
     def _repo(self, request: web.Request) -> Repo:
         repo_id = f"{request.match_info['org']}/{request.match_info['name']}"
         repo = self.repos.get(repo_id)
+        wanted = self.gated.get(repo_id)
+        if wanted is not None and request.headers.get("Authorization") != f"Bearer {wanted}":
+            raise web.HTTPForbidden(headers={"X-Error-Code": "GatedRepo",
+                                             "X-Error-Message": "Access to this repo is gated"})
         if repo is None:
             raise web.HTTPNotFound(headers={"X-Error-Code": "RepoNotFound",
                                             "X-Error-Message": "Repository not found"})

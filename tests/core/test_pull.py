@@ -399,3 +399,16 @@ def test_a_killed_pull_resumes_after_restart(hub: HubServer, cache: Path,
     assert result.returncode == 0, result.stderr[-2000:]
     assert any(m == "GET" and r == f"bytes={CHUNK}-" for m, _, r in hub.log)
     assert cached_snapshot("acme/big", cache) is not None
+
+
+def test_gated_repository_needs_the_token_from_the_environment(
+        hub: HubServer, cache: Path, demo_model_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.repos["acme/gated"] = repo_from_dir(demo_model_dir, "9" * 40)
+    hub.gated["acme/gated"] = "hf_test_token"
+    with pytest.raises(PullError, match="acme/gated is gated: accept its terms") as refused:
+        plan_pull("acme/gated", cache)
+    assert refused.value.exit_code == 2
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    snapshot = download(plan_pull("acme/gated", cache))  # every request carries the token
+    assert cached_snapshot("acme/gated", cache) == snapshot
