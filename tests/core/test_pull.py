@@ -412,3 +412,16 @@ def test_gated_repository_needs_the_token_from_the_environment(
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     snapshot = download(plan_pull("acme/gated", cache))  # every request carries the token
     assert cached_snapshot("acme/gated", cache) == snapshot
+
+
+def test_a_full_disk_says_so_and_keeps_nothing_half_done(hub: HubServer, cache: Path) -> None:
+    plan = plan_pull(REPO, cache)
+    # The kernel's own "no space left on device": the weights' partial file is /dev/full.
+    partial = partial_path(plan, hub.repos[REPO].etag(WEIGHTS))
+    partial.parent.mkdir(parents=True)
+    partial.symlink_to("/dev/full")
+    with pytest.raises(PullError, match="the disk filled up while downloading acme/tiny: free "
+                                        "some space") as full:
+        download(plan)
+    assert full.value.exit_code == 1
+    assert cached_snapshot(REPO, cache) is None
