@@ -425,3 +425,31 @@ def test_a_full_disk_says_so_and_keeps_nothing_half_done(hub: HubServer, cache: 
         download(plan)
     assert full.value.exit_code == 1
     assert cached_snapshot(REPO, cache) is None
+
+
+def test_cli_asks_before_fetching_a_model_that_cannot_fit(hub: HubServer,
+                                                          demo_model_dir: Path) -> None:
+    import pty
+
+    big = dict(repo_from_dir(demo_model_dir, "a" * 40).files)
+    config = json.loads(big["config.json"])
+    config.update(hidden_size=5120, num_hidden_layers=64, num_attention_heads=64,
+                  num_key_value_heads=8, head_dim=128, intermediate_size=25600,
+                  vocab_size=151936, torch_dtype="bfloat16")
+    big["config.json"] = json.dumps(config).encode()
+    hub.repos["acme/huge"] = Repo("a" * 40, big)
+    for answer, code in ((b"n\n", 1), (b"y\n", 0)):
+        leader, follower = pty.openpty()  # a terminal on stdin: the pull asks
+        proc = subprocess.Popen([sys.executable, "-m", "gui.launcher", "pull", "acme/huge",
+                                 "--simulate", "rtx4090-laptop"], stdin=follower,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(os.environ))
+        os.close(follower)
+        os.write(leader, answer)
+        _out, err = proc.communicate(timeout=120)
+        os.close(leader)
+        assert proc.returncode == code, err.decode()[-2000:]
+        if code:
+            assert "vrampilot pull: not downloaded" in err.decode()
+            assert hub.gets(WEIGHTS) == 0
+    assert hub.gets(WEIGHTS) == 1
