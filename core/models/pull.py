@@ -377,16 +377,18 @@ def _fetch_blob(plan: PullPlan, f: RepoFile, meter: _Meter, bar: type,
     crashed) left, with huggingface_hub's own metadata call and HTTP transfer (Range requests).
     Files on Xet storage are left to hf_hub_download, which fetches them its way. True when the
     file was fetched here and its SHA-256 checked."""
+    from importlib.util import find_spec
     from urllib.parse import urlparse
 
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
     url = hf_hub_url(plan.repo_id, f.name, revision=plan.commit, endpoint=plan.endpoint)
     meta = get_hf_file_metadata(url, token=auth, endpoint=plan.endpoint)
-    if meta.xet_file_data is not None or not meta.etag:
-        return False
+    xet = not constants.HF_HUB_DISABLE_XET and find_spec("hf_xet") is not None  # as the client
+    if (meta.xet_file_data is not None and xet) or not meta.etag:
+        return False  # hf_xet fetches it (HF_HUB_DISABLE_XET=1: plain HTTP, resumable, here)
     blob = repo_folder(plan.repo_id, plan.cache_dir) / "blobs" / meta.etag
     if blob.exists():
         return False
