@@ -11,9 +11,10 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from core import paths
 from core.chat_session import ChatSession
 from core.config import AppConfig, load_app_config
 from core.engine.base import Engine
@@ -25,7 +26,8 @@ from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryPr
 from core.manager.plan import effective_cascade
 from core.models.catalog import ModelEntry
 from core.models.estimator import Estimator, EstimatorSettings
-from core.router.selection import Router
+from core.models.on_disk import with_models_on_disk
+from core.router.selection import HardwareState, Router
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
@@ -121,6 +123,8 @@ class Runtime:
                history_path: Path | None = None) -> Runtime:
         """Read the configuration and build every core object (no model is loaded yet)."""
         config = load_app_config(config_file)
+        # Models already on this machine (HF cache, models folder) load like catalog entries.
+        config = replace(config, catalog=with_models_on_disk(config.catalog, paths.models_dir()))
         activity = EngineActivity()
         devices = [SerializedDevice(d) for d in open_gpu_devices(simulate, activity)]
         sampler = Sampler(devices, HostSampler(), config.monitoring.hardware_monitoring)
@@ -161,6 +165,19 @@ class Runtime:
         if latest is not None:
             return list(latest.gpus)
         return [d.sample() for d in self.devices]
+
+    def refresh_models_on_disk(self) -> None:
+        """Offer models that appeared since the start (a download, an added directory)."""
+        catalog = with_models_on_disk(self.manager.catalog, paths.models_dir())
+        self.manager.catalog = catalog
+        self.router.catalog = catalog
+
+    def hardware_state(self) -> HardwareState:
+        """The engine's device now, as the estimator's verdicts need it (download dialog)."""
+        reading = self.probe.read()
+        label = self.devices[0].sample().name if self.devices else "host RAM (CPU engine)"
+        return HardwareState(reading.free_bytes or 0, reading.total_bytes or 1,
+                             reading.temperature_c, label, host_memory=not self.devices)
 
     @property
     def alert_policy(self) -> str:

@@ -21,14 +21,17 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.models.added_dirs import add_dir
+from core.models.catalog import ModelEntry
 from core.paths import resource
 from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
+from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
 from gui.history_panel import HistoryPanel
@@ -101,6 +104,8 @@ class AppController(QObject):
                                  export_csv=runtime.history.export_csv)
         self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
                                          runtime.config.router.selection.local_tier)
+        self.models.download_handler = self.open_download
+        self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store)
         self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
@@ -109,6 +114,8 @@ class AppController(QObject):
         self.window = MainWindow(self.charts, self.models, self.history, self.playground,
                                  self.events, settings,
                                  " (simulated GPU)" if runtime.simulated else "")
+        file_menu = self.window.menuBar().addMenu("&File")
+        file_menu.addAction("Add model directory…", self._choose_model_directory)
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -116,6 +123,43 @@ class AppController(QObject):
         self._shutdown_task: asyncio.Task[None] | None = None
         self._previous_excepthook: Callable[..., Any] | None = None
         self._connect_signals()
+
+    def add_model_directory(self, directory: Path) -> str:
+        """File > Add model directory: check it, keep it in the user's list (it is offered at
+        every start), and say how it fits this device. Returns the sentence shown."""
+        problem = add_dir(directory)
+        if problem is not None:
+            self.events.add("error", f"model directory not added: {problem}")
+            return f"Not added: {problem}"
+        self.runtime.refresh_models_on_disk()
+        self.models.refresh()
+        where = directory.expanduser().resolve()
+        entry = next(e for e in self.runtime.manager.catalog if e.path == where)
+        fit = self.runtime.manager.plan_switch(entry.id).fit
+        verdict = ("fit unknown" if fit is None else
+                   f"fits here: {fit.needed_bytes / 1024**3:.2f} GiB at context {fit.context}"
+                   if fit.fits else f"does not fit here: {fit.detail}")
+        text = f"Added {entry.id} ({where}): {verdict}"
+        self.events.add("info", text)
+        self.models.select_model(entry.id)
+        return text
+
+    def _choose_model_directory(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self.window, "Add model directory")
+        if chosen:
+            QMessageBox.information(self.window, "Add model directory",
+                                    self.add_model_directory(Path(chosen)))
+
+    def open_download(self, entry: ModelEntry) -> DownloadDialog:
+        """The Models tab's Download button: fit first, then the files (gui/download_dialog.py)."""
+        assert entry.hf_repo is not None
+        buffer = int(self.runtime.config.router.selection.buffer_gib * 1024**3)
+        dialog = DownloadDialog(entry.hf_repo, entry, self.runtime.manager.catalog,
+                                self.runtime.hardware_state, buffer, self.window)
+        dialog.downloaded.connect(lambda _path: self.models.refresh())
+        self.download_dialog = dialog
+        dialog.show()
+        return dialog
 
     # -- wiring ---------------------------------------------------------------------------------
     def _connect_signals(self) -> None:
@@ -270,6 +314,13 @@ class AppController(QObject):
         others = [t for t in self._tasks if t is not current and not t.done()]
         for task in others:
             task.cancel()
+        if self.download_dialog is not None:  # a download stops at its next chunk
+            self.download_dialog.cancel()
+            for _ in range(600):
+                if not self.download_dialog.busy:
+                    break
+                await asyncio.sleep(0.05)
+            self.download_dialog.close()
         await self.playground.shutdown()
         await self.models.shutdown()
         for task in others:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -95,6 +95,10 @@ class ModelSwitcherPanel(QWidget):
         self.unload_button = QPushButton("Unload")
         self.cancel_button = QPushButton("Cancel switch")
         self.refresh_button = QPushButton("Refresh")
+        # Shown when the app hands in a handler (gui/download_dialog.py does the work).
+        self.download_button = QPushButton("Download…")
+        self.download_button.setVisible(False)
+        self.download_handler: Callable[[ModelEntry], object] | None = None
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -110,7 +114,7 @@ class ModelSwitcherPanel(QWidget):
 
         buttons = QHBoxLayout()
         for b in (self.switch_button, self.unload_button, self.cancel_button,
-                  self.refresh_button):
+                  self.refresh_button, self.download_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -127,6 +131,7 @@ class ModelSwitcherPanel(QWidget):
         self.unload_button.clicked.connect(self.unload)
         self.cancel_button.clicked.connect(self.cancel)
         self.refresh_button.clicked.connect(self.refresh)
+        self.download_button.clicked.connect(self.download_selected)
         self.fallback_button.clicked.connect(self._switch_to_fallback)
         self.refresh()
 
@@ -230,6 +235,23 @@ class ModelSwitcherPanel(QWidget):
         self.unload_button.setEnabled(not busy and self._manager.active_model is not None)
         self.cancel_button.setEnabled(busy)
         self.refresh_button.setEnabled(True)
+        self.download_button.setVisible(self.download_handler is not None)
+        self.download_button.setEnabled(self.downloadable(self.selected_model()) is not None)
+
+    def downloadable(self, model_id: str | None) -> ModelEntry | None:
+        """The entry when it has a Hugging Face repository vLLM loads and is not on disk."""
+        catalog = self._manager.catalog
+        if model_id is None or model_id not in catalog:
+            return None
+        entry = catalog.get(model_id)
+        if not entry.hf_repo or entry.is_gguf or catalog.is_on_disk(entry):
+            return None
+        return entry
+
+    def download_selected(self) -> None:
+        entry = self.downloadable(self.selected_model())
+        if entry is not None and self.download_handler is not None:
+            self.download_handler(entry)
 
     def on_switch_event(self, event: SwitchEvent) -> None:
         """Progress by phase: value from the history's prediction, busy bar without one."""

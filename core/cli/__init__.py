@@ -1,4 +1,5 @@
-"""Headless commands: `vrampilot status|models|estimate|route|generate|history|build-demo|doctor`.
+"""Headless commands: `vrampilot status|models|estimate|route|generate|history|build-demo|doctor`
+and `vrampilot pull`.
 
 Each command lives in its own module exposing ``register(subparsers, common)``; the module
 sets ``func`` on its parser to a callable taking the parsed args and returning an exit code.
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("status", "models", "estimate", "route", "generate", "history", "build_demo",
-            "doctor")
+            "doctor", "pull")
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -6,9 +6,11 @@ import argparse
 import json
 from typing import Any
 
+from core import paths
 from core.cli.estimate import load_config_and_state, settings_for
 from core.models.catalog import Catalog
-from core.models.estimator import GIB, Estimator, fmt_bytes
+from core.models.estimator import GIB, Estimator, EstimatorSettings, fmt_bytes
+from core.models.on_disk import as_entry, scan_other_models
 from core.router.selection import HardwareState
 
 
@@ -65,9 +67,10 @@ def models_report(catalog: Catalog, estimator: Estimator, state: HardwareState,
                        gpu_memory_utilization=est.gpu_memory_utilization,
                        note=None if entry.engine == "vllm" else f"needs {entry.engine}")
         rows.append(row)
+    others, skipped = other_model_rows(catalog, state, estimator.settings, buffer)
     return {"device": {"label": state.label, "free_bytes": state.free_bytes,
                        "total_bytes": state.total_bytes, "buffer_bytes": buffer},
-            "models": rows}
+            "models": rows, "other_models": others, "skipped": skipped}
 
 
 def format_models(report: dict[str, Any]) -> str:
@@ -86,4 +89,30 @@ def format_models(report: dict[str, Any]) -> str:
                      f"{fmt_bytes(row['size_bytes']):>10} {'yes' if row['fits'] else 'no':5} "
                      f"{row['max_context']:>8} {'yes' if row['on_disk'] else 'no':7}"
                      + (f" {row['note']}" if row["note"] else ""))
+    if report.get("other_models"):
+        lines.append("\nOther models on this machine (load with --model PATH or from the Models "
+                     "tab):")
+        for row in report["other_models"]:
+            lines.append(f"{row['id']:30} {'vllm':9} {row['quantization']:7} "
+                         f"{fmt_bytes(row['size_bytes']):>10} {'yes' if row['fits'] else 'no':5} "
+                         f"{row['max_context']:>8} {row['path']}")
     return "\n".join(lines)
+
+
+def other_model_rows(catalog: Catalog, state: HardwareState, settings: EstimatorSettings,
+                     buffer: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The models on this machine no catalog entry names, each with the estimator's verdict."""
+    found, skipped = scan_other_models(catalog, paths.models_dir())
+    template = next(e for e in catalog if not e.is_remote)
+    rows: list[dict[str, Any]] = []
+    for model in found:
+        entry = as_entry(model, template)
+        extended = catalog.with_entry(entry)
+        est = Estimator(extended, settings).fit_context(entry, state.total_bytes,
+                                                        state.free_bytes, buffer)
+        rows.append({"id": entry.id, "name": model.name, "path": str(model.path),
+                     "origin": model.origin, "architecture": model.architecture,
+                     "quantization": model.quantization, "size_bytes": model.size_bytes,
+                     "weight_bytes": est.weight_bytes, "fits": est.fits,
+                     "max_context": est.max_context, "reason": est.reason})
+    return rows, skipped

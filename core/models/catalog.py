@@ -173,11 +173,19 @@ class Catalog:
         return len(self.entries)
 
     def local_path(self, entry: ModelEntry) -> Path:
-        """The entry's directory: its `path`, else <models_dir>/<id>."""
+        """The entry's directory: its `path`, else <models_dir>/<id>, else (when that is absent)
+        a complete copy of its `hf_repo` in <models_dir>/ORG/NAME or the Hugging Face cache."""
         if entry.path is not None:
             return entry.path.expanduser()
         base = self.models_dir if self.models_dir is not None else paths.models_dir()
-        return base / entry.id
+        own = base / entry.id
+        if entry.hf_repo and not entry.is_gguf and not own.exists():
+            from core.models.on_disk import find_repo
+
+            found = find_repo(entry.hf_repo, base)
+            if found is not None:
+                return found
+        return own
 
     def is_on_disk(self, entry: ModelEntry) -> bool:
         """True when the entry's directory holds a config.json (or, for GGUF, a .gguf file)."""
