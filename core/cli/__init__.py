@@ -1,4 +1,4 @@
-"""Headless commands: `vrampilot status|models|estimate|route|generate|history|build-demo`.
+"""Headless commands: `vrampilot status|models|estimate|route|generate|history|build-demo|soak`.
 
 Each command lives in its own module exposing ``register(subparsers, common)``; the module
 sets ``func`` on its parser to a callable taking the parsed args and returning an exit code.
@@ -11,7 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("status", "models", "estimate", "route", "generate", "history", "build_demo")
+COMMANDS = ("status", "models", "estimate", "route", "generate", "history", "build_demo",
+            "soak")
 
 
 def common_options() -> argparse.ArgumentParser:

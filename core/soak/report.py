@@ -44,8 +44,8 @@ class Windows:
 def windows_for(duration_s: float) -> Windows:
     if duration_s >= SHORT_RUN_S:
         return Windows(60.0, "first minute", "last minute", 60.0)
-    return Windows(0.2 * duration_s, "first 20 % of the run (shorter than 2 minutes)",
-                   "last 20 % of the run (shorter than 2 minutes)", duration_s / 5)
+    return Windows(0.2 * duration_s, "first 20 % of a run under 2 min",
+                   "last 20 % of a run under 2 min", duration_s / 5)
 
 
 def build_report(recording: SoakRecording, settings: dict[str, Any], *, model: str,
