@@ -33,6 +33,7 @@ from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
+from gui.soak_panel import SoakPanel, runner_factory
 
 GIB = 1024**3
 # Closing must end within 10 s: the engine gets this long to shut down cleanly, then its
@@ -103,6 +104,9 @@ class AppController(QObject):
         self.window = MainWindow(self.charts, self.models, self.history, self.playground,
                                  self.events, settings,
                                  " (simulated GPU)" if runtime.simulated else "")
+        self.soak = SoakPanel(runner_factory(runtime), runtime.chat.model_choices,
+                              lambda: runtime.manager.active_model)
+        self.window.tabs.insertTab(self.window.tabs.count() - 1, self.soak, "Soak test")
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -123,6 +127,7 @@ class AppController(QObject):
         b.log.connect(self.events.add)
         self.models.log.connect(self.events.add)
         self.playground.log.connect(self.events.add)
+        self.soak.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
 
@@ -139,6 +144,7 @@ class AppController(QObject):
             self.annotations.switch(time.time(), event.target)
         if event.phase in TERMINAL_PHASES:
             self.history.refresh()
+            self.soak.refresh_models()
         self._show_model()
 
     def _show_model(self) -> None:
@@ -154,6 +160,7 @@ class AppController(QObject):
         self._unsubscribe.append(self.runtime.sampler.subscribe(self.bridge.on_sample))
         self._unsubscribe.append(self.runtime.manager.subscribe(self.bridge.on_switch_event))
         self.runtime.add_log_listener(self.bridge.on_log)
+        self.runtime.add_log_listener(self.soak.note)  # alert actions go into a soak's report
         self._previous_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
         self.runtime.start()
@@ -254,6 +261,7 @@ class AppController(QObject):
         for task in others:
             task.cancel()
         await self.playground.shutdown()
+        await self.soak.shutdown()
         await self.models.shutdown()
         for task in others:
             with contextlib.suppress(asyncio.CancelledError, Exception):
