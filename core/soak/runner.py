@@ -201,5 +201,6 @@ class SoakRunner:
         if event.phase == SwitchPhase.ADVICE:
             self.note("advice", event.message)
         elif event.reason == "alert" and event.phase == SwitchPhase.PLANNING:
-            self._end("policy", f"the alert policy ('act') switched {event.from_model} -> "
-                                f"{event.target}, ending the soak of {self.model}")
+            self._end("policy", f"the alert policy ('act') began switching "
+                                f"{event.from_model} -> {event.target}, ending the soak of "
+                                f"{self.model}")
