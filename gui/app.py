@@ -25,6 +25,7 @@ from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.paths import resource
 from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
+from core.telemetry.recording import TelemetryRecorder
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
 from gui.event_loop import AppEventLoop
@@ -33,6 +34,7 @@ from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
+from gui.recording_controls import RecordingControls
 from gui.soak_panel import SoakPanel, runner_factory
 
 GIB = 1024**3
@@ -107,6 +109,9 @@ class AppController(QObject):
         self.soak = SoakPanel(runner_factory(runtime), runtime.chat.model_choices,
                               lambda: runtime.manager.active_model)
         self.window.tabs.insertTab(self.window.tabs.count() - 1, self.soak, "Soak test")
+        self.recording = RecordingControls(lambda: TelemetryRecorder(runtime.sampler),
+                                           lambda: chart_specs(runtime))
+        self.window.tabs.setCornerWidget(self.recording)
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -128,6 +133,7 @@ class AppController(QObject):
         self.models.log.connect(self.events.add)
         self.playground.log.connect(self.events.add)
         self.soak.log.connect(self.events.add)
+        self.recording.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
 
@@ -216,6 +222,7 @@ class AppController(QObject):
         started = time.monotonic()
         self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
+        self.recording.close_all()
         core = asyncio.ensure_future(self._shutdown_core())
         core.set_name("shutdown-core")
         loop = asyncio.get_running_loop()
