@@ -91,6 +91,7 @@ class SoakPanel(QWidget):
         self.status.setWordWrap(True)
         self.summary = QPlainTextEdit()
         self.summary.setReadOnly(True)
+        self.summary.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)  # the table's columns
         self.summary.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
 
         left = QWidget()
@@ -104,6 +105,7 @@ class SoakPanel(QWidget):
         splitter.addWidget(left)
         splitter.addWidget(self.charts)
         splitter.setStretchFactor(1, 3)
+        splitter.setSizes([520, 1000])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
 

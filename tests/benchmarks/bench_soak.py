@@ -91,7 +91,11 @@ async def _bench(work: Path) -> dict[str, dict[str, Any]]:
     from core.telemetry.sampler import Sampler
 
     build_demo_model(work / "models" / "demo-tiny-a", seed=0, name="demo-tiny-a")
-    runtime = Runtime.create(simulate="rtx4090-laptop", history_path=work / "h.sqlite3")
+    # A shared, busy machine can take minutes to start an engine: no 90 s load timeout here.
+    config = work / "bench.yaml"
+    config.write_text("model_switching:\n  switch_timeout_seconds: 600\n", encoding="utf-8")
+    runtime = Runtime.create(config_file=config, simulate="rtx4090-laptop",
+                             history_path=work / "h.sqlite3")
     meter = CpuMeter()
     # The soak's own work: every sampler tick (it exists for the soak here), the recording of
     # each streamed delta and request, and the report at the end.
