@@ -34,6 +34,7 @@ from gui.soak_view import SoakCharts
 
 RunnerFactory = Callable[[SoakSettings], SoakRunner]
 LIVE_REFRESH_MS = 1000
+SAVE_ON_EXIT_S = 3.0  # a stopped soak ends its streams and saves within this at app exit
 
 
 class SoakPanel(QWidget):
@@ -236,12 +237,14 @@ class SoakPanel(QWidget):
             self.status.setText(str(exc))
 
     async def shutdown(self) -> None:
-        """Stop a running soak and wait for it (app exit)."""
-        if self._task is not None and not self._task.done():
+        """Stop a running soak and let it save its report (app exit), briefly."""
+        task = self._task
+        if task is not None and not task.done():
             self.stop()
-            self._task.cancel()
+            await asyncio.wait({task}, timeout=SAVE_ON_EXIT_S)
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
 
 
 def runner_factory(runtime: Any) -> RunnerFactory:

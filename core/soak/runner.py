@@ -2,8 +2,8 @@
 same path as every other request), while the sampler records the device; then the report.
 
 It ends when the planned time runs out, when stop() is called (the GUI's Stop, Ctrl+C), when a
-request fails, or when the alert policy switches the model away (under "act" a critical alert may
-step down to a smaller model: the soak of this model is then over, and the report says so).
+request fails, or when another model is switched in: by the alert policy (under "act" a critical
+alert may step down to a smaller model) or by the user. The report says which.
 """
 
 from __future__ import annotations
@@ -200,7 +200,13 @@ class SoakRunner:
     def _on_switch_event(self, event: SwitchEvent) -> None:
         if event.phase == SwitchPhase.ADVICE:
             self.note("advice", event.message)
-        elif event.reason == "alert" and event.phase == SwitchPhase.PLANNING:
-            self._end("policy", f"the alert policy ('act') began switching "
-                                f"{event.from_model} -> {event.target}, ending the soak of "
-                                f"{self.model}")
+        elif event.phase == SwitchPhase.PLANNING and event.target != self.model:
+            # Another model is about to replace this one: the soak of this model is over (it
+            # must not switch back on its next request).
+            if event.reason == "alert":
+                self._end("policy", f"the alert policy ('act') began switching "
+                                    f"{event.from_model} -> {event.target}, ending the soak of "
+                                    f"{self.model}")
+            else:
+                self._end("switched", f"a switch to {event.target} ({event.reason}) ended the "
+                                      f"soak of {self.model}")

@@ -89,3 +89,28 @@ def test_power_critical_under_act_switches_smaller_and_ends_the_soak(
     assert report["tokens"] > 0  # type: ignore[operator]
     assert rig.manager.active_model == "qwen3-8b"
     assert rig.history.recent()[0].reason == "alert"
+
+
+def test_a_switch_by_the_user_ends_the_soak_and_is_not_undone(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    hw = load_monitoring_config().hardware_monitoring.model_copy(update={"interval_seconds": 0.1})
+    sampler = Sampler([SerializedDevice(rig.gpu)], HostSampler(), hw)
+    chat = ChatSession(rig.manager, Router(load_router_config(rig.catalog), rig.catalog),
+                       rig.history, rig.probe)
+    runner = SoakRunner(chat, sampler, SoakSettings(minutes=0.5, concurrency=2, prompt_tokens=8,
+                                                    max_tokens=20, model="qwen3-14b"),
+                        device_label=rig.gpu.name, simulated=True, clock=rig.clock)
+
+    async def run() -> dict[str, object]:
+        assert (await rig.manager.switch_to("qwen3-14b")).ok
+        soak = asyncio.ensure_future(runner.run())
+        await asyncio.sleep(0.3)
+        assert runner.running
+        assert (await rig.manager.switch_to("qwen3-8b", reason="manual")).ok
+        return await soak
+
+    report = asyncio.run(run())
+    assert report["ended_by"] == "switched"
+    assert report["end_reason"] == "a switch to qwen3-8b (manual) ended the soak of qwen3-14b"
+    assert rig.manager.active_model == "qwen3-8b"
+    assert [r.to_model for r in rig.history.recent()] == ["qwen3-8b", "qwen3-14b"]
