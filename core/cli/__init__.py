@@ -21,7 +21,8 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE",
                         help="user YAML overriding resources/monitoring.yaml and models.yaml")
     common.add_argument("--simulate", metavar="PROFILE",
-                        help="decide against a simulated GPU (e.g. rtx4090-laptop)")
+                        help="decide against a simulated GPU (e.g. rtx4090-laptop, or a "
+                             "profile file such as my-laptop.yaml)")
     return common
 
 
