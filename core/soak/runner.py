@@ -94,9 +94,10 @@ class SoakRunner:
         self._end("stopped", reason)
 
     def note(self, level: str, text: str) -> None:
-        """A runtime log line (alert actions and advice go into the report's events)."""
+        """A runtime log line: alert actions, errors and warnings go into the report's events
+        (advice arrives as the manager's ADVICE event, see _on_switch_event)."""
         if self.recording is not None and self.recording.ended is None and level in (
-                "action", "advice", "error", "warning"):
+                "action", "error", "warning"):
             self.recording.add_event(self._clock(), level, text)
 
     @property
