@@ -112,7 +112,8 @@ class SoakCharts(QWidget):
     def curve_data(self, run: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         """What is drawn for one run's column (for tests)."""
         x, y = self.curves[(run, name)].getData()
-        return np.asarray(x), np.asarray(y)
+        return (np.asarray(x if x is not None else [], dtype=np.float64),
+                np.asarray(y if y is not None else [], dtype=np.float64))
 
     def export_png(self, path: Path | str) -> Path:
         path = Path(path)

@@ -50,10 +50,14 @@ def test_soak_tab_runs_live_and_stops(app: AppController, runtime: Runtime,
         await wait_until(lambda: soak.runner is not None and soak.runner.recording is not None,
                          LOAD_S, "the model to load and the soak to start")
         # The live view: temperature and tokens/s of this run, drawn while it runs.
-        await wait_until(lambda: len(soak.charts.curves) > 0
-                         and len(soak.charts.curve_data(0, "temperature_c")[0]) >= 6
-                         and soak.charts.curve_data(0, "tokens_per_s")[1].max() > 0,
-                         30, "the live charts")
+        def live_charts_filled() -> bool:
+            if (0, "temperature_c") not in soak.charts.curves:
+                return False
+            _, rate = soak.charts.curve_data(0, "tokens_per_s")
+            return len(soak.charts.curve_data(0, "temperature_c")[0]) >= 6 and (
+                len(rate) > 0 and float(rate.max()) > 0)
+
+        await wait_until(live_charts_filled, 30, "the live charts")
         assert soak.running
         assert "tokens" in soak.status.text()
         qtbot.mouseClick(soak.stop_button, Qt.MouseButton.LeftButton)
