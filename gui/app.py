@@ -109,8 +109,10 @@ class AppController(QObject):
         self.soak = SoakPanel(runner_factory(runtime), runtime.chat.model_choices,
                               lambda: runtime.manager.active_model)
         self.window.tabs.insertTab(self.window.tabs.count() - 1, self.soak, "Soak test")
+        # Parented at construction: setCornerWidget alone leaves the widget owned by Python,
+        # which deletes it under the tab bar when the controller goes (a crash at exit).
         self.recording = RecordingControls(lambda: TelemetryRecorder(runtime.sampler),
-                                           lambda: chart_specs(runtime))
+                                           lambda: chart_specs(runtime), self.window.tabs)
         self.window.tabs.setCornerWidget(self.recording)
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()

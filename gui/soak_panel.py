@@ -41,7 +41,6 @@ class SoakPanel(QWidget):
     """Settings, Start / Stop, the live charts, the report; Open… and Overlay… saved runs."""
 
     log = Signal(str, str)
-    finished = Signal(object)  # the SoakRun saved, or an Exception
 
     def __init__(self, make_runner: RunnerFactory, model_choices: Callable[[], list[str]],
                  active_model: Callable[[], str | None], parent: QWidget | None = None) -> None:
@@ -166,7 +165,6 @@ class SoakPanel(QWidget):
             self.runner.note(level, text)
 
     async def _run(self, runner: SoakRunner) -> None:
-        outcome: object
         try:
             report = await runner.run()
             assert runner.recording is not None
@@ -177,19 +175,15 @@ class SoakPanel(QWidget):
             self.status.setText(f"saved in {run.folder}")
             self.log.emit("info", f"soak of {report['model']}: {report['end_reason']}; "
                                   f"saved in {run.folder}")
-            outcome = run
         except asyncio.CancelledError:
             self.status.setText("soak cancelled before it started")
-            outcome = asyncio.CancelledError()
         except (EngineError, SoakInputError) as exc:
             self.status.setText(f"soak failed: {exc}")
             self.log.emit("error", f"soak failed: {exc}")
-            outcome = exc
         finally:
             self._live.stop()
             self.start_button.setEnabled(True)
             self.stop_button.setEnabled(False)
-        self.finished.emit(outcome)
 
     def refresh_live(self) -> None:
         runner = self.runner
