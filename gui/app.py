@@ -29,6 +29,7 @@ from core.models.catalog import ModelEntry
 from core.paths import resource
 from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
+from core.telemetry.recording import TelemetryRecorder
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
 from gui.download_dialog import DownloadDialog
@@ -38,6 +39,8 @@ from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
+from gui.recording_controls import RecordingControls
+from gui.soak_panel import SoakPanel, runner_factory
 
 if TYPE_CHECKING:
     from core.server.control_server import ControlServer
@@ -116,6 +119,14 @@ class AppController(QObject):
                                  " (simulated GPU)" if runtime.simulated else "")
         file_menu = self.window.menuBar().addMenu("&File")
         file_menu.addAction("Add model directory…", self._choose_model_directory)
+        self.soak = SoakPanel(runner_factory(runtime), runtime.chat.model_choices,
+                              lambda: runtime.manager.active_model)
+        self.window.tabs.insertTab(self.window.tabs.count() - 1, self.soak, "Soak test")
+        # Parented at construction: setCornerWidget alone leaves the widget owned by Python,
+        # which deletes it under the tab bar when the controller goes (a crash at exit).
+        self.recording = RecordingControls(lambda: TelemetryRecorder(runtime.sampler),
+                                           lambda: chart_specs(runtime), self.window.tabs)
+        self.window.tabs.setCornerWidget(self.recording)
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -173,6 +184,8 @@ class AppController(QObject):
         b.log.connect(self.events.add)
         self.models.log.connect(self.events.add)
         self.playground.log.connect(self.events.add)
+        self.soak.log.connect(self.events.add)
+        self.recording.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
 
@@ -189,6 +202,7 @@ class AppController(QObject):
             self.annotations.switch(time.time(), event.target)
         if event.phase in TERMINAL_PHASES:
             self.history.refresh()
+            self.soak.refresh_models()
         self._show_model()
 
     def _show_model(self) -> None:
@@ -204,6 +218,7 @@ class AppController(QObject):
         self._unsubscribe.append(self.runtime.sampler.subscribe(self.bridge.on_sample))
         self._unsubscribe.append(self.runtime.manager.subscribe(self.bridge.on_switch_event))
         self.runtime.add_log_listener(self.bridge.on_log)
+        self.runtime.add_log_listener(self.soak.note)  # alert actions go into a soak's report
         self._previous_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
         self.runtime.start()
@@ -270,6 +285,7 @@ class AppController(QObject):
         started = time.monotonic()
         self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
+        self.recording.close_all()
         core = asyncio.ensure_future(self._shutdown_core())
         core.set_name("shutdown-core")
         loop = asyncio.get_running_loop()
@@ -322,6 +338,7 @@ class AppController(QObject):
                 await asyncio.sleep(0.05)
             self.download_dialog.close()
         await self.playground.shutdown()
+        await self.soak.shutdown()
         await self.models.shutdown()
         for task in others:
             with contextlib.suppress(asyncio.CancelledError, Exception):

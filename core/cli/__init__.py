@@ -1,5 +1,5 @@
-"""Headless commands: `vrampilot status|models|estimate|route|generate|history|build-demo|doctor`
-and `vrampilot pull`.
+"""Headless commands: `vrampilot status|models|estimate|route|generate|history|build-demo|doctor`,
+`vrampilot pull` and `vrampilot soak`.
 
 Each command lives in its own module exposing ``register(subparsers, common)``; the module
 sets ``func`` on its parser to a callable taking the parsed args and returning an exit code.
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("status", "models", "estimate", "route", "generate", "history", "build_demo",
-            "doctor", "pull")
+            "doctor", "pull", "soak")
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -22,7 +22,8 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE",
                         help="user YAML overriding resources/monitoring.yaml and models.yaml")
     common.add_argument("--simulate", metavar="PROFILE",
-                        help="decide against a simulated GPU (e.g. rtx4090-laptop)")
+                        help="decide against a simulated GPU (e.g. rtx4090-laptop, or a "
+                             "profile file such as my-laptop.yaml)")
     return common
 
 

@@ -172,6 +172,8 @@ class NvmlGpu:
             pcie_gen=self._int(self._call("pcie_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)),
             pcie_width=self._int(self._call("pcie_width", nvml.nvmlDeviceGetCurrPcieLinkWidth, h)),
             processes=self._processes,
+            total_energy_mj=self._int(self._first_of(
+                "total_energy", ("nvmlDeviceGetTotalEnergyConsumption",), h)),
         )
 
     def _read_name(self) -> str:

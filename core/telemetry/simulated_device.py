@@ -127,7 +127,13 @@ def known_profiles() -> list[str]:
 
 
 def load_profile(name: str) -> DeviceProfile:
-    """Read resources/profiles/NAME.yaml; UnknownProfileError lists the known names."""
+    """Read resources/profiles/NAME.yaml; UnknownProfileError lists the known names.
+
+    A name ending in .yaml / .yml is a profile file of the user's own (their laptop's figures,
+    or a faster thermal model to rehearse a soak in seconds); errors name the file and key.
+    """
+    if name.endswith((".yaml", ".yml")):
+        return validate(DeviceProfile, read_yaml(name), name)
     known = known_profiles()
     if not _PROFILE_NAME.match(name) or name not in known:
         raise UnknownProfileError(name, known)
@@ -170,6 +176,16 @@ class SimulatedGpu:
     def temperature_c(self) -> float:
         """The model's temperature as of the last sample."""
         return self._temperature
+
+    @property
+    def held_power_w(self) -> float:
+        """The power chosen at the last sample, held until the next (no measurement noise)."""
+        return self._power
+
+    @property
+    def throttling(self) -> bool:
+        """Whether the last sample held power down to stay at the throttle temperature."""
+        return self._throttling
 
     def sample(self) -> GpuSnapshot:
         now = self._clock()

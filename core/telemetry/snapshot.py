@@ -41,6 +41,8 @@ class GpuSnapshot:
     pcie_gen: int | None = None
     pcie_width: int | None = None
     processes: tuple[GpuProcess, ...] | None = None
+    # NVML's cumulative energy counter since the driver loaded (Volta and newer), millijoules.
+    total_energy_mj: int | None = None
     lost: bool = False
     error: str | None = None
 

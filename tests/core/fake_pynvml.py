@@ -45,6 +45,7 @@ class FakeBoard:
     pcie_gen: int = 4
     pcie_width: int = 16
     clock_events: int = 0x1
+    total_energy_mj: int = 1_000_000
     compute_procs: list[tuple[int, int | None]] = field(default_factory=list)
     graphics_procs: list[tuple[int, int | None]] = field(default_factory=list)
     # Function names (without the nvmlDevice prefix) that raise NOT_SUPPORTED on this board.
@@ -204,6 +205,9 @@ class FakeNvml:
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
         return self._board(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").clock_events
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        return self._board(handle, "nvmlDeviceGetTotalEnergyConsumption").total_energy_mj
 
     def nvmlDeviceGetFanSpeed(self, handle: Any) -> int:
         return self._board(handle, "nvmlDeviceGetFanSpeed").fan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,18 @@ def test_deterministic_for_a_seed_and_clock(profile: DeviceProfile) -> None:
 
     assert run(7) == run(7)
     assert run(7) != run(8)
+
+
+def test_a_profile_file_of_ones_own_is_read_and_checked(tmp_path: Path) -> None:
+    from core.config_loading import ConfigError
+
+    data = Path(__file__).resolve().parent.parent / "data" / "soak_fast_thermal.yaml"
+    fast = load_profile(str(data))
+    assert (fast.thermal_time_constant_s, fast.throttle_temperature_c) == (3, 66)
+    assert fast.vram_total_gib == load_profile("rtx4090-laptop").vram_total_gib
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_profile(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(data.read_text().replace("ambient_c: 37", "ambient_c: 70"))
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*throttle_temperature_c must be above"):
+        load_profile(str(bad))

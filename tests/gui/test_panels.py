@@ -28,7 +28,7 @@ from gui.model_switcher import ModelSwitcherPanel
 from tests.gui.conftest import wait_until
 
 T = TypeVar("T")
-TABS = ["Monitor", "Models", "Switch history", "Playground", "Events"]
+TABS = ["Monitor", "Models", "Switch history", "Playground", "Soak test", "Events"]
 
 
 @pytest.fixture
