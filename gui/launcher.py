@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 
 def build_gui_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,16 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `vrampilot` entry point: run, then end the process at once (core.process_exit says
+    why). An exception escaping run() takes the normal way out, with its traceback."""
+    from core.process_exit import exit_now
+
+    exit_now(run(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The desktop app or a headless command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     from core.cli import command_names
 
@@ -85,4 +95,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 import uuid
@@ -37,7 +38,34 @@ def run(args: argparse.Namespace) -> int:
     if not prompt.strip():
         print("vrampilot generate: the prompt is empty", file=sys.stderr)
         return 2
-    return asyncio.run(_generate(args, prompt))
+    return asyncio.run(_until_signalled(args, prompt))
+
+
+async def _until_signalled(args: argparse.Namespace, prompt: str) -> int:
+    """SIGINT and SIGTERM cancel the command, which then closes like the app does (the
+    runtime's close: within its deadline, no engine process left); exit code 128 + signal."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:  # a second signal must not interrupt the close
+            received.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await _generate(args, prompt)
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        _err(f"\nvrampilot generate: stopped by {signal.Signals(received[0]).name}")
+        return 128 + received[0]
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 def _err(text: str) -> None:
