@@ -121,6 +121,8 @@ class Runtime:
     reactor: AlertReactor
     simulated: bool
     engines: weakref.WeakSet[Engine] = field(default_factory=weakref.WeakSet)
+    # Child processes that were there before this runtime: not its engines, close() spares them.
+    children_before: set[int] = field(default_factory=set)
     _log_listeners: list[LogListener] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -135,6 +137,9 @@ class Runtime:
         """Read the configuration and build every core object (no model is loaded yet).
 
         engine_factory (tests) replaces make_engine."""
+        from core.engine.processes import child_pids
+
+        children_before = child_pids()
         config = load_app_config(config_file)
         activity = EngineActivity()
         devices = [SerializedDevice(d) for d in open_gpu_devices(simulate, activity)]
@@ -172,7 +177,8 @@ class Runtime:
         chat = ChatSession(manager, router, store, probe, device_label=label)
         reactor = AlertReactor(manager, config.monitoring.hardware_monitoring)
         return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
-                   reactor, simulated=bool(simulate), engines=engines)
+                   reactor, simulated=bool(simulate), engines=engines,
+                   children_before=children_before)
 
     @property
     def history(self) -> TelemetryHistory:
@@ -295,7 +301,7 @@ class Runtime:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
-        self.sampler.stop()
+        self.sampler.stop(timeout=min(0.5, deadline_s / 4))
         for task in list(self._tasks):
             task.cancel()
         from core.engine.processes import end_engine_processes
@@ -310,7 +316,8 @@ class Runtime:
         if not closing.done():
             self.log("warning", "the engine did not shut down in time: ending it by force")
         # Also after a clean close: a cancelled start may have spawned a process meanwhile.
-        ended = await loop.run_in_executor(None, end_engine_processes, ENGINE_EXIT_GRACE_S)
+        ended = await loop.run_in_executor(None, end_engine_processes, self.children_before,
+                                           ENGINE_EXIT_GRACE_S)
         if ended and closing.done():
             log.info("ended leftover engine process(es) %s", ended)
         if not closing.done():

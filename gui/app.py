@@ -244,6 +244,8 @@ class AppController(QObject):
             if self.notifier is not None:
                 self.notifier.close()
             self.events.add("info", f"shut down in {time.monotonic() - started:.1f} s")
+            if os.environ.get(REPORT_PHASES_ENV):
+                report(f"shut down in {time.monotonic() - started:.2f} s")
             self.window.finish_close()
             self.finished.set()
 
@@ -270,4 +272,6 @@ def run_app(args: argparse.Namespace) -> int:
 
     with loop:
         loop.run_until_complete(main())
+    if os.environ.get(REPORT_PHASES_ENV):
+        report("event loop closed")
     return 0

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -54,19 +55,26 @@ class Run:
     err: list[str] = field(default_factory=list)
     seen: dict[int, psutil.Process] = field(default_factory=dict)
     err_at_signal: int = 0
+    out_at: list[float] = field(default_factory=list)
+    signalled_at: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start_watching(self) -> None:
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None
         for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            t = threading.Thread(target=lambda s=stream, ls=lines: ls.extend(iter(s.readline, "")),
-                                 daemon=True)
+            t = threading.Thread(target=self._read, args=(stream, lines), daemon=True)
             t.start()
             self._threads.append(t)
         t = threading.Thread(target=self._watch_tree, daemon=True)
         t.start()
         self._threads.append(t)
+
+    def _read(self, stream: IO[str], lines: list[str]) -> None:
+        for line in iter(stream.readline, ""):
+            lines.append(line)
+            if lines is self.out:
+                self.out_at.append(time.monotonic())
 
     def _watch_tree(self) -> None:
         # Every descendant ever seen, also those started after the signal.
@@ -111,7 +119,7 @@ class Run:
         for child in psutil.Process(self.proc.pid).children(recursive=True):
             self.seen.setdefault(child.pid, child)
         self.err_at_signal = len(self.err)
-        sent = time.monotonic()
+        sent = self.signalled_at = time.monotonic()
         self.proc.send_signal(signum)
         try:
             self.proc.wait(timeout=60)
@@ -169,8 +177,10 @@ def launch(data_dir: Path) -> Iterator[Callable[..., Run]]:
 
 def check_clean_exit(run: Run, took: float, phase: str, window: bool = True) -> None:
     after = "".join(run.err[run.err_at_signal:])
+    timeline = [f"{at - run.signalled_at:+.2f} s {line.strip()}"
+                for at, line in zip(run.out_at, run.out, strict=False) if at >= run.signalled_at]
     print(f"\n[quit] {phase}: exited {took:.2f} s after the signal, rc {run.proc.returncode}; "
-          f"stderr after the signal: {after!r}")
+          f"after the signal: stdout {timeline}, stderr {after!r}")
     left = run.left_behind()
     assert not left, f"{phase}: processes left behind: {left}\n{run.text()}"
     err = "".join(run.err)

@@ -152,11 +152,12 @@ def start_quiet_resource_tracker() -> None:
             sys.warnoptions.remove(quiet)
 
 
-def end_engine_processes(grace_s: float = 0.5) -> list[int]:
-    """End every process this one started except multiprocessing's resource tracker (it exits
-    with us): SIGTERM, SIGKILL after grace_s, reaped so none stays a zombie. Returns the pids
-    that were still running. Blocking: call it from a thread."""
-    everyone = new_engine_processes(set())
+def end_engine_processes(spared: set[int], grace_s: float = 0.5) -> list[int]:
+    """End every process this one started, except those in ``spared`` (running before the
+    engines were possible) and multiprocessing's resource tracker (it exits with us): SIGTERM,
+    SIGKILL after grace_s, reaped so none stays a zombie. Returns the pids that were still
+    running. Blocking: call it from a thread."""
+    everyone = new_engine_processes(spared)
     procs = [p for p in everyone if alive(p)]
     if procs:
         log.info("ending engine process(es) %s", [p.pid for p in procs])
