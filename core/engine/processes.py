@@ -58,7 +58,9 @@ def _is_resource_tracker(proc: psutil.Process) -> bool:
     # multiprocessing's resource tracker is per parent, shared by every engine, and exits with us.
     try:
         return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except psutil.ZombieProcess:
+        return False  # an exited engine process, still to be reaped
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return True
 
 
@@ -115,8 +117,8 @@ def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Pro
     (an engine's worker whose parent was killed first). Our own children are reaped."""
     deadline = time.monotonic() + timeout_s
     while True:
-        _reap(procs)
         left = [p for p in procs if alive(p)]
+        _reap(procs)  # after the check: whatever was seen gone is reaped
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.02)

@@ -433,8 +433,8 @@ class VllmEngine:
                 log.exception("vLLM shutdown raised; ending its processes directly")
             del llm
             gc.collect()  # AsyncLLM sits in reference cycles
-        still = end_processes([p for p in procs if alive(p)],
-                              timeout_s=min(5.0, self._shutdown_timeout_s))
+        # All of them, also those vLLM already killed: they are reaped there (no zombie stays).
+        still = end_processes(procs, timeout_s=min(5.0, self._shutdown_timeout_s))
         if still:
             raise EngineTimeoutError(f"Engine processes {still} did not exit.")
         self._registry.remove(p.pid for p in procs)
