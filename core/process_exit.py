@@ -1,9 +1,9 @@
 """The last step of the `vrampilot` process, once the app or command has closed its runtime.
 
 It ends the process with ``os._exit`` instead of the interpreter's normal finalization, because
-by then everything we own is closed (Runtime.close: the SQLite history is committed and closed,
-engine processes are ended and reaped; the app has synced its QSettings), and what finalization
-would still do is only harm:
+by then everything we own is closed (Runtime.close: engine processes are ended and reaped, the
+SQLite history has committed each row as it was written and is closed; the app has synced its
+QSettings), and what finalization would still do is only harm:
 
 - it joins every ThreadPoolExecutor thread (``concurrent.futures`` registers that at exit), so a
   load cancelled during vLLM's import or constructor would hold the exit for up to 20 s;
