@@ -178,7 +178,8 @@ def launch(data_dir: Path) -> Iterator[Callable[..., Run]]:
 def check_clean_exit(run: Run, took: float, phase: str, window: bool = True) -> None:
     after = "".join(run.err[run.err_at_signal:])
     timeline = [f"{at - run.signalled_at:+.2f} s {line.strip()}"
-                for at, line in zip(run.out_at, run.out, strict=False) if at >= run.signalled_at]
+                for at, line in zip(run.out_at, run.out, strict=False)
+                if at >= run.signalled_at and line.startswith("vrampilot:")]
     print(f"\n[quit] {phase}: exited {took:.2f} s after the signal, rc {run.proc.returncode}; "
           f"after the signal: stdout {timeline}, stderr {after!r}")
     left = run.left_behind()
