@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +42,16 @@ DEFAULT_MODEL = "demo-tiny-a"
 CUSTOM_MODEL_ID = "custom"
 
 LogListener = Callable[[str, str], None]
+EngineFactory = Callable[[ModelEntry], Engine]
+
+# Closing (app exit, end of a command) finishes within this, whatever the engine is doing, so
+# the process exits within 3 s: what runs is cancelled, the engine is shut down, and processes
+# that have not gone by CLOSE_FORCE_AT_S before the deadline are ended by force.
+CLOSE_DEADLINE_S = 2.5
+CLOSE_FORCE_AT_S = 1.0
+# At close vLLM's processes get this long after SIGTERM, then SIGKILL: nothing in them needs
+# saving, and a graceful engine teardown takes seconds.
+ENGINE_EXIT_GRACE_S = 0.5
 
 
 class SerializedDevice:
@@ -111,6 +122,9 @@ class Runtime:
     chat: ChatSession
     reactor: AlertReactor
     simulated: bool
+    engines: weakref.WeakSet[Engine] = field(default_factory=weakref.WeakSet)
+    # Child processes that were there before this runtime: not its engines, close() spares them.
+    children_before: set[int] = field(default_factory=set)
     _log_listeners: list[LogListener] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -120,8 +134,14 @@ class Runtime:
 
     @classmethod
     def create(cls, config_file: str | Path | None = None, simulate: str | None = None,
-               history_path: Path | None = None) -> Runtime:
-        """Read the configuration and build every core object (no model is loaded yet)."""
+               history_path: Path | None = None,
+               engine_factory: EngineFactory | None = None) -> Runtime:
+        """Read the configuration and build every core object (no model is loaded yet).
+
+        engine_factory (tests) replaces make_engine."""
+        from core.engine.processes import child_pids
+
+        children_before = child_pids()
         config = load_app_config(config_file)
         # Models already on this machine (HF cache, models folder) load like catalog entries.
         config = replace(config, catalog=with_models_on_disk(config.catalog, paths.models_dir()))
@@ -147,14 +167,22 @@ class Runtime:
         # with only demo models still falls back from one to the other.
         cascade = effective_cascade(config.fallback_cascade,
                                     config.router.selection.local_tier)
+        engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # for close(): every engine made
+        factory = engine_factory or (lambda entry: make_engine(entry, activity, config))
+
+        def new_engine(entry: ModelEntry) -> Engine:
+            engine = factory(entry)
+            engines.add(engine)
+            return engine
+
         manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
-                               lambda entry: make_engine(entry, activity, config), store, activity,
-                               fit, cascade=cascade)
+                               new_engine, store, activity, fit, cascade=cascade)
         label = devices[0].sample().name if devices else "host RAM (CPU engine)"
         chat = ChatSession(manager, router, store, probe, device_label=label)
         reactor = AlertReactor(manager, config.monitoring.hardware_monitoring)
         return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
-                   reactor, simulated=bool(simulate))
+                   reactor, simulated=bool(simulate), engines=engines,
+                   children_before=children_before)
 
     @property
     def history(self) -> TelemetryHistory:
@@ -279,12 +307,46 @@ class Runtime:
         self.router.catalog = catalog
         return CUSTOM_MODEL_ID
 
-    async def close(self) -> None:
-        """Stop sampling, cancel switches and generations, shut the engine down."""
-        self.sampler.stop()
+    async def close(self, deadline_s: float = CLOSE_DEADLINE_S) -> None:
+        """Stop sampling, cancel switches and generations, shut the engine down; within
+        deadline_s whatever the engine does. Idempotent.
+
+        Engines are told to hurry (SIGTERM, SIGKILL after ENGINE_EXIT_GRACE_S). If the clean
+        close has not finished CLOSE_FORCE_AT_S before the deadline (a vLLM start that cannot be
+        interrupted, a shutdown that hangs), every engine process is ended by force; a thread
+        still inside vLLM is left behind (an exiting process does not wait for it: see
+        core.process_exit). History rows are committed as each is written; the store is closed
+        only once nothing can write to it any more.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        self.sampler.stop(timeout=min(0.5, deadline_s / 4))
         for task in list(self._tasks):
             task.cancel()
-        await self.manager.close()
+        from core.engine.processes import end_engine_processes
+        from core.engine.vllm_engine import VllmEngine
+
+        for engine in list(self.engines):
+            if isinstance(engine, VllmEngine):
+                engine.hurry(ENGINE_EXIT_GRACE_S)
+        closing = asyncio.ensure_future(self.manager.close())
+        closing.set_name("runtime-close")
+        await asyncio.wait({closing}, timeout=max(0.0, deadline - loop.time() - CLOSE_FORCE_AT_S))
+        if not closing.done():
+            self.log("warning", "the engine did not shut down in time: ending it by force")
+        # Also after a clean close: a cancelled start may have spawned a process meanwhile.
+        ended = await loop.run_in_executor(None, end_engine_processes, self.children_before,
+                                           ENGINE_EXIT_GRACE_S)
+        if ended and closing.done():
+            log.info("ended leftover engine process(es) %s", ended)
+        if not closing.done():
+            await asyncio.wait({closing}, timeout=max(0.0, deadline - loop.time()))
+        if not closing.done():
+            closing.cancel()
+            log.warning("closing the model manager did not finish within %.1f s", deadline_s)
+            return  # the history store stays open for a write still to come
+        if not closing.cancelled() and closing.exception() is not None:
+            self.log("error", f"shutting the engine down failed: {closing.exception()}")
         for device in self.devices:
             device.close()
         self.history_store.close()

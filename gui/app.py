@@ -10,7 +10,6 @@ import importlib
 import os
 import signal
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
@@ -18,7 +17,6 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-import psutil
 from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
@@ -27,7 +25,7 @@ from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
 from core.paths import resource
-from core.runtime import Runtime
+from core.runtime import CLOSE_DEADLINE_S, Runtime
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.recording import TelemetryRecorder
 from gui.bridge import CoreBridge
@@ -47,17 +45,19 @@ if TYPE_CHECKING:
     from core.server.instance_lock import InstanceLock
 
 GIB = 1024**3
-# Closing must end within 10 s: the engine gets this long to shut down cleanly, then its
-# processes are ended by force.
-SHUTDOWN_TIMEOUT_S = 6.0
-REAP_DEADLINE_S = 9.0
-ENGINE_THREAD_PREFIX = "vllm-engine"  # core.engine.vllm_engine's executor threads
+# Quitting ends within 3 s: the panels' tasks get CANCEL_WAIT_S to unwind, the core's close the
+# rest of CLOSE_DEADLINE_S.
+CANCEL_WAIT_S = 0.3
+# Test hooks (tests/test_quit_vllm.py): report switch phases on stdout; switch to a second model
+# once the first is loaded.
+REPORT_PHASES_ENV = "VRAMPILOT_REPORT_PHASES"
+SWITCH_AFTER_AUTOLOAD_ENV = "VRAMPILOT_SWITCH_AFTER_AUTOLOAD"
 
 
-def engine_threads_alive() -> bool:
-    """Is an engine executor thread still busy (e.g. starting vLLM for a cancelled load)?"""
-    return any(t.name.startswith(ENGINE_THREAD_PREFIX) and t.is_alive()
-               for t in threading.enumerate())
+def report(line: str) -> None:
+    """A line for a test or benchmark watching the app from outside."""
+    sys.stdout.write(f"vrampilot: {line}\n")
+    sys.stdout.flush()
 
 
 def chart_specs(runtime: Runtime) -> list[ChartSpec]:
@@ -227,12 +227,21 @@ class AppController(QObject):
         if os.environ.get("VRAMPILOT_REPORT_WINDOW_SHOWN"):
             # For the launch benchmark: the first loop turn after show() has laid the window
             # out and painted it.
-            QTimer.singleShot(0, lambda: (sys.stdout.write("vrampilot: window shown\n"),
-                                          sys.stdout.flush()))
+            QTimer.singleShot(0, lambda: report("window shown"))
+        if os.environ.get(REPORT_PHASES_ENV):
+            # For the quit test: it signals the app in a known switch phase.
+            self.bridge.switch_event.connect(
+                lambda e: report(f"switch {e.phase.value} {e.target}"))
         if self.runtime.simulated:
             self.events.add("info", "the GPU is simulated (profile from resources/profiles)")
         if autoload:
-            self.keep(self.runtime.autoload(model), "autoload")
+            self.keep(self._autoload(model), "autoload")
+
+    async def _autoload(self, model: str | None) -> None:
+        await self.runtime.autoload(model)
+        then = os.environ.get(SWITCH_AFTER_AUTOLOAD_ENV)
+        if then:  # for the quit test: a switch to close the app in
+            await self.runtime.manager.switch_to(then, reason="manual")
 
     def keep(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a coroutine as a named task we hold a reference to (cancelled at shutdown)."""
@@ -278,39 +287,33 @@ class AppController(QObject):
         self._shutdown_task.set_name("shutdown")
 
     async def shutdown(self) -> None:
-        """Cancel what runs, shut the engine down (by force after SHUTDOWN_TIMEOUT_S), close.
-
-        A load cancelled mid-start keeps starting vLLM in its executor thread for a while; its
-        processes are ended as they appear until that thread gives up (or the deadline)."""
+        """Cancel what runs, then the core's close (runtime.close: bounded, ends the engine by
+        force if it must); the whole takes at most about CLOSE_DEADLINE_S. The window is already
+        hidden (MainWindow.closeEvent), so quitting looks instant."""
         started = time.monotonic()
+        if os.environ.get(REPORT_PHASES_ENV):
+            report("window hidden" if not self.window.isVisible() else "window still shown")
         self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
         self.recording.close_all()
-        core = asyncio.ensure_future(self._shutdown_core())
-        core.set_name("shutdown-core")
-        loop = asyncio.get_running_loop()
+        if self.download_dialog is not None:  # a download stops at its next chunk
+            self.download_dialog.cancel()
+            self.download_dialog.close()
         try:
-            done, _ = await asyncio.wait({core}, timeout=SHUTDOWN_TIMEOUT_S)
-            if not done:
-                self.events.add("error", "the engine did not shut down in time: ending it by force")
-            await loop.run_in_executor(None, end_child_processes)
-            while time.monotonic() - started < REAP_DEADLINE_S and (
-                    not core.done() or engine_threads_alive()):
-                await asyncio.wait({core}, timeout=0.2)
-                await loop.run_in_executor(None, end_child_processes, 0.5)
-            if core.done() and not core.cancelled() and core.exception() is not None:
-                self.events.add("error", f"shutdown: {core.exception()}")
-            # Let tasks that were just cancelled (the engine's stream handlers) unwind.
-            current = asyncio.current_task()
-            unwinding = [t for t in asyncio.all_tasks() if t is not current and t.cancelling()]
-            if unwinding:
-                await asyncio.wait(unwinding, timeout=1.0)
+            # The panels' tasks end at once unless a switch is unwinding in the manager, which
+            # runtime.close() below bounds; so they get only a moment here.
+            tasks = [t for t in self._tasks if not t.done()]
+            for task in tasks:
+                task.cancel()
+            panels = asyncio.gather(self.playground.shutdown(), self.models.shutdown(),
+                                    self.soak.shutdown(),
+                                    *tasks, return_exceptions=True)
+            await asyncio.wait({panels}, timeout=CANCEL_WAIT_S)
+            await self.runtime.close(max(0.5, CLOSE_DEADLINE_S - (time.monotonic() - started)))
         except Exception as exc:  # noqa: BLE001 - closing goes on whatever failed; shown
             self.events.add("error", f"shutdown failed: {type(exc).__name__}: {exc}")
             traceback.print_exc()
         finally:
-            if not core.done():
-                core.cancel()
             for unsubscribe in self._unsubscribe:
                 with contextlib.suppress(ValueError):
                     unsubscribe()
@@ -322,41 +325,10 @@ class AppController(QObject):
             if self.notifier is not None:
                 self.notifier.close()
             self.events.add("info", f"shut down in {time.monotonic() - started:.1f} s")
+            if os.environ.get(REPORT_PHASES_ENV):
+                report(f"shut down in {time.monotonic() - started:.2f} s")
             self.window.finish_close()
             self.finished.set()
-
-    async def _shutdown_core(self) -> None:
-        current = asyncio.current_task()
-        others = [t for t in self._tasks if t is not current and not t.done()]
-        for task in others:
-            task.cancel()
-        if self.download_dialog is not None:  # a download stops at its next chunk
-            self.download_dialog.cancel()
-            for _ in range(600):
-                if not self.download_dialog.busy:
-                    break
-                await asyncio.sleep(0.05)
-            self.download_dialog.close()
-        await self.playground.shutdown()
-        await self.soak.shutdown()
-        await self.models.shutdown()
-        for task in others:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await self.runtime.close()
-
-
-def end_child_processes(timeout_s: float = 2.0) -> None:
-    """Terminate (then kill) any process this one started that is still running."""
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.terminate()
-    _gone, alive = psutil.wait_procs(children, timeout=timeout_s)
-    for child in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(alive, timeout=timeout_s)
 
 
 async def serve_control(controller: AppController, lock: InstanceLock, simulate: str | None,
@@ -408,4 +380,6 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
 
     with loop:
         loop.run_until_complete(main())
+    if os.environ.get(REPORT_PHASES_ENV):
+        report("event loop closed")
     return 0

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from core.server.control_client import ControlClient
@@ -48,7 +48,16 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `vrampilot` entry point: run, then end the process at once (core.process_exit says
+    why). An exception escaping run() takes the normal way out, with its traceback."""
+    from core.process_exit import exit_now
+
+    exit_now(run(argv))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The desktop app or a headless command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     from core.cli import command_names
 
@@ -124,4 +133,4 @@ def bring_owner_to_front(owner: ControlClient, args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Signal
-from PySide6.QtGui import QCloseEvent, QIcon
+from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from core.paths import resource
@@ -48,6 +48,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.model_status)
         self.resize(1280, 860)
         self._restore()
+        # Ctrl+Q quits like the close button, SIGTERM and SIGINT (AppController).
+        # Spelled out: the platform's standard Quit key is unset on some (offscreen, plain X11).
+        QShortcut(QKeySequence("Ctrl+Q"), self, self.close)
 
     def _restore(self) -> None:
         if self._settings is None:
@@ -64,6 +67,7 @@ class MainWindow(QMainWindow):
             return
         self._settings.setValue("window/geometry", self.saveGeometry())
         self._settings.setValue("window/tab", self.tabs.currentIndex())
+        self._settings.sync()  # written now: the process ends with os._exit (core.process_exit)
 
     def set_model_status(self, text: str) -> None:
         self.model_status.setText(text)
@@ -85,7 +89,8 @@ class MainWindow(QMainWindow):
             return
         self._closing = True
         self._save()
-        self.set_model_status("shutting down…")
+        # Gone from the screen at once; the shutdown (up to 3 s) goes on behind.
+        self.hide()
         self.shutdown_requested.emit()
 
     def finish_close(self) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +63,36 @@ def run(args: argparse.Namespace) -> int:
         with owner:
             return _generate_attached(args, prompt, owner)
     try:
-        return asyncio.run(_generate_here(args, prompt, lock))
+        return asyncio.run(_until_signalled(_generate_here(args, prompt, lock)))
     finally:
         lock.release()
+
+
+async def _until_signalled(work: Coroutine[Any, Any, int]) -> int:
+    """SIGINT and SIGTERM cancel the command, which then closes like the app does (the
+    runtime's close: within its deadline, no engine process left); exit code 128 + signal."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:  # a second signal must not interrupt the close
+            received.append(signum)
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        _err(f"\nvrampilot generate: stopped by {signal.Signals(received[0]).name}")
+        return 128 + received[0]
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 def _err(text: str) -> None:

@@ -11,6 +11,8 @@ import contextlib
 import json
 import logging
 import os
+import sys
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,7 +58,9 @@ def _is_resource_tracker(proc: psutil.Process) -> bool:
     # multiprocessing's resource tracker is per parent, shared by every engine, and exits with us.
     try:
         return "multiprocessing.resource_tracker" in " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except psutil.ZombieProcess:
+        return False  # an exited engine process, still to be reaped
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return True
 
 
@@ -100,12 +104,68 @@ def end_processes(procs: Iterable[psutil.Process], timeout_s: float = 5.0) -> li
     for proc in targets.values():
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             proc.terminate()
-    _gone, alive_ = psutil.wait_procs(list(targets.values()), timeout=timeout_s)
-    for proc in alive_:
+    left = _wait_gone(list(targets.values()), timeout_s)
+    for proc in left:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             proc.kill()
-    _gone, still = psutil.wait_procs(alive_, timeout=2.0)
-    return [p.pid for p in still if alive(p)]
+    return [p.pid for p in _wait_gone(left, 2.0)]
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until none of procs runs; returns those still running. A zombie counts as gone (it
+    holds no memory): psutil.wait_procs would wait out the timeout on one that is not our child
+    (an engine's worker whose parent was killed first). Our own children are reaped."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [p for p in procs if alive(p)]
+        _reap(procs)  # after the check: whatever was seen gone is reaped
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.02)
+
+
+def _reap(procs: Iterable[psutil.Process]) -> None:
+    me = os.getpid()
+    for proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.ppid() == me:
+                os.waitpid(proc.pid, os.WNOHANG)
+
+
+def start_quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (if not running) without its leak warnings.
+
+    vLLM's engine processes register semaphores and shared memory with the tracker, one per
+    parent. When we end an engine by force (a cancelled load, a quick exit) the tracker unlinks
+    what the killed process left - the clean-up we want - and warns "There appear to be N leaked
+    shared_memory objects" on stderr for each kind, which only reads like a fault. The tracker
+    takes its warning filters from this process's -W options when it starts, so it gets that
+    one warning ignored; nothing else changes."""
+    from multiprocessing import resource_tracker
+
+    quiet = "ignore:resource_tracker:UserWarning"
+    added = quiet not in sys.warnoptions
+    if added:
+        sys.warnoptions.append(quiet)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        if added:
+            sys.warnoptions.remove(quiet)
+
+
+def end_engine_processes(spared: set[int], grace_s: float = 0.5) -> list[int]:
+    """End every process this one started, except those in ``spared`` (running before the
+    engines were possible) and multiprocessing's resource tracker (it exits with us): SIGTERM,
+    SIGKILL after grace_s, reaped so none stays a zombie. Returns the pids that were still
+    running. Blocking: call it from a thread."""
+    everyone = new_engine_processes(spared)
+    procs = [p for p in everyone if alive(p)]
+    if procs:
+        log.info("ending engine process(es) %s", [p.pid for p in procs])
+        end_processes(procs, timeout_s=grace_s)
+    _reap(everyone)  # those that had exited already are zombies until we wait for them
+    return [p.pid for p in procs]
 
 
 class EngineProcessRegistry:

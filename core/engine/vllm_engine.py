@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import os
+import threading
 import time
 import traceback
 import uuid
@@ -50,6 +51,7 @@ from core.engine.processes import (
     child_pids,
     end_processes,
     new_engine_processes,
+    start_quiet_resource_tracker,
 )
 from core.engine.thinking import OPEN_TAG, ThinkingSplitter
 from core.telemetry.activity import EngineActivity
@@ -136,6 +138,41 @@ def engine_dtype(spec: LoadSpec) -> str:
     return spec.dtype
 
 
+class StartCancelledError(EngineError):
+    """The load was cancelled before vLLM's engine was started (or before it was handed over)."""
+
+    def __init__(self) -> None:
+        super().__init__("The load was cancelled.")
+
+
+class _StartControl:
+    """Shared by a load and its start thread: a cancelled load stops the thread at the next
+    checkpoint, and says whether the thread may already be spawning engine processes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._spawning = False
+
+    def cancel(self) -> bool:
+        """Loop side. True if the thread has begun spawning vLLM's engine processes."""
+        with self._lock:
+            self._cancelled = True
+            return self._spawning
+
+    def begin_spawning(self) -> None:
+        """Thread side, right before vLLM's constructor: stop here if cancelled."""
+        with self._lock:
+            if self._cancelled:
+                raise StartCancelledError()
+            self._spawning = True
+
+    def check(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                raise StartCancelledError()
+
+
 class VllmEngine:
     """One model on vLLM's AsyncLLM. Implements core.engine.base.Engine.
 
@@ -185,11 +222,12 @@ class VllmEngine:
             self._activity.set_loading(True, spec.model_id)
         started = time.monotonic()
         before = child_pids()
-        starting = loop.run_in_executor(self._executor, self._start, spec)
+        control = _StartControl()
+        starting = loop.run_in_executor(self._executor, self._start, spec, control)
         try:
             llm, tokenizer, procs = await asyncio.shield(starting)
         except asyncio.CancelledError:
-            await self._abandon_start(starting, before)
+            await self._abandon_start(starting, before, control)
             raise
         finally:
             if self._activity is not None:
@@ -202,12 +240,19 @@ class VllmEngine:
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
         log.info("loaded %s in %.1f s (engine pids %s)", spec.model_id, self.load_s, self.pids())
 
-    async def _abandon_start(self, starting: asyncio.Future[Any], before: set[int]) -> None:
+    async def _abandon_start(self, starting: asyncio.Future[Any], before: set[int],
+                             control: _StartControl) -> None:
         """A cancelled load: no model may come up behind the caller's back.
 
-        The start thread cannot be interrupted, so end the engine processes it spawns (vLLM's
-        constructor then fails fast) and stop whatever it still manages to return.
+        The start thread cannot be interrupted. Still importing vLLM, it is only told to stop
+        before it spawns anything (waiting for the import would hold up an app's exit for
+        seconds). Already starting vLLM, it gets its engine processes ended as they appear, which
+        makes vLLM's constructor fail fast; whatever it still returns is shut down.
         """
+        # Nobody else reads the thread's outcome now (asyncio would warn that it was never read).
+        starting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not control.cancel():
+            return
         deadline = time.monotonic() + max(30.0, self._shutdown_timeout_s)
         while not starting.done() and time.monotonic() < deadline:
             for proc in new_engine_processes(before):
@@ -248,6 +293,7 @@ class VllmEngine:
             queue.put_nowait(("error", EngineError("The engine was shut down.")))
         holder, self._llm = [self._llm], None
         procs, self._procs = self._procs, []
+        _stop_output_handler(holder[0])
         if holder[0] is not None or procs:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._stop, holder, procs)
@@ -259,6 +305,18 @@ class VllmEngine:
         # fresh executor starts no thread until a later load() needs one.
         self._executor.shutdown(wait=False)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
+
+    def hurry(self, grace_s: float) -> None:
+        """From now on shutdown() gives vLLM's processes grace_s after SIGTERM, then SIGKILL.
+
+        For the app's exit: the engine holds nothing worth a slow teardown (the OS frees its
+        memory), and waiting for it would keep the app alive for seconds."""
+        self._shutdown_timeout_s = grace_s
+        # vLLM then warns on stderr that it is "force killing" its processes: here that is the
+        # plan, not news. Its console gets errors only; the log file keeps everything.
+        for handler in logging.getLogger("vllm").handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(logging.ERROR)
 
     def is_healthy(self) -> bool:
         """Loaded, not dead, and every engine process still running."""
@@ -290,7 +348,8 @@ class VllmEngine:
 
     # -- worker-thread parts -------------------------------------------------------------------
 
-    def _start(self, spec: LoadSpec) -> tuple[Any, Any, list[psutil.Process]]:
+    def _start(self, spec: LoadSpec, control: _StartControl
+               ) -> tuple[Any, Any, list[psutil.Process]]:
         config_file, log_file = write_logging_config(self._log_dir)
         self.log_file = log_file
         if log_file.exists() and log_file.stat().st_size > _LOG_MAX_BYTES:
@@ -325,7 +384,11 @@ class VllmEngine:
                 options["max_num_seqs"] = spec.max_num_seqs
             options.update(self._extra)
             args = AsyncEngineArgs(**options)
+            control.begin_spawning()  # a load cancelled during the imports ends here
+            start_quiet_resource_tracker()
             llm = AsyncLLM.from_engine_args(args)
+        except StartCancelledError:
+            raise
         except BaseException as exc:
             leftovers = new_engine_processes(before)
             if leftovers:
@@ -344,6 +407,7 @@ class VllmEngine:
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 spec.path, trust_remote_code=spec.trust_remote_code)
+            control.check()  # cancelled while vLLM started: nobody would own this engine
         except BaseException:
             self._stop([llm], procs)
             raise
@@ -369,7 +433,8 @@ class VllmEngine:
                 log.exception("vLLM shutdown raised; ending its processes directly")
             del llm
             gc.collect()  # AsyncLLM sits in reference cycles
-        still = end_processes([p for p in procs if alive(p)], timeout_s=5.0)
+        # All of them, also those vLLM already killed: they are reaped there (no zombie stays).
+        still = end_processes(procs, timeout_s=min(5.0, self._shutdown_timeout_s))
         if still:
             raise EngineTimeoutError(f"Engine processes {still} did not exit.")
         self._registry.remove(p.pid for p in procs)
@@ -514,6 +579,17 @@ class VllmEngine:
             self._tokenizer = None
             if self._activity is not None:
                 self._activity.set_loaded(None, 0)
+
+
+def _stop_output_handler(llm: Any) -> None:
+    """Cancel AsyncLLM's output-handler task, on the loop, before shutting vLLM down.
+
+    vLLM's shutdown (run in our worker thread) tears the engine down first and cancels that task
+    last; in between the task can see the engine gone and log "AsyncLLM output_handler failed"
+    with a traceback on stderr. Nothing streams any more (our streams were ended above)."""
+    handler = getattr(llm, "output_handler", None)
+    if isinstance(handler, asyncio.Task) and not handler.done():
+        handler.cancel()
 
 
 def _map_stream_error(exc: BaseException) -> EngineError:

@@ -18,11 +18,29 @@ import qasync
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
+from core.history_store import HistoryStore
 from core.runtime import Runtime
 from gui.app import AppController
 from tests.gui.conftest import wait_until
 
 LOAD_S = 180.0  # engine start is ~20-60 s here; generous for a loaded CI machine
+CLOSE_BOUND_S = 5.0  # closing takes under 3 s; slack for this shared 2-core machine
+
+
+def engine_processes() -> list[psutil.Process]:
+    """This process's descendants except multiprocessing's resource tracker, which vLLM starts
+    and which ends with the process (core.process_exit stops it)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(p.cmdline())
+        except psutil.ZombieProcess:
+            command = "(zombie)"  # left behind too
+        except psutil.NoSuchProcess:
+            continue
+        if "resource_tracker" not in command:
+            found.append(p)
+    return found
 
 
 @pytest.fixture
@@ -92,11 +110,11 @@ def test_chat_stop_switch_and_clean_close(app: AppController, runtime: Runtime,
         started = time.monotonic()
         assert not app.finished.is_set()
         app.window.close()
+        assert not app.window.isVisible()  # hidden at once, before the shutdown
         await asyncio.wait_for(app.finished.wait(), 12)
-        assert time.monotonic() - started < 10
-        assert not app.window.isVisible()
-        left = psutil.Process().children(recursive=True)
-        assert left == [], ([(p.pid, p.cmdline()[:1], p.status()) for p in left],
+        assert time.monotonic() - started < CLOSE_BOUND_S
+        left = engine_processes()
+        assert left == [], ([(p.pid, p.name(), p.status()) for p in left],
                             time.monotonic() - started, app.events.log.toPlainText())
         assert "Task" not in app.events.log.toPlainText(), app.events.log.toPlainText()
 
@@ -108,40 +126,65 @@ def test_close_during_a_load_cancels_it_and_leaves_no_process(
         app: AppController, runtime: Runtime, loop: qasync.QEventLoop) -> None:
     async def body() -> None:
         app.start(autoload=True)  # loads demo-tiny-a
+        # vLLM's engine process runs: the load is past the imports (a close during those ends
+        # at once but leaves the import to finish in its thread, which this fixture would flag).
         await wait_until(lambda: runtime.manager.state.phase is not None
-                         and runtime.manager.state.phase.value == "loading", 60, "loading")
+                         and runtime.manager.state.phase.value == "loading"
+                         and engine_processes(), LOAD_S, "the engine process of the load")
         started = time.monotonic()
         app.window.close()
         await asyncio.wait_for(app.finished.wait(), 12)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < CLOSE_BOUND_S
         assert runtime.manager.active_model is None
-        left = psutil.Process().children(recursive=True)
-        assert left == [], [(p.pid, p.cmdline()) for p in left]
+        left = engine_processes()
+        assert left == [], [(p.pid, p.name(), p.status()) for p in left]
+        # Committed before the close finished (the runtime's store is closed by now).
+        store = HistoryStore(runtime.history_store.path)
+        assert [r.outcome for r in store.recent()] == ["cancelled"]
+        store.close()
 
     loop.run_until_complete(body())
 
 
-def test_sigterm_closes_the_app_cleanly(tmp_path: Path) -> None:
-    """SIGTERM reaches Python through the wake-up timer and closes the window gracefully."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_closes_the_app_cleanly(tmp_path: Path, signum: int) -> None:
+    """SIGTERM and SIGINT reach Python through the wake-up timer and close the window like the
+    close button: at once, with exit code 0 and nothing alarming printed."""
     env = dict(os.environ, VRAMPILOT_DATA_DIR=str(tmp_path), QT_QPA_PLATFORM="offscreen",
-               XDG_CONFIG_HOME=str(tmp_path / "config"))
+               XDG_CONFIG_HOME=str(tmp_path / "config"), VRAMPILOT_REPORT_WINDOW_SHOWN="1",
+               PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "gui.launcher", "--simulate",
                              "rtx4090-laptop", "--no-autoload"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout is not None
     try:
-        # Ready when the settings file appears? No: wait for the process to settle by polling
-        # its thread count (the sampler thread starts once the window is up).
-        deadline = time.monotonic() + 60
-        p = psutil.Process(proc.pid)
-        while p.num_threads() < 2 or time.monotonic() - (deadline - 60) < 3:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "the app did not start"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=10)
+        for line in proc.stdout:  # ends if the app exits early
+            if "window shown" in line:
+                break
+        assert proc.poll() is None, "the app did not start"
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        output = proc.stdout.read()
+        rc = proc.wait(timeout=30)
+        took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert rc == 0
+    assert rc == 0, output
+    assert took < CLOSE_BOUND_S, took
+    assert "Traceback" not in output, output
+
+
+def test_ctrl_q_hides_the_window_at_once_and_quits(app: AppController, loop: qasync.QEventLoop,
+                                                    qtbot: QtBot) -> None:
+    async def body() -> None:
+        app.start(autoload=False)
+        app.window.activateWindow()
+        await wait_until(app.window.isActiveWindow, 5, "the window to be active")
+        qtbot.keyClick(app.window.tabs, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+        assert not app.window.isVisible()
+        await asyncio.wait_for(app.finished.wait(), CLOSE_BOUND_S)
+
+    loop.run_until_complete(body())
