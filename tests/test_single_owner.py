@@ -23,7 +23,7 @@ from core.server.instance_lock import InstanceLock
 PROFILE = "rtx4090-laptop"
 START_S = 120.0  # the app's start (Qt, the runtime) on a loaded 2-core machine
 # Runs the launcher in-process, then says whether Qt was ever imported.
-SECOND_LAUNCH = ("import sys; from gui.launcher import main; rc = main(sys.argv[1:]); "
+SECOND_LAUNCH = ("import sys; from gui.launcher import run; rc = run(sys.argv[1:]); "
                  "print('qt imported:', any(m.startswith('PySide6') for m in sys.modules)); "
                  "sys.exit(rc)")
 
