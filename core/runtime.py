@@ -26,6 +26,7 @@ from core.manager.plan import effective_cascade
 from core.models.catalog import ModelEntry
 from core.models.estimator import Estimator, EstimatorSettings
 from core.router.selection import Router
+from core.scheduler import RequestScheduler
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
@@ -108,6 +109,7 @@ class Runtime:
     router: Router
     chat: ChatSession
     reactor: AlertReactor
+    scheduler: RequestScheduler
     simulated: bool
     _log_listeners: list[LogListener] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -147,10 +149,13 @@ class Runtime:
                                lambda entry: make_engine(entry, activity, config), store, activity,
                                fit, cascade=cascade)
         label = devices[0].sample().name if devices else "host RAM (CPU engine)"
-        chat = ChatSession(manager, router, store, probe, device_label=label)
+        # Every generation (playground, CLI, local API) is admitted by this one scheduler.
+        scheduler = RequestScheduler(manager, max_queue=config.server.max_queue)
+        chat = ChatSession(manager, router, store, probe, device_label=label,
+                           scheduler=scheduler)
         reactor = AlertReactor(manager, config.monitoring.hardware_monitoring)
         return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
-                   reactor, simulated=bool(simulate))
+                   reactor, scheduler, simulated=bool(simulate))
 
     @property
     def history(self) -> TelemetryHistory:
@@ -265,6 +270,7 @@ class Runtime:
         self.sampler.stop()
         for task in list(self._tasks):
             task.cancel()
+        await self.scheduler.close()
         await self.manager.close()
         for device in self.devices:
             device.close()

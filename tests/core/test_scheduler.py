@@ -4,12 +4,13 @@ queue, the thermal concurrency limit, cancellation, a failed switch."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from core.chat_session import ChatSession
-from core.engine.base import ChatMessage, EngineError, GenerationRequest
+from core.engine.base import ChatMessage, GenerationRequest
 from core.router import load_router_config
 from core.router.selection import Router
 from core.scheduler import NoModelError, QueueFullError, RequestScheduler
@@ -18,12 +19,21 @@ from tests.core.manager_fakes import Rig, make_rig
 A, B = "demo-tiny-a", "demo-tiny-b"
 
 
+async def until(condition: Callable[[], object]) -> None:
+    """Let the other tasks run until condition holds (the in-test engine needs a few turns)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 def switch_rows(rig: Rig) -> list[tuple[str | None, str, str]]:
     return [(r.from_model, r.to_model, r.outcome) for r in reversed(rig.history.recent())]
 
 
 def test_interleaved_requests_for_two_models_are_grouped(tmp_path: Path) -> None:
-    """8 concurrent requests alternating A/B: all answered, at most 3 switches (main: 8, 7 failed)."""
+    """8 concurrent requests alternating A/B: all answered, at most 3 switches (main: 8)."""
     rig = make_rig(tmp_path)
     chat = ChatSession(rig.manager, Router(load_router_config(rig.catalog), rig.catalog),
                        rig.history, rig.probe)
@@ -64,14 +74,15 @@ def test_request_for_the_running_model_queues_behind_another_model(tmp_path: Pat
         first, rest = asyncio.Event(), asyncio.Event()
         rest.set()
         t1 = asyncio.ensure_future(hold(A, first))
-        while not order:
-            await asyncio.sleep(0)
+        await until(lambda: order)
         t2 = asyncio.ensure_future(hold(B, rest))
         await asyncio.sleep(0)
         t3 = asyncio.ensure_future(hold(A, rest))
         for _ in range(20):
             await asyncio.sleep(0)
-        assert order == [A] and sched.stats().queued == 2 and sched.stats().running == 1
+        assert order == [A]
+        assert sched.stats().queued == 2
+        assert sched.stats().running == 1
         first.set()
         await asyncio.gather(t1, t2, t3)
 
@@ -92,8 +103,7 @@ def test_full_queue_rejects_with_retry_after(tmp_path: Path) -> None:
                 await release.wait()
 
         running = asyncio.ensure_future(hold(A))
-        while sched.stats().running == 0:
-            await asyncio.sleep(0)
+        await until(lambda: sched.stats().running > 0)
         waiting = [asyncio.ensure_future(hold(B)) for _ in range(2)]
         await asyncio.sleep(0)
         assert sched.queued == 2
@@ -105,7 +115,8 @@ def test_full_queue_rejects_with_retry_after(tmp_path: Path) -> None:
         return info.value
 
     err = asyncio.run(main())
-    assert err.retry_after_s >= 1 and "2 of 2" in str(err)
+    assert err.retry_after_s >= 1
+    assert "2 of 2" in str(err)
     assert sched.stats().outcomes[(B, "rejected")] == 1
     assert sched.stats().outcomes[(B, "ok")] == 2
 
@@ -132,7 +143,8 @@ def test_concurrency_limit_caps_running_requests(tmp_path: Path) -> None:
     asyncio.run(main())
     assert most == 2
     assert most_queued >= 1  # the others wait for a slot, and are counted as queued
-    assert sched.stats().queued == 0 and sched.stats().running == 0
+    assert sched.stats().queued == 0
+    assert sched.stats().running == 0
 
 
 def test_cancelled_waiter_leaves_the_queue_and_causes_no_switch(tmp_path: Path) -> None:
@@ -147,8 +159,7 @@ def test_cancelled_waiter_leaves_the_queue_and_causes_no_switch(tmp_path: Path) 
                 await release.wait()
 
         running = asyncio.ensure_future(hold(A))
-        while sched.stats().running == 0:
-            await asyncio.sleep(0)
+        await until(lambda: sched.stats().running > 0)
         waiting = asyncio.ensure_future(hold(B))
         await asyncio.sleep(0)
         assert sched.queued == 1
@@ -192,8 +203,7 @@ def test_cancelled_stream_ends_the_engine_generation(tmp_path: Path) -> None:
                 pass
 
         task = asyncio.ensure_future(consume())
-        while not started:
-            await asyncio.sleep(0)
+        await until(lambda: started)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -201,7 +211,8 @@ def test_cancelled_stream_ends_the_engine_generation(tmp_path: Path) -> None:
     asyncio.run(main())
     assert closed == [True]
     stats = chat.scheduler.stats()
-    assert stats.running == 0 and stats.outcomes[(A, "cancelled")] == 1
+    assert stats.running == 0
+    assert stats.outcomes[(A, "cancelled")] == 1
 
 
 def test_failed_switch_fails_its_group_and_the_next_group_runs(tmp_path: Path) -> None:
@@ -220,7 +231,8 @@ def test_failed_switch_fails_its_group_and_the_next_group_runs(tmp_path: Path) -
         return await asyncio.gather(one(B), one(B), one(A))
 
     out = asyncio.run(main())
-    assert out[0].startswith(f"Could not make {B} active: ") and "disk" in out[0]
+    assert out[0].startswith(f"Could not make {B} active: ")
+    assert "disk" in out[0]
     assert out[1] == out[0]
     assert out[2] == A
     assert sched.stats().outcomes[(B, "no_model")] == 2
