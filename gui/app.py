@@ -24,6 +24,8 @@ from PySide6.QtWidgets import QApplication
 from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.paths import resource
 from core.runtime import Runtime
+from core.server.service import ApiService
+from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
 from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
@@ -86,9 +88,10 @@ class AppController(QObject):
     graceful shutdown (cancel generation and switches, shut the engine down, close)."""
 
     def __init__(self, runtime: Runtime, settings: QSettings | None = None,
-                 tray: bool = True) -> None:
+                 tray: bool = True, server: ServerSettings | None = None) -> None:
         super().__init__()
         self.runtime = runtime
+        self.api = ApiService(runtime, server or runtime.config.server)
         self.bridge = CoreBridge()
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
@@ -125,6 +128,40 @@ class AppController(QObject):
         self.playground.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
+        self.window.serve_action.toggled.connect(self._on_serve_toggled)
+        self._api_timer = QTimer(self)
+        self._api_timer.setObjectName("api-status")
+        self._api_timer.timeout.connect(self._show_api_status)
+
+    # -- local API ------------------------------------------------------------------------------
+    def _on_serve_toggled(self, on: bool) -> None:
+        self.keep(self.set_serving(on), "api-toggle")
+
+    async def set_serving(self, on: bool) -> None:
+        """Start or stop the local API; a failure is shown and the toggle turned back off."""
+        try:
+            if on:
+                address = await self.api.start()
+                self.events.add("info", f"serving the OpenAI-compatible API on {address}/v1")
+                self._api_timer.start(1000)
+            else:
+                await self.api.stop()
+                self._api_timer.stop()
+                self.events.add("info", "the local API is stopped")
+        except (ServerConfigError, OSError, RuntimeError) as exc:
+            self.events.add("error", f"the local API did not start: {exc}")
+        self.window.serve_action.blockSignals(True)
+        self.window.serve_action.setChecked(self.api.running)
+        self.window.serve_action.blockSignals(False)
+        self._show_api_status()
+
+    def _show_api_status(self) -> None:
+        if not self.api.running:
+            self.window.set_api_status("API off")
+            return
+        stats = self.runtime.scheduler.stats()
+        self.window.set_api_status(f"API {self.api.address} · {stats.requests_per_s * 60:.0f} "
+                                   f"req/min · queue {stats.queued} · running {stats.running}")
 
     def _annotate_alerts(self, events: list[AlertEvent]) -> None:
         for e in events:
@@ -166,6 +203,8 @@ class AppController(QObject):
                                           sys.stdout.flush()))
         if self.runtime.simulated:
             self.events.add("info", "the GPU is simulated (profile from resources/profiles)")
+        if self.api.settings.enabled:
+            self.window.serve_action.setChecked(True)  # starts it (toggled -> set_serving)
         if autoload:
             self.keep(self.runtime.autoload(model), "autoload")
 
@@ -253,6 +292,8 @@ class AppController(QObject):
         others = [t for t in self._tasks if t is not current and not t.done()]
         for task in others:
             task.cancel()
+        self._api_timer.stop()
+        await self.api.stop()  # no new requests while the engine shuts down
         await self.playground.shutdown()
         await self.models.shutdown()
         for task in others:
@@ -274,6 +315,16 @@ def end_child_processes(timeout_s: float = 2.0) -> None:
     psutil.wait_procs(alive, timeout=timeout_s)
 
 
+def server_settings(configured: ServerSettings,
+                    serve: tuple[str | None, int] | None) -> ServerSettings:
+    """The config's `server:` section, turned on at [HOST:]PORT by `--serve`."""
+    if serve is None:
+        return configured
+    host, port = serve
+    return configured.model_copy(update={"enabled": True, "port": port,
+                                         "host": host or configured.host})
+
+
 def run_app(args: argparse.Namespace) -> int:
     """Build the window and run until it is closed and everything has shut down."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -287,7 +338,15 @@ def run_app(args: argparse.Namespace) -> int:
     asyncio.set_event_loop(loop)
 
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
-    controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"))
+    server = server_settings(runtime.config.server, getattr(args, "serve", None))
+    if server.enabled:
+        try:
+            resolve_api_key(server)  # refuse before any window opens; the key is not kept
+        except ServerConfigError as exc:
+            sys.stderr.write(f"vrampilot: {exc}\n")
+            return 2
+    controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"),
+                               server=server)
     controller.install_signal_handlers()
 
     async def main() -> None:

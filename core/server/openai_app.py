@@ -97,6 +97,7 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     chat_template_kwargs: TemplateKwargs | None = None
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says
     vrampilot: VrampilotOptions | None = None
 
 
@@ -328,7 +329,8 @@ def _generation_request(body: ChatCompletionRequest) -> GenerationRequest:
               for m in body.messages),
         max_tokens=body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS,
         temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-        request_id=f"chatcmpl-{uuid.uuid4().hex}", thinking=thinking, stop=stop)
+        request_id=f"chatcmpl-{uuid.uuid4().hex}", thinking=thinking, stop=stop,
+        ignore_eos=body.ignore_eos)
 
 
 def _route_info(target: Target) -> dict[str, Any] | None:
