@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("router", "telemetry", "streaming", "switch", "gui")
+BENCHMARKS = ("router", "telemetry", "streaming", "switch", "gui", "api")
 SENTINEL = "@@BENCH-JSON@@"
 
 

@@ -1,0 +1,185 @@
+"""Local API benchmark: vrampilot's OpenAI-compatible API against vLLM's own OpenAI server on the
+same demo model, in the same run, with the same client (the official `openai` async client).
+
+Figures: time to first token and tokens/s for 1 and 4 concurrent streams (64 tokens each,
+`ignore_eos`), then the number of switches for 8 interleaved two-model requests through our API,
+against the arrival order (one switch per change of model, what main did).
+
+``run() -> dict`` returns {name: {"min", "median", "max", "unit"}}; ``python -m
+tests.benchmarks.bench_api`` prints it as JSON. About 4 minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from core.engine.demo_model import ensure_demo_models
+
+ROUNDS_1 = 5
+ROUNDS_4 = 3
+MAX_TOKENS = 64
+A, B = "demo-tiny-a", "demo-tiny-b"
+PROMPT: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Write a short story about a GPU."}]
+VLLM_START_TIMEOUT_S = 400.0
+
+
+def _stats(values: list[float], unit: str) -> dict[str, Any]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values),
+            "unit": unit, "n": len(values)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _one_stream(client: openai.AsyncOpenAI, model: str) -> tuple[float, float, int]:
+    """(time to first token, time of the last token, tokens) from the request's start."""
+    start = time.perf_counter()
+    first: float | None = None
+    last = start
+    tokens = 0
+    stream = await client.chat.completions.create(
+        model=model, messages=PROMPT, max_tokens=MAX_TOKENS, temperature=0.0, stream=True,
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    async for chunk in stream:
+        now = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta.content:
+            if first is None:
+                first = now
+            last = now
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    if first is None or tokens != MAX_TOKENS:
+        raise RuntimeError(f"{model}: {tokens} tokens streamed, first at {first}")
+    return first - start, last - start, tokens
+
+
+async def _measure(base_url: str, model: str, prefix: str,
+                   results: dict[str, list[float]]) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=300)
+    await _one_stream(client, model)  # warm the path (first request compiles nothing, but allocs)
+    for _ in range(ROUNDS_1):
+        ttft, end, tokens = await _one_stream(client, model)
+        results.setdefault(f"{prefix}first_token_1_stream", []).append(ttft * 1000)
+        results.setdefault(f"{prefix}tokens_per_s_1_stream", []).append(
+            (tokens - 1) / (end - ttft))
+    for _ in range(ROUNDS_4):
+        t0 = time.perf_counter()
+        outs = await asyncio.gather(*(_one_stream(client, model) for _ in range(4)))
+        wall = time.perf_counter() - t0
+        results.setdefault(f"{prefix}first_token_4_streams", []).append(
+            statistics.mean(o[0] for o in outs) * 1000)
+        results.setdefault(f"{prefix}tokens_per_s_4_streams", []).append(
+            sum(o[2] for o in outs) / wall)
+    await client.close()
+
+
+def _bench_vllm_server(model_dir: Path, results: dict[str, list[float]]) -> None:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "512",
+           "--enforce-eager", "--gpu-memory-utilization", "0.1", "--served-model-name", A]
+    with tempfile.TemporaryFile() as log:
+        _serve_and_measure(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log,
+                           port, results)
+
+
+def _serve_and_measure(proc: subprocess.Popen[bytes], log: Any, port: int,
+                       results: dict[str, list[float]]) -> None:
+    try:
+        deadline = time.monotonic() + VLLM_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError("vLLM's server exited: " + log.read()[-2000:].decode())
+            if time.monotonic() > deadline:
+                raise RuntimeError("vLLM's server did not start")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        asyncio.run(_measure(f"http://127.0.0.1:{port}/v1", A, "baseline_vllm_server_",
+                             results))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _bench_ours(data: Path, results: dict[str, list[float]]) -> None:
+    from tests.core.api_harness import ServedRuntime
+
+    with ServedRuntime(data) as served:
+        client = openai.OpenAI(base_url=served.base_url, api_key="bench", max_retries=0,
+                               timeout=600)
+        client.chat.completions.create(model=A, messages=PROMPT, max_tokens=2)  # load A
+        asyncio.run(_measure(served.base_url, A, "api_", results))
+
+        # 8 interleaved requests for two models, arriving A, B, A, B, ... while A is active.
+        before = len(served.runtime.history_store.recent(limit=1000))
+
+        async def interleaved() -> float:
+            aclient = openai.AsyncOpenAI(base_url=served.base_url, api_key="bench",
+                                         max_retries=0, timeout=900)
+
+            async def ask(i: int) -> None:
+                await asyncio.sleep(0.05 * i)
+                await aclient.chat.completions.create(model=(A, B)[i % 2], messages=PROMPT,
+                                                      max_tokens=8)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(ask(i) for i in range(8)))
+            await aclient.close()
+            return time.perf_counter() - t0
+
+        wall = asyncio.run(interleaved())
+        after = len(served.runtime.history_store.recent(limit=1000))
+        results["api_switches_8_interleaved"] = [float(after - before)]
+        results["api_8_interleaved_wall"] = [wall]
+        arrival = [A] + [(A, B)[i % 2] for i in range(8)]  # A active, then the arrivals
+        results["baseline_switches_in_arrival_order"] = [
+            float(sum(1 for x, y in itertools.pairwise(arrival) if x != y))]
+
+
+def run() -> dict[str, dict[str, Any]]:
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        data = Path(tmp)
+        os.environ["VRAMPILOT_DATA_DIR"] = str(data)
+        model_dir = ensure_demo_models(data / "models")[0]
+        _bench_vllm_server(model_dir, results)
+        _bench_ours(data, results)
+    units = {"first_token": "ms", "tokens_per_s": "tok/s", "switches": "switches",
+             "wall": "s"}
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in results.items():
+        unit = next((u for key, u in units.items() if key in name), "")
+        out[name] = _stats(values, unit)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=1))
