@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
-
-from core.server.openai_app import create_app
-from core.server.serve import ApiServer
 from core.server.settings import ServerSettings
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from core.runtime import Runtime
+    from core.server.serve import ApiServer
 
 
 class ApiService:
@@ -42,6 +41,10 @@ class ApiService:
         ServerStartError (port busy), each one sentence."""
         if self.running and self._server is not None:
             return self._server.address
+        # Imported here: FastAPI and uvicorn cost the app's start-up when the API stays off.
+        from core.server.openai_app import create_app
+        from core.server.serve import ApiServer
+
         app = create_app(self.runtime, self.runtime.scheduler, self.settings)
         for router in self.routers:
             app.include_router(router)
