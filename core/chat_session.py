@@ -64,6 +64,7 @@ class ChatSession:
             return Target(str(model), "manual")
         text = "\n".join(m.content for m in request.messages)
         decision = self.router.route(text, task_type, self.hardware_state(), private)
+        self.last_decision = decision  # the playground and the CLI show it, also a refusal
         if decision.model_id is None:
             raise NoModelError("The router found no usable model:\n" + decision.explain())
         return Target(decision.model_id, "router", decision)
@@ -73,8 +74,6 @@ class ChatSession:
                        private: bool = False) -> AsyncIterator[GenerationDelta]:
         """Stream the reply. model None or "auto": the router picks; `last_decision` says why."""
         target = self.resolve(request, model, task_type, private)
-        if target.decision is not None:
-            self.last_decision = target.decision
         async for delta in self.stream(request, target, private):
             yield delta
 
