@@ -136,3 +136,50 @@ def test_non_loopback_requires_the_key(tmp_path: Path, monkeypatch: pytest.Monke
                                max_retries=0).models.list()
         assert "auto" in [m.id for m in models]
         assert httpx.get(served.base_url.removesuffix("/v1") + "/health").status_code == 200
+
+
+def test_private_request_never_reaches_the_remote_endpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener stands in for the remote endpoint and counts connections: none may come."""
+    import socket
+    import threading
+
+    monkeypatch.setenv("VRAMPILOT_DATA_DIR", str(tmp_path))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    connections: list[object] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connections.append(conn)
+            conn.close()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    config = tmp_path / "remote.yaml"
+    config.write_text(f"remote:\n  base_url: http://127.0.0.1:{port}/v1\n  model: big\n"
+                      "  connect_retries: 0\n", encoding="utf-8")
+    try:
+        with ServedRuntime(tmp_path, config_file=config) as served:
+            c = client(served)
+            with pytest.raises(openai.InternalServerError) as info:
+                c.chat.completions.create(model="remote", messages=[
+                    {"role": "user", "content": "secret"}], extra_body={
+                    "vrampilot": {"private": True}})
+            assert "private" in str(info.value)
+            with pytest.raises(openai.InternalServerError) as info:
+                c.chat.completions.create(model="auto", messages=[
+                    {"role": "user", "content": "secret"}],
+                    extra_headers={"X-Vrampilot-Private": "1"})
+            assert "private" in str(info.value)
+    finally:
+        stop.set()
+        acceptor.join(2)
+        listener.close()
+    assert connections == []
