@@ -1,5 +1,6 @@
 """Local API benchmark: vrampilot's OpenAI-compatible API against vLLM's own OpenAI server on the
 same demo model, in the same run, with the same client (the official `openai` async client).
+Ours is the real app (offscreen) started with `--serve`, so its Qt/asyncio loop serves the API.
 
 Figures: time to first token and tokens/s for 1 and 4 concurrent streams (64 tokens each,
 `ignore_eos`), then the number of switches for 8 interleaved two-model requests through our API,
@@ -36,7 +37,7 @@ MAX_TOKENS = 64
 A, B = "demo-tiny-a", "demo-tiny-b"
 PROMPT: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Write a short story about a GPU."}]
-VLLM_START_TIMEOUT_S = 400.0
+VLLM_START_TIMEOUT_S = 400.0  # either server: import vLLM, start the engine (busy machine)
 
 
 def _stats(values: list[float], unit: str) -> dict[str, Any]:
@@ -105,63 +106,87 @@ def _bench_vllm_server(model_dir: Path, results: dict[str, list[float]]) -> None
 def _serve_and_measure(proc: subprocess.Popen[bytes], log: Any, port: int,
                        results: dict[str, list[float]]) -> None:
     try:
-        deadline = time.monotonic() + VLLM_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError("vLLM's server exited: " + log.read()[-2000:].decode())
-            if time.monotonic() > deadline:
-                raise RuntimeError("vLLM's server did not start")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        _wait_for(proc, log, lambda: httpx.get(f"http://127.0.0.1:{port}/health",
+                                                timeout=2).status_code == 200, "vLLM's server")
         asyncio.run(_measure(f"http://127.0.0.1:{port}/v1", A, "baseline_vllm_server_",
                              results))
     finally:
-        proc.terminate()
+        _stop(proc)
+
+
+def _wait_for(proc: subprocess.Popen[bytes], log: Any, ready: Any, what: str) -> None:
+    deadline = time.monotonic() + VLLM_START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"{what} exited: " + log.read()[-2000:].decode())
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if ready():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _bench_ours(data: Path, results: dict[str, list[float]]) -> None:
-    from tests.core.api_harness import ServedRuntime
+    """The real app (offscreen) with `--serve`: its qasync loop serves the API, as users get it;
+    it loads demo-tiny-a at start."""
+    from core.history_store import HistoryStore
 
-    with ServedRuntime(data) as served:
-        client = openai.OpenAI(base_url=served.base_url, api_key="bench", max_retries=0,
-                               timeout=600)
-        client.chat.completions.create(model=A, messages=PROMPT, max_tokens=2)  # load A
-        asyncio.run(_measure(served.base_url, A, "api_", results))
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/v1"
+    env = dict(os.environ, VRAMPILOT_DATA_DIR=str(data), QT_QPA_PLATFORM="offscreen",
+               XDG_CONFIG_HOME=str(data / "config"))
 
-        # 8 interleaved requests for two models, arriving A, B, A, B, ... while A is active.
-        before = len(served.runtime.history_store.recent(limit=1000))
+    def a_active() -> bool:
+        models = httpx.get(base + "/models", timeout=2).json()["data"]
+        return any(m["id"] == A and m["vrampilot"]["active"] for m in models)
 
-        async def interleaved() -> float:
-            aclient = openai.AsyncOpenAI(base_url=served.base_url, api_key="bench",
-                                         max_retries=0, timeout=900)
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gui.launcher", "--serve",
+                                 f"127.0.0.1:{port}"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            _wait_for(proc, log, a_active, "the app")
+            asyncio.run(_measure(base, A, "api_", results))
+            history = HistoryStore(data / "history.sqlite3")
+            before = len(history.recent(limit=1000))
+            results["api_8_interleaved_wall"] = [asyncio.run(_interleaved(base))]
+            results["api_switches_8_interleaved"] = [
+                float(len(history.recent(limit=1000)) - before)]
+            history.close()
+        finally:
+            _stop(proc)
+    # What main did: one switch per change of model, in arrival order (A active first).
+    arrival = [A] + [(A, B)[i % 2] for i in range(8)]
+    results["baseline_switches_in_arrival_order"] = [
+        float(sum(1 for x, y in itertools.pairwise(arrival) if x != y))]
 
-            async def ask(i: int) -> None:
-                await asyncio.sleep(0.05 * i)
-                await aclient.chat.completions.create(model=(A, B)[i % 2], messages=PROMPT,
-                                                      max_tokens=8)
 
-            t0 = time.perf_counter()
-            await asyncio.gather(*(ask(i) for i in range(8)))
-            await aclient.close()
-            return time.perf_counter() - t0
+async def _interleaved(base: str) -> float:
+    """8 requests for two models arriving A, B, A, B, ... at once; the wall time."""
+    client = openai.AsyncOpenAI(base_url=base, api_key="bench", max_retries=0, timeout=900)
 
-        wall = asyncio.run(interleaved())
-        after = len(served.runtime.history_store.recent(limit=1000))
-        results["api_switches_8_interleaved"] = [float(after - before)]
-        results["api_8_interleaved_wall"] = [wall]
-        arrival = [A] + [(A, B)[i % 2] for i in range(8)]  # A active, then the arrivals
-        results["baseline_switches_in_arrival_order"] = [
-            float(sum(1 for x, y in itertools.pairwise(arrival) if x != y))]
+    async def ask(i: int) -> None:
+        await asyncio.sleep(0.05 * i)
+        await client.chat.completions.create(model=(A, B)[i % 2], messages=PROMPT,
+                                             max_tokens=8)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(ask(i) for i in range(8)))
+    await client.close()
+    return time.perf_counter() - t0
 
 
 def run() -> dict[str, dict[str, Any]]:
