@@ -183,3 +183,16 @@ def test_private_request_never_reaches_the_remote_endpoint(
         acceptor.join(2)
         listener.close()
     assert connections == []
+
+
+def test_listening_socket_is_tcp_so_streams_are_not_delayed_by_nagle() -> None:
+    """asyncio sets TCP_NODELAY only when the socket says IPPROTO_TCP (bench_api: first token)."""
+    import socket
+
+    from core.server.serve import _listen
+
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
