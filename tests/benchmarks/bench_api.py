@@ -1,6 +1,8 @@
 """Local API benchmark: vrampilot's OpenAI-compatible API against vLLM's own OpenAI server on the
 same demo model, in the same run, with the same client (the official `openai` async client).
 Ours is the real app (offscreen) started with `--serve`, so its Qt/asyncio loop serves the API.
+Both servers run side by side and the rounds alternate, so the shared machine's load swings
+weigh on both alike: compare the two columns (ratios), not one run with another.
 
 Figures: time to first token and tokens/s for 1 and 4 concurrent streams (64 tokens each,
 `ignore_eos`), then the number of switches for 8 interleaved two-model requests through our API,
@@ -13,6 +15,7 @@ tests.benchmarks.bench_api`` prints it as JSON. About 4 minutes on a 2-core mach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ MAX_TOKENS = 64
 A, B = "demo-tiny-a", "demo-tiny-b"
 PROMPT: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Write a short story about a GPU."}]
-VLLM_START_TIMEOUT_S = 400.0  # either server: import vLLM, start the engine (busy machine)
+START_TIMEOUT_S = 400.0  # either server: import vLLM, start the engine (busy machine)
 
 
 def _stats(values: list[float], unit: str) -> dict[str, Any]:
@@ -73,49 +77,33 @@ async def _one_stream(client: openai.AsyncOpenAI, model: str) -> tuple[float, fl
     return first - start, last - start, tokens
 
 
-async def _measure(base_url: str, model: str, prefix: str,
-                   results: dict[str, list[float]]) -> None:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=300)
-    await _one_stream(client, model)  # warm the path (first request compiles nothing, but allocs)
+async def _compare(servers: dict[str, str], results: dict[str, list[float]]) -> None:
+    """Rounds alternate between the servers, so the machine's load swings hit both alike."""
+    clients = {prefix: openai.AsyncOpenAI(base_url=base, api_key="bench", max_retries=0,
+                                          timeout=300) for prefix, base in servers.items()}
+    for client in clients.values():
+        await _one_stream(client, A)  # warm the path
     for _ in range(ROUNDS_1):
-        ttft, end, tokens = await _one_stream(client, model)
-        results.setdefault(f"{prefix}first_token_1_stream", []).append(ttft * 1000)
-        results.setdefault(f"{prefix}tokens_per_s_1_stream", []).append(
-            (tokens - 1) / (end - ttft))
+        for prefix, client in clients.items():
+            ttft, end, tokens = await _one_stream(client, A)
+            results.setdefault(f"{prefix}first_token_1_stream", []).append(ttft * 1000)
+            results.setdefault(f"{prefix}tokens_per_s_1_stream", []).append(
+                (tokens - 1) / (end - ttft))
     for _ in range(ROUNDS_4):
-        t0 = time.perf_counter()
-        outs = await asyncio.gather(*(_one_stream(client, model) for _ in range(4)))
-        wall = time.perf_counter() - t0
-        results.setdefault(f"{prefix}first_token_4_streams", []).append(
-            statistics.mean(o[0] for o in outs) * 1000)
-        results.setdefault(f"{prefix}tokens_per_s_4_streams", []).append(
-            sum(o[2] for o in outs) / wall)
-    await client.close()
-
-
-def _bench_vllm_server(model_dir: Path, results: dict[str, list[float]]) -> None:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "512",
-           "--enforce-eager", "--gpu-memory-utilization", "0.1", "--served-model-name", A]
-    with tempfile.TemporaryFile() as log:
-        _serve_and_measure(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log,
-                           port, results)
-
-
-def _serve_and_measure(proc: subprocess.Popen[bytes], log: Any, port: int,
-                       results: dict[str, list[float]]) -> None:
-    try:
-        _wait_for(proc, log, lambda: httpx.get(f"http://127.0.0.1:{port}/health",
-                                                timeout=2).status_code == 200, "vLLM's server")
-        asyncio.run(_measure(f"http://127.0.0.1:{port}/v1", A, "baseline_vllm_server_",
-                             results))
-    finally:
-        _stop(proc)
+        for prefix, client in clients.items():
+            t0 = time.perf_counter()
+            outs = await asyncio.gather(*(_one_stream(client, A) for _ in range(4)))
+            wall = time.perf_counter() - t0
+            results.setdefault(f"{prefix}first_token_4_streams", []).append(
+                statistics.mean(o[0] for o in outs) * 1000)
+            results.setdefault(f"{prefix}tokens_per_s_4_streams", []).append(
+                sum(o[2] for o in outs) / wall)
+    for client in clients.values():
+        await client.close()
 
 
 def _wait_for(proc: subprocess.Popen[bytes], log: Any, ready: Any, what: str) -> None:
-    deadline = time.monotonic() + VLLM_START_TIMEOUT_S
+    deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
             log.seek(0)
@@ -139,41 +127,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _bench_ours(data: Path, results: dict[str, list[float]]) -> None:
-    """The real app (offscreen) with `--serve`: its qasync loop serves the API, as users get it;
-    it loads demo-tiny-a at start."""
-    from core.history_store import HistoryStore
-
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}/v1"
-    env = dict(os.environ, VRAMPILOT_DATA_DIR=str(data), QT_QPA_PLATFORM="offscreen",
-               XDG_CONFIG_HOME=str(data / "config"))
-
-    def a_active() -> bool:
-        models = httpx.get(base + "/models", timeout=2).json()["data"]
-        return any(m["id"] == A and m["vrampilot"]["active"] for m in models)
-
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gui.launcher", "--serve",
-                                 f"127.0.0.1:{port}"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            _wait_for(proc, log, a_active, "the app")
-            asyncio.run(_measure(base, A, "api_", results))
-            history = HistoryStore(data / "history.sqlite3")
-            before = len(history.recent(limit=1000))
-            results["api_8_interleaved_wall"] = [asyncio.run(_interleaved(base))]
-            results["api_switches_8_interleaved"] = [
-                float(len(history.recent(limit=1000)) - before)]
-            history.close()
-        finally:
-            _stop(proc)
-    # What main did: one switch per change of model, in arrival order (A active first).
-    arrival = [A] + [(A, B)[i % 2] for i in range(8)]
-    results["baseline_switches_in_arrival_order"] = [
-        float(sum(1 for x, y in itertools.pairwise(arrival) if x != y))]
-
-
 async def _interleaved(base: str) -> float:
     """8 requests for two models arriving A, B, A, B, ... at once; the wall time."""
     client = openai.AsyncOpenAI(base_url=base, api_key="bench", max_retries=0, timeout=900)
@@ -189,14 +142,69 @@ async def _interleaved(base: str) -> float:
     return time.perf_counter() - t0
 
 
+@contextlib.contextmanager
+def _vllm_server(model_dir: Path) -> Iterator[str]:
+    """vLLM's own OpenAI server on the demo model (the recipe of /work/shared/FACTS.md)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "512",
+           "--enforce-eager", "--gpu-memory-utilization", "0.1", "--served-model-name", A]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(proc, log, lambda: httpx.get(f"http://127.0.0.1:{port}/health",
+                                                    timeout=2).status_code == 200,
+                      "vLLM's server")
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            _stop(proc)
+
+
+@contextlib.contextmanager
+def _our_app(data: Path) -> Iterator[str]:
+    """The real app (offscreen) with `--serve`: its qasync loop serves the API, as users get it;
+    it loads demo-tiny-a at start."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/v1"
+    env = dict(os.environ, VRAMPILOT_DATA_DIR=str(data), QT_QPA_PLATFORM="offscreen",
+               XDG_CONFIG_HOME=str(data / "config"))
+
+    def a_active() -> bool:
+        models = httpx.get(base + "/models", timeout=2).json()["data"]
+        return any(m["id"] == A and m["vrampilot"]["active"] for m in models)
+
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gui.launcher", "--serve",
+                                 f"127.0.0.1:{port}"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            _wait_for(proc, log, a_active, "the app")
+            yield base
+        finally:
+            _stop(proc)
+
+
 def run() -> dict[str, dict[str, Any]]:
+    from core.history_store import HistoryStore
+
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         data = Path(tmp)
-        os.environ["VRAMPILOT_DATA_DIR"] = str(data)
         model_dir = ensure_demo_models(data / "models")[0]
-        _bench_vllm_server(model_dir, results)
-        _bench_ours(data, results)
+        with _vllm_server(model_dir) as vllm_base, _our_app(data) as our_base:
+            asyncio.run(_compare({"baseline_vllm_server_": vllm_base, "api_": our_base},
+                                 results))
+        with _our_app(data) as our_base:  # alone: the switches need the memory
+            history = HistoryStore(data / "history.sqlite3")
+            before = len(history.recent(limit=1000))
+            results["api_8_interleaved_wall"] = [asyncio.run(_interleaved(our_base))]
+            results["api_switches_8_interleaved"] = [
+                float(len(history.recent(limit=1000)) - before)]
+            history.close()
+    # What main did: one switch per change of model, in arrival order (A active first).
+    arrival = [A] + [(A, B)[i % 2] for i in range(8)]
+    results["baseline_switches_in_arrival_order"] = [
+        float(sum(1 for x, y in itertools.pairwise(arrival) if x != y))]
     units = {"first_token": "ms", "tokens_per_s": "tok/s", "switches": "switches",
              "wall": "s"}
     out: dict[str, dict[str, Any]] = {}
