@@ -174,6 +174,7 @@ class _Generation:
                                        AsyncIterator[GenerationDelta]]) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.admission: Admission | None = None  # set once the scheduler admits the request
+        self._error: Exception | None = None  # met while draining a batch, raised next time
         self._task = asyncio.ensure_future(self._pump(start(self._on_admitted)))
 
     def _on_admitted(self, admission: Admission) -> None:
@@ -198,6 +199,28 @@ class _Generation:
             raise item
         assert isinstance(item, GenerationDelta)
         return item
+
+    async def next_batch(self) -> list[GenerationDelta | None]:
+        """Every delta ready now (at least one; None marks the end). Under several streams the
+        deltas come in bursts: one write per burst instead of one per delta. Raises what the
+        stream raised, once the deltas before it are handed out."""
+        if self._error is not None:
+            raise self._error
+        items = [await self._queue.get()]
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        out: list[GenerationDelta | None] = []
+        for item in items:
+            if item is _END:
+                out.append(None)
+                break
+            if isinstance(item, Exception):
+                if not out:
+                    raise item
+                self._error = item
+                break
+            out.append(item)
+        return out
 
     def cancel(self) -> None:
         self._task.cancel()
@@ -449,17 +472,27 @@ async def _sse(body: ChatCompletionRequest, run: _Generation, first: GenerationD
     last: GenerationDelta | None = None
     try:
         yield _event(chunk({"role": "assistant", "content": ""}, vrampilot=extra))
-        delta = first
-        while delta is not None:
-            last = delta
-            piece: dict[str, Any] = {}
-            if delta.text:
-                piece["content"] = delta.text
-            if delta.thinking:
-                piece["reasoning_content"] = delta.thinking
-            if piece:
-                yield _event(chunk(piece))
-            delta = await run.next()
+        batch: list[GenerationDelta | None] = [first]
+        while True:
+            events: list[str] = []
+            ended = False
+            for delta in batch:
+                if delta is None:
+                    ended = True
+                    break
+                last = delta
+                piece: dict[str, Any] = {}
+                if delta.text:
+                    piece["content"] = delta.text
+                if delta.thinking:
+                    piece["reasoning_content"] = delta.thinking
+                if piece:
+                    events.append(_event(chunk(piece)))
+            if events:
+                yield "".join(events)
+            if ended:
+                break
+            batch = await run.next_batch()
         yield _event(chunk({}, _finish_reason(last), vrampilot=_timing(last)))
         if include_usage:
             usage = {"id": completion_id, "object": "chat.completion.chunk", "created": created,

@@ -196,3 +196,34 @@ def test_listening_socket_is_tcp_so_streams_are_not_delayed_by_nagle() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_generation_batches_keep_order_and_raise_after_the_deltas_before_the_error() -> None:
+    import asyncio
+    from collections.abc import AsyncIterator, Callable
+
+    from core.engine.base import EngineDiedError, GenerationDelta
+    from core.server.openai_app import _Generation
+
+    def start(_admitted: Callable[..., None]) -> AsyncIterator[GenerationDelta]:
+        async def stream() -> AsyncIterator[GenerationDelta]:
+            for i in range(3):
+                yield GenerationDelta(text=f"t{i}", tokens=i + 1)
+            raise EngineDiedError("the engine stopped")
+        return stream()
+
+    async def main() -> tuple[list[str], str]:
+        run = _Generation(start)
+        first = await run.next()
+        assert first is not None
+        texts = [first.text]
+        await asyncio.sleep(0.01)  # the rest is queued: one batch, then the error
+        batch = await run.next_batch()
+        texts += [d.text for d in batch if d is not None]
+        with pytest.raises(EngineDiedError) as info:
+            await run.next_batch()
+        return texts, str(info.value)
+
+    texts, error = asyncio.run(main())
+    assert texts == ["t0", "t1", "t2"]
+    assert error == "the engine stopped"
