@@ -1,21 +1,31 @@
-"""A chat session for the GUI and the CLI: route (or take the named model), make it active through
-the manager (switching if needed), stream from the active engine, record tokens/s in history."""
+"""A chat session for the GUI, the CLI and the local API: route (or take the named model), wait
+for the scheduler to make it active (switching if needed), stream from the active engine, record
+tokens/s in history. Every generation of the app goes through here, so through the scheduler."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
-from core.engine.base import EngineError, GenerationDelta, GenerationRequest
+from core.engine.base import GenerationDelta, GenerationRequest
 from core.history_store import HistoryStore
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import MemoryProbe
 from core.models.estimator import fmt_bytes
 from core.router.selection import HardwareState, Router, RoutingDecision
+from core.scheduler import Admission, NoModelError, RequestScheduler
+
+__all__ = ["ChatSession", "NoModelError", "Target"]
 
 
-class NoModelError(EngineError):
-    """Nothing could be made active for this request."""
+@dataclass(frozen=True)
+class Target:
+    """The model a request will ask the scheduler for, and why (the router's decision for auto)."""
+
+    model: str
+    reason: str  # "router" or "manual"
+    decision: RoutingDecision | None = None
 
 
 class ChatSession:
@@ -23,10 +33,12 @@ class ChatSession:
 
     def __init__(self, manager: ModelManager, router: Router, history: HistoryStore,
                  probe: MemoryProbe, *, device_label: str = "",
+                 scheduler: RequestScheduler | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.manager = manager
         self.router = router
         self.history = history
+        self.scheduler = scheduler or RequestScheduler(manager)
         self._probe = probe
         self._label = device_label
         self._clock = clock
@@ -56,37 +68,51 @@ class ChatSession:
         hardware = measured.assume(free_bytes, temperature_c)
         return self.router.route(text, task_type, hardware, private)
 
+    def resolve(self, request: GenerationRequest, model: str | None = None,
+                task_type: str = "unknown", private: bool = False) -> Target:
+        """The model to ask for. None or "auto": the router picks (NoModelError when nothing is
+        usable, with its explanation); a name is checked against the catalog (KeyError)."""
+        if model not in (None, "auto"):
+            self.manager.catalog.get(str(model))
+            return Target(str(model), "manual")
+        text = "\n".join(m.content for m in request.messages)
+        decision = self.router.route(text, task_type, self.hardware_state(), private)
+        self.last_decision = decision  # the playground and the CLI show it, also a refusal
+        if decision.model_id is None:
+            raise NoModelError("The router found no usable model:\n" + decision.explain())
+        return Target(decision.model_id, "router", decision)
+
     async def generate(self, request: GenerationRequest, model: str | None = None,
                        task_type: str = "unknown",
                        private: bool = False) -> AsyncIterator[GenerationDelta]:
         """Stream the reply. model None or "auto": the router picks; `last_decision` says why."""
-        if model in (None, "auto"):
-            text = "\n".join(m.content for m in request.messages)
-            decision = self.router.route(text, task_type, self.hardware_state(), private)
-            self.last_decision = decision
-            if decision.model_id is None:
-                raise NoModelError("The router found no usable model:\n" + decision.explain())
-            target = decision.model_id
-            reason = "router"
-        else:
-            target, reason = str(model), "manual"
-        result = await self.manager.switch_to(target, reason=reason, private=private)
-        engine = self.manager.active_engine
-        active = self.manager.active_model
-        if not result.ok or engine is None or active is None:
-            raise NoModelError(f"Could not make {target} active: " + "; ".join(result.errors))
-        self._running[request.request_id] = active
-        last: GenerationDelta | None = None
-        try:
-            async with self.manager.generation_slot():
+        target = self.resolve(request, model, task_type, private)
+        async for delta in self.stream(request, target, private):
+            yield delta
+
+    async def stream(self, request: GenerationRequest, target: Target, private: bool = False,
+                     on_admitted: Callable[[Admission], None] | None = None,
+                     ) -> AsyncIterator[GenerationDelta]:
+        """Stream the reply on `target` once the scheduler admits the request."""
+        async with self.scheduler.admit(target.model, target.reason, private) as admission:
+            engine = self.manager.active_engine
+            active = self.manager.active_model
+            if engine is None or active is None:
+                raise NoModelError(f"Could not make {target.model} active: the model was "
+                                   "unloaded before the request started.")
+            if on_admitted is not None:
+                on_admitted(admission)
+            self._running[request.request_id] = active
+            try:
                 async for delta in engine.generate(request):
-                    last = delta
+                    admission.last = delta
                     yield delta
-        finally:
-            self._running.pop(request.request_id, None)
-            if last is not None and last.tokens > 0:
-                self.history.record_generation(active, last.tokens, last.elapsed_s,
-                                               last.first_token_s, last.tokens_per_s)
+            finally:
+                self._running.pop(request.request_id, None)
+                last = admission.last
+                if last is not None and last.tokens > 0:
+                    self.history.record_generation(active, last.tokens, last.elapsed_s,
+                                                   last.first_token_s, last.tokens_per_s)
 
     async def abort(self, request_id: str) -> None:
         """Stop a running request (no-op when it already ended)."""

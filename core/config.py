@@ -2,13 +2,14 @@
 
 One user YAML file (``--config FILE``) may hold any of the top-level sections
 hardware_monitoring, model_switching, performance_tracking (resources/monitoring.yaml), models,
-router (resources/models.yaml) and remote. Shipped defaults are merged under it; every model name a
-router list or the fallback cascade holds is checked against the catalog here.
+router (resources/models.yaml), remote and server (the local API). Shipped defaults are merged
+under it; every model name a router list or the fallback cascade holds is checked against the
+catalog here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +18,14 @@ from pydantic import ValidationError
 from core.config_loading import ConfigError, describe_error, read_yaml
 from core.models.catalog import Catalog, default_models_file, load_catalog
 from core.router import RouterConfig, load_router_config
+from core.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from core.engine.remote_engine import RemoteConfig
     from core.telemetry.config import MonitoringConfig
 
 TOP_LEVEL_KEYS = ("hardware_monitoring", "model_switching", "performance_tracking", "models",
-                  "router", "remote")
+                  "router", "remote", "server")
 # The name a fallback cascade uses for the remote endpoint (the catalog entry of engine "remote").
 REMOTE_ID = "remote"
 
@@ -39,6 +41,7 @@ class AppConfig:
     sources: tuple[str, ...]  # the files read: defaults first, the user's file last
     # Loaded, but the user should know (the decision record's key names read as ours).
     warnings: tuple[str, ...] = ()
+    server: ServerSettings = field(default_factory=ServerSettings)  # the local API (off)
 
     @property
     def fallback_cascade(self) -> tuple[str, ...]:
@@ -59,6 +62,21 @@ def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteConfig | No
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(["remote", *(str(p) for p in err["loc"])])
+        raise ConfigError(user_label, key, describe_error(err)) from None
+
+
+def _server_settings(user: dict[str, Any], user_label: str) -> ServerSettings:
+    """The `server:` section (the local OpenAI-compatible API); absent: off, loopback."""
+    raw = user.get("server")
+    if raw is None:
+        return ServerSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError(user_label, "server", f"expected a mapping, got {type(raw).__name__}")
+    try:
+        return ServerSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(["server", *(str(p) for p in err["loc"])])
         raise ConfigError(user_label, key, describe_error(err)) from None
 
 
@@ -119,4 +137,5 @@ def load_app_config(user_file: Path | str | None = None, *,
     sources = (str(monitoring_defaults()), str(models_path)) + \
         ((user_label,) if user_file is not None else ())
     return AppConfig(monitoring=monitoring, catalog=catalog, router=router, remote=remote,
-                     sources=sources, warnings=tuple(warnings))
+                     sources=sources, warnings=tuple(warnings),
+                     server=_server_settings(user, user_label))

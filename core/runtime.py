@@ -29,6 +29,7 @@ from core.models.catalog import ModelEntry
 from core.models.estimator import Estimator, EstimatorSettings
 from core.models.on_disk import with_models_on_disk
 from core.router.selection import HardwareState, Router
+from core.scheduler import RequestScheduler
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
@@ -121,6 +122,7 @@ class Runtime:
     router: Router
     chat: ChatSession
     reactor: AlertReactor
+    scheduler: RequestScheduler
     simulated: bool
     engines: weakref.WeakSet[Engine] = field(default_factory=weakref.WeakSet)
     # Child processes that were there before this runtime: not its engines, close() spares them.
@@ -178,10 +180,13 @@ class Runtime:
         manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
                                new_engine, store, activity, fit, cascade=cascade)
         label = devices[0].sample().name if devices else "host RAM (CPU engine)"
-        chat = ChatSession(manager, router, store, probe, device_label=label)
+        # Every generation (playground, CLI, local API) is admitted by this one scheduler.
+        scheduler = RequestScheduler(manager, max_queue=config.server.max_queue)
+        chat = ChatSession(manager, router, store, probe, device_label=label,
+                           scheduler=scheduler)
         reactor = AlertReactor(manager, config.monitoring.hardware_monitoring)
         return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
-                   reactor, simulated=bool(simulate), engines=engines,
+                   reactor, scheduler, simulated=bool(simulate), engines=engines,
                    children_before=children_before)
 
     @property
@@ -323,6 +328,9 @@ class Runtime:
         self.sampler.stop(timeout=min(0.5, deadline_s / 4))
         for task in list(self._tasks):
             task.cancel()
+        # Waiting requests end first (they would otherwise start a switch while closing).
+        await asyncio.wait({asyncio.ensure_future(self.scheduler.close())},
+                           timeout=max(0.0, min(0.5, deadline - loop.time())))
         from core.engine.processes import end_engine_processes
         from core.engine.vllm_engine import VllmEngine
 

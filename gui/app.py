@@ -26,6 +26,8 @@ from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
 from core.paths import resource
 from core.runtime import CLOSE_DEADLINE_S, Runtime
+from core.server.service import ApiService
+from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.recording import TelemetryRecorder
 from gui.bridge import CoreBridge
@@ -98,9 +100,11 @@ class AppController(QObject):
     graceful shutdown (cancel generation and switches, shut the engine down, close)."""
 
     def __init__(self, runtime: Runtime, settings: QSettings | None = None,
-                 tray: bool = True) -> None:
+                 tray: bool = True, server: ServerSettings | None = None) -> None:
         super().__init__()
         self.runtime = runtime
+        self.api = ApiService(runtime, server or runtime.config.server,
+                              routers=[self._control_router])
         self.bridge = CoreBridge()
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
@@ -188,6 +192,40 @@ class AppController(QObject):
         self.recording.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
+        self.window.serve_action.toggled.connect(self._on_serve_toggled)
+        self._api_timer = QTimer(self)
+        self._api_timer.setObjectName("api-status")
+        self._api_timer.timeout.connect(self._show_api_status)
+
+    # -- local API ------------------------------------------------------------------------------
+    def _on_serve_toggled(self, on: bool) -> None:
+        self.keep(self.set_serving(on), "api-toggle")
+
+    async def set_serving(self, on: bool) -> None:
+        """Start or stop the local API; a failure is shown and the toggle turned back off."""
+        try:
+            if on:
+                address = await self.api.start()
+                self.events.add("info", f"serving the OpenAI-compatible API on {address}/v1")
+                self._api_timer.start(1000)
+            else:
+                await self.api.stop()
+                self._api_timer.stop()
+                self.events.add("info", "the local API is stopped")
+        except (ServerConfigError, OSError, RuntimeError) as exc:
+            self.events.add("error", f"the local API did not start: {exc}")
+        self.window.serve_action.blockSignals(True)
+        self.window.serve_action.setChecked(self.api.running)
+        self.window.serve_action.blockSignals(False)
+        self._show_api_status()
+
+    def _show_api_status(self) -> None:
+        if not self.api.running:
+            self.window.set_api_status("API off")
+            return
+        stats = self.runtime.scheduler.stats()
+        self.window.set_api_status(f"API {self.api.address} · {stats.requests_per_s * 60:.0f} "
+                                   f"req/min · queue {stats.queued} · running {stats.running}")
 
     def _annotate_alerts(self, events: list[AlertEvent]) -> None:
         for e in events:
@@ -234,6 +272,8 @@ class AppController(QObject):
                 lambda e: report(f"switch {e.phase.value} {e.target}"))
         if self.runtime.simulated:
             self.events.add("info", "the GPU is simulated (profile from resources/profiles)")
+        if self.api.settings.enabled:
+            self.window.serve_action.setChecked(True)  # starts it (toggled -> set_serving)
         if autoload:
             self.keep(self._autoload(model), "autoload")
 
@@ -281,6 +321,13 @@ class AppController(QObject):
         self.events.add("info", "another launch brought this window to the front")
         sys.stderr.write("vrampilot: window brought to the front\n")
 
+    def _control_router(self) -> Any:
+        # vrampilot's own routes (status, switch, unload, events...) on the API too, under
+        # /vrampilot, behind the same key as the OpenAI routes.
+        from core.server.control_routes import Owner, control_router
+
+        return control_router(self.runtime, Owner("app", raise_window=self.bring_to_front))
+
     def _on_shutdown_requested(self) -> None:
         # Held apart from self._tasks, which the shutdown cancels.
         self._shutdown_task = asyncio.ensure_future(self.shutdown())
@@ -296,6 +343,7 @@ class AppController(QObject):
         self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
         self.recording.close_all()
+        self._api_timer.stop()
         if self.download_dialog is not None:  # a download stops at its next chunk
             self.download_dialog.cancel()
             self.download_dialog.close()
@@ -309,6 +357,8 @@ class AppController(QObject):
                                     self.soak.shutdown(),
                                     *tasks, return_exceptions=True)
             await asyncio.wait({panels}, timeout=CANCEL_WAIT_S)
+            # No new API requests while the engine shuts down.
+            await asyncio.wait({asyncio.ensure_future(self.api.stop())}, timeout=CANCEL_WAIT_S)
             await self.runtime.close(max(0.5, CLOSE_DEADLINE_S - (time.monotonic() - started)))
         except Exception as exc:  # noqa: BLE001 - closing goes on whatever failed; shown
             self.events.add("error", f"shutdown failed: {type(exc).__name__}: {exc}")
@@ -350,6 +400,16 @@ async def serve_control(controller: AppController, lock: InstanceLock, simulate:
     return control
 
 
+def server_settings(configured: ServerSettings,
+                    serve: tuple[str | None, int] | None) -> ServerSettings:
+    """The config's `server:` section, turned on at [HOST:]PORT by `--serve`."""
+    if serve is None:
+        return configured
+    host, port = serve
+    return configured.model_copy(update={"enabled": True, "port": port,
+                                         "host": host or configured.host})
+
+
 def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
     """Build the window and run until it is closed and everything has shut down.
 
@@ -366,7 +426,15 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
     asyncio.set_event_loop(loop)
 
     runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
-    controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"))
+    server = server_settings(runtime.config.server, getattr(args, "serve", None))
+    if server.enabled:
+        try:
+            resolve_api_key(server)  # refuse before any window opens; the key is not kept
+        except ServerConfigError as exc:
+            sys.stderr.write(f"vrampilot: {exc}\n")
+            return 2
+    controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"),
+                               server=server)
     controller.install_signal_handlers()
     config = str(Path(args.config).resolve()) if args.config else None
 

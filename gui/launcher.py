@@ -33,10 +33,22 @@ def build_gui_parser() -> argparse.ArgumentParser:
                         help="model directory to load at start (default: the built-in demo model)")
     parser.add_argument("--no-autoload", action="store_true",
                         help="open the window without loading a model")
+    parser.add_argument("--serve", metavar="[HOST:]PORT", type=_serve_address,
+                        help="serve the local OpenAI-compatible API (default host 127.0.0.1; "
+                             "another host needs an API key, see the server: config section)")
     parser.add_argument("--install-desktop-entry", action="store_true",
                         help="install the icon and .desktop file for the current user, then exit")
     parser.add_argument("--version", action="version", version="vrampilot 0.1.0")
     return parser
+
+
+def _serve_address(value: str) -> tuple[str | None, int]:
+    from core.server.settings import parse_serve
+
+    try:
+        return parse_serve(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def has_display() -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Signal
-from PySide6.QtGui import QCloseEvent, QIcon, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from core.paths import resource
@@ -46,6 +46,12 @@ class MainWindow(QMainWindow):
         self.model_status = QLabel("no model loaded")
         self.statusBar().addWidget(self.switch_status, 1)
         self.statusBar().addPermanentWidget(self.model_status)
+        # The local OpenAI-compatible API: off by default; the controller starts and stops it.
+        self.serve_action = QAction("Serve the local &API", self)
+        self.serve_action.setCheckable(True)
+        self.menuBar().addMenu("&Server").addAction(self.serve_action)
+        self.api_status = QLabel("API off")
+        self.statusBar().addPermanentWidget(self.api_status)
         self.resize(1280, 860)
         self._restore()
         # Ctrl+Q quits like the close button, SIGTERM and SIGINT (AppController).
@@ -71,6 +77,9 @@ class MainWindow(QMainWindow):
 
     def set_model_status(self, text: str) -> None:
         self.model_status.setText(text)
+
+    def set_api_status(self, text: str) -> None:
+        self.api_status.setText(text)
 
     def set_switch_status(self, text: str) -> None:
         self.switch_status.setText(text)

@@ -60,3 +60,18 @@ def test_desktop_entry_installs_icon_and_launcher(tmp_path: Path) -> None:
     text = entry.read_text(encoding="utf-8")
     exec_path = next(line for line in text.splitlines() if line.startswith("Exec="))[5:]
     assert Path(exec_path).name == "vrampilot"
+
+
+def test_serve_on_a_network_address_without_a_key_exits_2(tmp_path: Path) -> None:
+    env = dict(os.environ, VRAMPILOT_DATA_DIR=str(tmp_path), QT_QPA_PLATFORM="offscreen",
+               XDG_CONFIG_HOME=str(tmp_path / "config"))
+    result = run_vrampilot("--no-autoload", "--serve", "0.0.0.0:8765", env=env)
+    assert result.returncode == 2
+    assert "not a loopback address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_needs_host_port() -> None:
+    result = run_vrampilot("--serve", "localhost")
+    assert result.returncode == 2
+    assert "[HOST:]PORT" in result.stderr

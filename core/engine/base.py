@@ -42,6 +42,7 @@ class GenerationRequest:
     request_id: str = ""
     thinking: bool = False
     ignore_eos: bool = False  # keep generating past end-of-sequence (benchmarks: fixed length)
+    stop: tuple[str, ...] = ()  # stop sequences (not included in the output)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class GenerationDelta:
     first_token_s: float | None = None
     finished: bool = False
     finish_reason: str | None = None
+    prompt_tokens: int | None = None  # the rendered prompt's length, when the engine knows it
 
     @property
     def tokens_per_s(self) -> float | None:

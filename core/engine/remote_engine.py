@@ -288,6 +288,8 @@ class RemoteEngine:
         }
         if request.seed is not None:
             payload["seed"] = request.seed
+        if request.stop:
+            payload["stop"] = list(request.stop)
         if self._config.send_chat_template_kwargs:
             payload["chat_template_kwargs"] = {"enable_thinking": request.thinking}
         if request.ignore_eos:

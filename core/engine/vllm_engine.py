@@ -478,7 +478,8 @@ class VllmEngine:
         params = SamplingParams(
             max_tokens=max(1, min(request.max_tokens, spec.max_model_len - len(ids))),
             temperature=request.temperature, top_p=request.top_p, seed=request.seed,
-            ignore_eos=request.ignore_eos, output_kind=RequestOutputKind.DELTA)
+            ignore_eos=request.ignore_eos, stop=list(request.stop) or None,
+            output_kind=RequestOutputKind.DELTA)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = queue
         pump = asyncio.create_task(
@@ -505,7 +506,7 @@ class VllmEngine:
                     finished = True
                     yield GenerationDelta(rest.text, rest.thinking, tokens,
                                           time.monotonic() - started, first, True,
-                                          "abort" if kind == "abort" else None)
+                                          "abort" if kind == "abort" else None, len(ids))
                     break
                 out = item.outputs[0]
                 tokens += len(out.token_ids)
@@ -519,7 +520,7 @@ class VllmEngine:
                     part = type(part)(part.thinking + rest.thinking, part.text + rest.text)
                     finished = True
                 yield GenerationDelta(part.text, part.thinking, tokens, now - started, first,
-                                      item.finished, reason)
+                                      item.finished, reason, len(ids))
         finally:
             self._streams.pop(request_id, None)
             if self._activity is not None:

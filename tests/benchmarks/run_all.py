@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("router", "telemetry", "streaming", "switch", "gui", "soak")
+BENCHMARKS = ("router", "telemetry", "streaming", "switch", "gui", "soak", "api")
 SENTINEL = "@@BENCH-JSON@@"
 
 

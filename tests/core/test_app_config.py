@@ -114,3 +114,27 @@ def test_errors_from_each_section_name_the_user_file(tmp_path: Path) -> None:
 def test_missing_user_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read file"):
         load_app_config(tmp_path / "absent.yaml")
+
+
+def test_server_section_is_off_and_loopback_by_default(tmp_path: Path) -> None:
+    server = load_app_config(None, models_dir=tmp_path).server
+    assert server.enabled is False
+    assert server.host == "127.0.0.1"
+    path = write(tmp_path, {"server": {"enabled": True, "host": "0.0.0.0", "port": 9001,
+                                       "api_key_env": "MY_KEY"}})
+    server = load_app_config(path, models_dir=tmp_path).server
+    assert (server.enabled, server.host, server.port, server.api_key_env) == (
+        True, "0.0.0.0", 9001, "MY_KEY")
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ({"port": 70000}, "server.port"),
+    ({"hots": "::1"}, "server.hots"),
+    ("yes", "server"),
+])
+def test_bad_server_section_names_the_key(tmp_path: Path, section: object, key: str) -> None:
+    path = write(tmp_path, {"server": section})
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path, models_dir=tmp_path)
+    assert info.value.path == str(path)
+    assert info.value.key == key
