@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.paths import resource
 from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
@@ -93,8 +93,7 @@ class AppController(QObject):
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
-        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
-                                         runtime.config.router.selection.local_tier)
+        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store)
         self.history = HistoryPanel(runtime.history_store)
         self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
@@ -131,7 +130,10 @@ class AppController(QObject):
             self.annotations.alert_changed(e.metric, e.level, e.change, e.started_at, e.at)
 
     def _on_switch_event(self, event: SwitchEvent) -> None:
-        if event.phase == SwitchPhase.ADVICE:
+        if event.phase in STATE_PHASES:
+            if event.phase in (SwitchPhase.CRASHED, SwitchPhase.UNLOADED):
+                self.history.refresh()
+                self._show_model()
             return
         self.window.set_switch_status(
             "" if event.phase == SwitchPhase.READY else phase_label(event))

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
         print("  no switches recorded yet")
     for r in recent:
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in r.phases.items())
-        line = (f"  #{r.id} {r.from_model or '(none)'} -> {r.to_model} [{r.reason}] {r.outcome} "
-                f"{r.total_s:.2f}s")
+        line = (f"  #{r.id} {r.from_model or '(none)'} -> {r.to_model} [{r.reason_label}] "
+                f"{r.outcome} {r.total_s:.2f}s")
         print(line + (f" ({phases})" if phases else ""))
         if r.error:
             print(f"      error: {r.error}")

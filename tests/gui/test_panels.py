@@ -170,8 +170,7 @@ def test_alert_from_the_sampler_thread_appears_in_log_and_chart(
 
 def test_refused_switch_shows_reason_and_offers_fallback(
         with_demo_models: Path, runtime: Runtime, qtbot: QtBot) -> None:
-    panel = ModelSwitcherPanel(runtime.manager, runtime.history_store,
-                               runtime.config.router.selection.local_tier)
+    panel = ModelSwitcherPanel(runtime.manager, runtime.history_store)
     qtbot.addWidget(panel)
     rows = {panel.table.item(r, 0).text(): r for r in range(panel.table.rowCount())}
     assert set(rows) == set(runtime.config.catalog.ids)
