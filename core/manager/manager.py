@@ -456,8 +456,12 @@ class ModelManager:
         errors = [self._deadline_note]
         ids: list[int] = []
         if previous is not None and self.active_model is None:
-            row_id, error = await self._switch_once(self.catalog.get(previous), "fallback",
-                                                    private)
+            # Bringing the previous model back gets a deadline of its own.
+            try:
+                row_id, error = await asyncio.wait_for(
+                    self._switch_once(self.catalog.get(previous), "fallback", private), limit_s)
+            except TimeoutError:
+                row_id, error = None, f"not restored within {limit_s:.0f} s"
             if row_id is not None:
                 ids.append(row_id)
             errors.append(f"{previous} restored" if error is None else f"{previous}: {error}")
@@ -591,8 +595,8 @@ class ModelManager:
         self._loaded = _Loaded(entry, engine, spec, loaded_bytes, loaded_bytes)
         with self._phase_timer(a, SwitchPhase.WARMING_UP, "warming up with one short request"):
             try:
-                await asyncio.wait_for(self._warm_up(engine, spec),
-                                       self.switching.switch_timeout_seconds)
+                # No timeout of its own: the switch's deadline bounds it.
+                await self._warm_up(engine, spec)
             except (EngineError, TimeoutError) as exc:
                 await self._unload_current()
                 raise SwitchFailed("failed", f"warm-up failed: {_describe(exc)}") from exc
@@ -624,7 +628,8 @@ class ModelManager:
             # Report the memory while loading: the engine takes it during the load, not after.
             self._activity.set_loaded(spec.model_id, loaded_bytes)
             try:
-                await asyncio.wait_for(engine.load(spec), self.switching.switch_timeout_seconds)
+                # No timeout per attempt: the switch's one deadline bounds every attempt.
+                await engine.load(spec)
                 self._activity.set_loading(False)
                 return engine, spec
             except asyncio.CancelledError:
@@ -641,8 +646,7 @@ class ModelManager:
                 raise SwitchFailed("failed", last) from exc
             except TRANSIENT_ERRORS as exc:
                 await self._discard(engine)
-                last = _describe(exc) if not isinstance(exc, TimeoutError) else (
-                    f"load timed out after {self.switching.switch_timeout_seconds:.0f} s")
+                last = _describe(exc)
             except EngineError as exc:
                 await self._discard(engine)
                 raise SwitchFailed("failed", _describe(exc)) from exc

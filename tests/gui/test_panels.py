@@ -190,7 +190,7 @@ def test_refused_switch_shows_reason_and_offers_fallback(
     assert "temperature" in text
     assert "°C, limit" in text
     assert panel.fallback_button.isVisibleTo(panel)
-    assert panel.fallback_target in ("demo-tiny-a", "demo-tiny-b")
+    assert panel.fallback_target in ("demo-small", "demo-tiny-a", "demo-tiny-b")
     assert panel.fallback_target in panel.fallback_button.text()
     assert runtime.manager.active_model is None  # nothing ran
     assert runtime.history_store.count() == 0
