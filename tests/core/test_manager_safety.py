@@ -45,7 +45,8 @@ def test_demo_models_differ_in_size_so_a_step_down_exists(tmp_path: Path) -> Non
     m = rig.manager
     small, tiny_a, tiny_b = (m.model_bytes(x) for x in ("demo-small", "demo-tiny-a",
                                                          "demo-tiny-b"))
-    assert small is not None and tiny_a is not None
+    assert small is not None
+    assert tiny_a is not None
     assert small > tiny_a == tiny_b
 
     async def run() -> None:
@@ -67,16 +68,19 @@ def test_forced_switch_skips_temperature_and_power_but_not_memory(tmp_path: Path
         await m.switch_to("qwen3-14b")
         rig.probe.temperature_c, rig.probe.power_w = 90.0, 150.0
         refused = await m.switch_to("qwen3-8b")
-        assert not refused.ok and m.active_model == "qwen3-14b"  # refused before unloading
+        assert not refused.ok
+        assert m.active_model == "qwen3-14b"  # refused before unloading
         plan = m.plan_switch("qwen3-8b")
         assert plan.refused_only_on_heat_or_power
         forced = await m.switch_to("qwen3-8b", reason="alert", force=True)
-        assert forced.outcome == "ready" and forced.forced
+        assert forced.outcome == "ready"
+        assert forced.forced
         # Memory is never skipped: with the card full (another process), forced or not, refused.
         await m.unload()
         rig.probe.other_process_bytes = 100 * GIB
         no_room = m.plan_switch("demo-tiny-a", force=True)
-        assert not no_room.ok and not no_room.refused_only_on_heat_or_power
+        assert not no_room.ok
+        assert not no_room.refused_only_on_heat_or_power
         assert "memory" in (no_room.refusal or "")
 
     asyncio.run(run())
@@ -182,7 +186,8 @@ def test_gpu_lost_with_a_private_task_unloads_and_says_why(tmp_path: Path) -> No
     asyncio.run(run())
     assert rig.manager.active_model is None
     row = rig.history.recent()[0]
-    assert row.outcome == "unloaded" and "private" in (row.error or "")
+    assert row.outcome == "unloaded"
+    assert "private" in (row.error or "")
 
 
 def test_gpu_lost_without_a_remote_endpoint_unloads(tmp_path: Path) -> None:
@@ -232,7 +237,7 @@ def test_crash_loop_guard_trips_on_the_third_death_and_falls_back(tmp_path: Path
         # A request for it finds the death itself (no need to wait for the watcher).
         result = await m.switch_to("demo-tiny-a")
         assert "demo-tiny-a" in m.crashing_models()
-        assert result.outcome == "fallback" and result.active == "demo-tiny-b"
+        assert (result.outcome, result.active) == ("fallback", "demo-tiny-b")
         assert "crash_loop" in result.errors[0]
         assert "demo-tiny-a" in m.state.crashing
         assert "demo-tiny-a" not in m.next_models("demo-small")
