@@ -457,11 +457,13 @@ class ModelManager:
         ids: list[int] = []
         if previous is not None and self.active_model is None:
             # Bringing the previous model back gets a deadline of its own.
+            restore_s = self.switching.switch_timeout_seconds
             try:
                 row_id, error = await asyncio.wait_for(
-                    self._switch_once(self.catalog.get(previous), "fallback", private), limit_s)
+                    self._switch_once(self.catalog.get(previous), "fallback", private),
+                    restore_s)
             except TimeoutError:
-                row_id, error = None, f"not restored within {limit_s:.0f} s"
+                row_id, error = None, f"not restored within {restore_s:.0f} s"
             if row_id is not None:
                 ids.append(row_id)
             errors.append(f"{previous} restored" if error is None else f"{previous}: {error}")
@@ -694,6 +696,8 @@ class ModelManager:
         if self._loaded is not loaded:
             return  # already handled, or replaced by a switch
         self._loaded = None
+        if self._watcher is asyncio.current_task():
+            self._watcher = None  # the next load must not cancel the clean-up below
         model = loaded.entry.id
         died = getattr(loaded.engine, "died", None)
         detail = str(died) if died else "the engine stopped responding"
