@@ -82,6 +82,11 @@ class Recorder:
         return [e for e in self.phase(SwitchPhase.READY) if e.target == target
                 and e.reason == reason]
 
+    def step_down_ended(self, target: str) -> bool:
+        """The alert's switch to target ended, either way (a refusal ends the wait at once)."""
+        return bool(self.ready(target, "alert")) or any(
+            e.reason == "alert" for e in self.phase(SwitchPhase.FAILED))
+
 
 async def wait_for(predicate: Callable[[], object], within_s: float, what: str) -> None:
     deadline = time.monotonic() + within_s
@@ -185,8 +190,9 @@ def test_heat_under_load_lowers_concurrency_then_steps_down(
                 temperature = rt.probe.read().temperature_c
                 assert temperature is not None
                 assert temperature >= 59.5, temperature
-                await wait_for(lambda: rec.ready("demo-tiny-a", "alert"), LOAD_S,
+                await wait_for(lambda: rec.step_down_ended("demo-tiny-a"), LOAD_S,
                                "step 2 (the step-down)")
+                assert rec.ready("demo-tiny-a", "alert"), rec.phase(SwitchPhase.FAILED)
             finally:
                 await load.close()
             assert load.overlaps_after_limit == 0, "the concurrency limit did not hold"
@@ -218,8 +224,9 @@ def test_power_spike_steps_down_past_the_power_gate(
         async with started(rt, "demo-small") as rec:
             load = Load(rt, clients=3)
             try:
-                await wait_for(lambda: rec.ready("demo-tiny-a", "alert"), LOAD_S,
+                await wait_for(lambda: rec.step_down_ended("demo-tiny-a"), LOAD_S,
                                "the power step-down")
+                assert rec.ready("demo-tiny-a", "alert"), rec.phase(SwitchPhase.FAILED)
             finally:
                 await load.close()
             assert rt.manager.active_model == "demo-tiny-a"
@@ -325,6 +332,7 @@ def test_engine_killed_mid_stream_recovers_then_the_crash_loop_guard_trips(
             await wait_for(lambda: rec.phase(SwitchPhase.CRASHED), 5, "the crash to be seen")
             seen_s = time.monotonic() - killed
             assert seen_s < 2.0, seen_s
+            print(f"\nengine death seen {seen_s:.2f} s after the SIGKILL")
             assert rt.manager.active_model is None
             # 2. The next request loads the model again by itself.
             assert await asyncio.wait_for(stream("demo-tiny-a"), LOAD_S) > 0
