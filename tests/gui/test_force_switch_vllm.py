@@ -27,8 +27,10 @@ LOAD_S = 240.0
 @pytest.fixture
 def hot_runtime(with_demo_models: Path, loop: qasync.QEventLoop) -> Iterator[Runtime]:
     # The idle card sits at 41.5 C: a 30 C gate refuses every switch on temperature alone.
+    # A cold first load (vLLM's import included) took over 90 s on the busy CI machine.
     config = with_demo_models / "hot.yaml"
-    config.write_text("model_switching:\n  max_temperature_c: 30\n", encoding="utf-8")
+    config.write_text("model_switching:\n  max_temperature_c: 30\n"
+                      f"  switch_timeout_seconds: {LOAD_S:.0f}\n", encoding="utf-8")
     rt = Runtime.create(config_file=config, simulate=PROFILE,
                         history_path=with_demo_models / "history.sqlite3")
     yield rt
@@ -66,17 +68,19 @@ def test_switch_anyway_after_confirmation_is_recorded_as_forced(
         box.button(QMessageBox.StandardButton.Yes).click()
         await wait_until(lambda: panel.busy, 5, "the forced switch to start")
         await wait_until(lambda: not panel.busy, LOAD_S, "the forced switch to end")
-        assert hot_runtime.manager.active_model == "demo-tiny-a"
+        rows = [(r.to_model, r.reason, r.outcome, r.error)
+                for r in hot_runtime.history_store.recent(5)]
+        assert hot_runtime.manager.active_model == "demo-tiny-a", (
+            rows, app.events.log.toPlainText())
         app.history.refresh()
         reason_col = 3
         assert app.history.table.item(0, reason_col).text() == "manual, forced"
+        row = hot_runtime.history_store.recent(1)[0]
+        assert (row.to_model, row.outcome, row.forced) == ("demo-tiny-a", "ready", True)
         app.window.close()
         await asyncio.wait_for(app.finished.wait(), 30)
 
     loop.run_until_complete(body())
-    row = hot_runtime.history_store.recent(1)[0]
-    assert (row.to_model, row.outcome, row.forced) == ("demo-tiny-a", "ready", True)
-
     from core.cli import history
 
     out = io.StringIO()
