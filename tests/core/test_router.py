@@ -166,7 +166,8 @@ def test_candidates_cascade_down_then_local_then_remote(config: RouterConfig,
                                                         catalog: Catalog) -> None:
     router = Router(config, catalog)
     assert router.candidates(("qwen3-14b",)) == (
-        "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507", "demo-tiny-a", "demo-tiny-b")
+        "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507", "demo-small", "demo-tiny-a",
+        "demo-tiny-b")
     decision = router.route("x", "simple_extraction", IDLE)
     assert decision.candidates[-1] == "remote"
 
@@ -204,7 +205,7 @@ def test_cpu_machine_picks_the_demo_model(config: RouterConfig, catalog: Catalog
     assert decision.score == 0.7  # >= 12 GiB free, below 0.9: the 14B, then down the cascade
     assert [(r.model_id, r.kind) for r in decision.rejected] == [
         ("qwen3-14b", "not_on_disk"), ("qwen3-8b", "not_on_disk"),
-        ("qwen3-4b-instruct-2507", "not_on_disk")]
+        ("qwen3-4b-instruct-2507", "not_on_disk"), ("demo-small", "not_on_disk")]
     text = decision.explain()
     assert "temperature unknown" in text
     assert "not on disk" in text
