@@ -20,8 +20,13 @@ from core import paths
 
 PHASE_COLUMNS = ("planning", "unloading", "waiting_for_memory", "checking", "loading",
                  "warming_up")
-REASONS = ("manual", "router", "alert", "fallback")
-OUTCOMES = ("ready", "failed", "refused", "cancelled")
+# crash: the engine died on its own (outcome "crashed", the error says the exit code or signal).
+REASONS = ("manual", "router", "alert", "fallback", "crash")
+# unloaded: an emergency unload with nothing smaller to go to; timed_out: the switch's deadline
+# (model_switching.switch_timeout_seconds, for the whole switch) ran out.
+OUTCOMES = ("ready", "failed", "refused", "cancelled", "crashed", "unloaded", "timed_out")
+# to_model of a row that left no model loaded (a crash, an emergency unload).
+NO_MODEL = "(none)"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS switches (
@@ -34,7 +39,8 @@ CREATE TABLE IF NOT EXISTS switches (
     error TEXT,
     total_s REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
-    {", ".join(f"{c}_s REAL" for c in PHASE_COLUMNS)}
+    {", ".join(f"{c}_s REAL" for c in PHASE_COLUMNS)},
+    forced INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS switches_pair ON switches (from_model, to_model, outcome);
 CREATE TABLE IF NOT EXISTS generations (
@@ -64,6 +70,12 @@ class SwitchRecord:
     total_s: float
     attempts: int
     phases: Mapping[str, float]
+    forced: bool = False  # the temperature/power gate was skipped (alert step-down, Switch anyway)
+
+    @property
+    def reason_label(self) -> str:
+        """The reason as shown: "alert, forced" when the gate was skipped."""
+        return f"{self.reason}, forced" if self.forced else self.reason
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,10 @@ class HistoryStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(switches)")}
+        if "forced" not in columns:  # a history written before the column existed
+            self._conn.execute(
+                "ALTER TABLE switches ADD COLUMN forced INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -110,7 +126,8 @@ class HistoryStore:
     # -- writes ---------------------------------------------------------------------------------
     def record_switch(self, *, from_model: str | None, to_model: str, reason: str, outcome: str,
                       total_s: float, phases: Mapping[str, float], error: str | None = None,
-                      attempts: int = 1, started_at: float | None = None) -> int:
+                      attempts: int = 1, started_at: float | None = None,
+                      forced: bool = False) -> int:
         """Store one finished switch and commit; returns its row id."""
         if reason not in REASONS:
             raise ValueError(f"reason must be one of {REASONS}, got {reason!r}")
@@ -120,9 +137,10 @@ class HistoryStore:
         if unknown:
             raise ValueError(f"unknown phases {sorted(unknown)}")
         cols = ["started_at", "from_model", "to_model", "reason", "outcome", "error", "total_s",
-                "attempts", *(f"{p}_s" for p in PHASE_COLUMNS)]
+                "attempts", *(f"{p}_s" for p in PHASE_COLUMNS), "forced"]
         values = [time.time() if started_at is None else started_at, from_model, to_model, reason,
-                  outcome, error, total_s, attempts, *(phases.get(p) for p in PHASE_COLUMNS)]
+                  outcome, error, total_s, attempts, *(phases.get(p) for p in PHASE_COLUMNS),
+                  int(forced)]
         sql = f"INSERT INTO switches ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with self._lock:
             cur = self._conn.execute(sql, values)
@@ -207,8 +225,10 @@ class HistoryStore:
 
     def _record(self, row: tuple[Any, ...]) -> SwitchRecord:
         (rid, started, from_model, to_model, reason, outcome, error, total, attempts,
-         *phase_values) = row
+         *rest) = row
+        phase_values, forced = rest[:len(PHASE_COLUMNS)], rest[len(PHASE_COLUMNS)]
         phases = {p: float(v) for p, v in zip(PHASE_COLUMNS, phase_values, strict=True)
                   if v is not None}
         return SwitchRecord(int(rid), float(started), from_model, str(to_model), str(reason),
-                            str(outcome), error, float(total), int(attempts), phases)
+                            str(outcome), error, float(total), int(attempts), phases,
+                            bool(forced))

@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
-from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
 from core.paths import resource
@@ -109,8 +109,7 @@ class AppController(QObject):
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
-        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
-                                         runtime.config.router.selection.local_tier)
+        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store)
         self.models.download_handler = self.open_download
         self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store)
@@ -232,7 +231,10 @@ class AppController(QObject):
             self.annotations.alert_changed(e.metric, e.level, e.change, e.started_at, e.at)
 
     def _on_switch_event(self, event: SwitchEvent) -> None:
-        if event.phase == SwitchPhase.ADVICE:
+        if event.phase in STATE_PHASES:
+            if event.phase in (SwitchPhase.CRASHED, SwitchPhase.UNLOADED):
+                self.history.refresh()
+                self._show_model()
             return
         self.window.set_switch_status(
             "" if event.phase == SwitchPhase.READY else phase_label(event))

@@ -51,6 +51,10 @@ def format_switch(e: SwitchEvent) -> tuple[str, str] | None:
     """The switch events worth a log line (phase starts are shown by the progress bar)."""
     if e.phase == SwitchPhase.ADVICE:
         return "advice", e.message
+    if e.phase == SwitchPhase.CRASHED:
+        return "error", e.message
+    if e.phase == SwitchPhase.UNLOADED:
+        return "action", e.message
     if e.phase == SwitchPhase.READY:
         return "switch", f"{e.from_model or '(none)'} → {e.target} ready in {e.elapsed_s:.1f} s" \
             f" ({e.reason})"

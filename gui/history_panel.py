@@ -107,7 +107,7 @@ class HistoryPanel(QWidget):
         for row, r in enumerate(self.records):
             phases = [f"{r.phases[p]:.2f}" if p in r.phases else "" for p in PHASE_COLUMNS]
             cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
-                     r.from_model or "", r.to_model, r.reason, *phases, f"{r.total_s:.2f}",
+                     r.from_model or "", r.to_model, r.reason_label, *phases, f"{r.total_s:.2f}",
                      r.outcome, r.error or ""]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)

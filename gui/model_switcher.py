@@ -1,11 +1,12 @@
 """The Models tab: the catalog as it fits this device, the active model, load/unload/switch with a
-progress bar by phase, cancel, and a refused switch's reason with the fallback on offer."""
+progress bar by phase, cancel, and a refused switch's reason with the fallback on offer (and, when
+only the temperature/power gate refused it, "Switch anyway" after a confirmation)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QTableWidget,
@@ -23,9 +25,9 @@ from PySide6.QtWidgets import (
 )
 
 from core.history_store import HistoryStore
-from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.manager.manager import ModelManager, SwitchResult
-from core.manager.plan import SwitchPlan, effective_cascade, fallback_order
+from core.manager.plan import SwitchPlan
 from core.models.catalog import ModelEntry
 
 GIB = 1024**3
@@ -63,13 +65,14 @@ class ModelSwitcherPanel(QWidget):
     switch_finished = Signal(object)  # SwitchResult, or an Exception
 
     def __init__(self, manager: ModelManager, history: HistoryStore,
-                 local_tier: Sequence[str] = (), parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._manager = manager
-        self._local_tier = tuple(local_tier)
         self._history = history
         self._tasks: set[asyncio.Task[None]] = set()
         self.fallback_target: str | None = None
+        self.force_target: str | None = None
+        self.confirm_box: QMessageBox | None = None
 
         self.active_label = QLabel()
         self.active_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -111,6 +114,10 @@ class ModelSwitcherPanel(QWidget):
         self.refusal.setStyleSheet("QLabel { font-family: monospace; }")
         self.fallback_button = QPushButton()
         self.fallback_button.setVisible(False)
+        self.force_button = QPushButton("Switch anyway…")
+        self.force_button.setToolTip("Skip the temperature and power check (never the memory "
+                                     "check); asks for confirmation first")
+        self.force_button.setVisible(False)
 
         buttons = QHBoxLayout()
         for b in (self.switch_button, self.unload_button, self.cancel_button,
@@ -125,7 +132,11 @@ class ModelSwitcherPanel(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.phase_text)
         layout.addWidget(self.refusal)
-        layout.addWidget(self.fallback_button, 0, Qt.AlignmentFlag.AlignLeft)
+        offers = QHBoxLayout()
+        offers.addWidget(self.fallback_button)
+        offers.addWidget(self.force_button)
+        offers.addStretch(1)
+        layout.addLayout(offers)
 
         self.switch_button.clicked.connect(self.switch_selected)
         self.unload_button.clicked.connect(self.unload)
@@ -133,6 +144,7 @@ class ModelSwitcherPanel(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         self.download_button.clicked.connect(self.download_selected)
         self.fallback_button.clicked.connect(self._switch_to_fallback)
+        self.force_button.clicked.connect(self.confirm_force)
         self.refresh()
 
     # -- display --------------------------------------------------------------------------------
@@ -166,6 +178,8 @@ class ModelSwitcherPanel(QWidget):
                 status += f" (context {state.max_model_len})"
         elif entry.id == state.switching_to:
             status = f"switching ({state.phase.value if state.phase else '…'})"
+        elif entry.id in state.crashing:
+            status = f"crashing: {state.crashing[entry.id]}"
         elif not entry.enabled:
             status = "disabled"
         else:
@@ -255,7 +269,10 @@ class ModelSwitcherPanel(QWidget):
 
     def on_switch_event(self, event: SwitchEvent) -> None:
         """Progress by phase: value from the history's prediction, busy bar without one."""
-        if event.phase == SwitchPhase.ADVICE:
+        if event.phase in STATE_PHASES:
+            if event.phase in (SwitchPhase.CRASHED, SwitchPhase.UNLOADED):
+                self.phase_text.setText(event.message)
+            self.refresh()
             return
         progress = event.progress
         if progress is None:
@@ -299,7 +316,7 @@ class ModelSwitcherPanel(QWidget):
         return True
 
     def show_refusal(self, plan: SwitchPlan) -> None:
-        self.fallback_target = self.find_fallback(plan.target)
+        self.fallback_target = self._manager.first_fallback(plan.target)
         text = f"Switch to {plan.target} refused: {plan.refusal}\n{describe_plan(plan)}"
         if self.fallback_target is None:
             text += "\nNo fallback model can load here now."
@@ -307,32 +324,47 @@ class ModelSwitcherPanel(QWidget):
         if self.fallback_target is not None:
             self.fallback_button.setText(f"Switch to the fallback {self.fallback_target} instead")
         self.fallback_button.setVisible(self.fallback_target is not None)
+        # Only the temperature/power gate may be overridden, never memory, disk or a crash loop.
+        self.force_target = plan.target if plan.refused_only_on_heat_or_power else None
+        self.force_button.setVisible(self.force_target is not None)
         self.log.emit("warning", f"switch to {plan.target} refused: {plan.refusal}")
 
-    def find_fallback(self, target: str) -> str | None:
-        """The first model down the cascade that is usable and whose plan passes now."""
-        m = self._manager
+    def confirm_force(self) -> None:
+        """Ask before skipping the gate. Non-modal (open(), not exec()): exec() inside the
+        qasync loop fails (FACTS.md), and the window keeps painting meanwhile."""
+        target = self.force_target
+        if target is None or self.busy:
+            return
+        box = QMessageBox(QMessageBox.Icon.Warning, "Switch anyway?",
+                          f"Switch to {target} although the temperature or power check "
+                          "refused it?\nThe memory check still applies. The history marks the "
+                          "switch as forced.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                          self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.finished.connect(lambda result: self._force_confirmed(target, result))
+        self.confirm_box = box
+        box.open()
 
-        def needed(model_id: str) -> int | None:
-            try:
-                return m.needed_bytes(model_id)
-            except Exception:  # noqa: BLE001 - unknown need: the cascade keeps its order
-                return None
-
-        cascade = effective_cascade(m.cascade, self._local_tier)
-        for model_id in fallback_order(target, cascade, needed):
-            entry = m.catalog.get(model_id)
-            if model_id == target or not m.is_usable(entry):
-                continue
-            plan = m.plan_switch(model_id)
-            if plan.ok:
-                return model_id
-        return None
+    def _force_confirmed(self, target: str, result: int) -> None:
+        box, self.confirm_box = self.confirm_box, None
+        if box is not None:
+            box.deleteLater()
+        if result != QMessageBox.StandardButton.Yes or self.busy:
+            self.log.emit("info", f"forced switch to {target} not confirmed")
+            return
+        self._clear_refusal()
+        self.log.emit("warning", f"switching to {target} anyway (temperature/power gate "
+                                 "skipped by the user)")
+        self._start(self._switch(target, force=True), f"forced switch to {target}")
 
     def _clear_refusal(self) -> None:
         self.refusal.setText("")
         self.fallback_button.setVisible(False)
+        self.force_button.setVisible(False)
         self.fallback_target = None
+        self.force_target = None
 
     def _switch_to_fallback(self) -> None:
         if self.fallback_target is not None:
@@ -345,10 +377,10 @@ class ModelSwitcherPanel(QWidget):
     def cancel(self) -> None:
         self._start(self._manager.cancel_switches(), "cancel")
 
-    async def _switch(self, target: str) -> None:
+    async def _switch(self, target: str, force: bool = False) -> None:
         result: SwitchResult | Exception
         try:
-            result = await self._manager.switch_to(target, reason="manual")
+            result = await self._manager.switch_to(target, reason="manual", force=force)
         except Exception as exc:
             self.switch_finished.emit(exc)
             raise

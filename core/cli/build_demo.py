@@ -12,8 +12,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     parser = sub.add_parser(
         "build-demo", parents=[common],
         help="build the tiny demo models (random weights, no download)",
-        description="Build a tiny randomly initialised Qwen3 model. Without --path, build both "
-                    "demo models (demo-tiny-a, demo-tiny-b) in the models dir if missing.")
+        description="Build a tiny randomly initialised Qwen3 model. Without --path, build the "
+                    "demo models (demo-small, demo-tiny-a, demo-tiny-b) in the models dir if "
+                    "missing.")
     parser.add_argument("--path", type=Path, metavar="DIR",
                         help="build one model into DIR (replacing what is there)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed for --path (default 0)")

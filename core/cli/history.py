@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 def history_report(store: HistoryStore, limit: int) -> dict[str, Any]:
     """Recent switches, per-pair durations and throughput, as JSON (`history --json`)."""
     return {"database": str(store.path),
-            "recent": [asdict(r) | {"phases": dict(r.phases)} for r in store.recent(limit)],
+            "recent": [asdict(r) | {"phases": dict(r.phases), "reason_label": r.reason_label}
+                       for r in store.recent(limit)],
             "pairs": [asdict(p) for p in store.pair_stats()],
             "throughput": [asdict(t) for t in store.throughput()]}
 
@@ -51,7 +52,8 @@ def format_history(report: dict[str, Any]) -> str:
         lines.append("  no switches recorded yet")
     for r in report["recent"]:
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items())
-        line = (f"  #{r['id']} {r['from_model'] or '(none)'} -> {r['to_model']} [{r['reason']}] "
+        label = r.get("reason_label", r["reason"])
+        line = (f"  #{r['id']} {r['from_model'] or '(none)'} -> {r['to_model']} [{label}] "
                 f"{r['outcome']} {r['total_s']:.2f}s")
         lines.append(line + (f" ({phases})" if phases else ""))
         if r["error"]:

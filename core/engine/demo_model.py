@@ -6,6 +6,7 @@ machine. Built deterministically from a seed: the same seed gives the same bytes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +18,26 @@ from core.engine.base import ModelDirectoryError
 
 DEMO_FORMAT_VERSION = 1
 MARKER_FILE = "vrampilot-demo.json"
-DEMO_MODELS: tuple[tuple[str, int], ...] = (("demo-tiny-a", 0), ("demo-tiny-b", 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoShape:
+    """The architecture of one demo model. head_dim stays 64: vLLM's CPU attention rejects 16."""
+
+    hidden: int = 128
+    intermediate: int = 256
+    layers: int = 2
+    heads: int = 2
+    kv_heads: int = 1
+
+
+TINY = DemoShape()
+# Larger than the tiny ones (more layers, wider, more KV heads: ~4x the weights and KV cache), so
+# an alert has a smaller model to step down to; still a few MB and as quick to load.
+SMALL = DemoShape(hidden=256, intermediate=512, layers=4, heads=4, kv_heads=2)
+# name, seed, shape; the catalog (resources/models.yaml) has an entry for each.
+DEMO_MODELS: tuple[tuple[str, int, DemoShape], ...] = (
+    ("demo-small", 2, SMALL), ("demo-tiny-a", 0, TINY), ("demo-tiny-b", 1, TINY))
 
 # Qwen3's chat template, reduced to text chat: the empty think block when thinking is off is what
 # makes Qwen3 answer directly; assistant turns in history drop their reasoning like upstream.
@@ -93,17 +113,18 @@ def _build_tokenizer(target: Path) -> None:
         raise RuntimeError(f"demo tokenizer has {len(fast)} tokens, expected {VOCAB_SIZE}")
 
 
-def _build_weights(target: Path, seed: int, eos_id: int, pad_id: int) -> None:
+def _build_weights(target: Path, seed: int, eos_id: int, pad_id: int,
+                   shape: DemoShape = TINY) -> None:
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
     config = Qwen3Config(
         vocab_size=VOCAB_SIZE,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
         head_dim=64,  # CPU attention rejects head_dim 16 (FACTS.md)
         max_position_embeddings=4096,
         tie_word_embeddings=True,
@@ -120,7 +141,8 @@ def _build_weights(target: Path, seed: int, eos_id: int, pad_id: int) -> None:
     GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id).save_pretrained(str(target))
 
 
-def build_demo_model(path: Path, seed: int = 0, name: str = "demo-tiny") -> Path:
+def build_demo_model(path: Path, seed: int = 0, name: str = "demo-tiny",
+                     shape: DemoShape = TINY) -> Path:
     """Build the tiny Qwen3 at path (replacing what is there) and return path.
 
     Deterministic: the same seed gives byte-identical files. Written into a sibling temp dir and
@@ -136,9 +158,11 @@ def build_demo_model(path: Path, seed: int = 0, name: str = "demo-tiny") -> Path
         tok = AutoTokenizer.from_pretrained(str(tmp))
         eos_id = int(tok.convert_tokens_to_ids("<|im_end|>"))  # type: ignore[arg-type]
         pad_id = int(tok.convert_tokens_to_ids("<|endoftext|>"))  # type: ignore[arg-type]
-        _build_weights(tmp, seed, eos_id, pad_id)
+        _build_weights(tmp, seed, eos_id, pad_id, shape)
         marker = {"name": name, "seed": seed, "format": DEMO_FORMAT_VERSION,
                   "note": "random weights: the text this model writes is noise"}
+        if shape != TINY:
+            marker["shape"] = dataclasses.asdict(shape)
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private; a model dir is ordinary data
         if path.exists():
@@ -150,23 +174,27 @@ def build_demo_model(path: Path, seed: int = 0, name: str = "demo-tiny") -> Path
     return path
 
 
-def _is_built(path: Path, seed: int) -> bool:
+def _is_built(path: Path, seed: int, shape: DemoShape = TINY) -> bool:
     try:
         marker = json.loads((path / MARKER_FILE).read_text())
         check_model_dir(path)
     except (OSError, ValueError, ModelDirectoryError):
         return False
-    return bool(marker.get("seed") == seed and marker.get("format") == DEMO_FORMAT_VERSION)
+    built_shape = marker.get("shape")
+    wanted = None if shape == TINY else dataclasses.asdict(shape)
+    return bool(marker.get("seed") == seed and marker.get("format") == DEMO_FORMAT_VERSION
+                and built_shape == wanted)
 
 
 def ensure_demo_models(root: Path | None = None) -> list[Path]:
-    """Build demo-tiny-a (seed 0) and demo-tiny-b (seed 1) under the models dir unless present."""
+    """Build the demo models (DEMO_MODELS: demo-small, demo-tiny-a, demo-tiny-b) under the models
+    dir unless present."""
     base = root if root is not None else paths.models_dir()
     out = []
-    for name, seed in DEMO_MODELS:
+    for name, seed, shape in DEMO_MODELS:
         target = base / name
-        if not _is_built(target, seed):
-            build_demo_model(target, seed=seed, name=name)
+        if not _is_built(target, seed, shape):
+            build_demo_model(target, seed=seed, name=name, shape=shape)
         out.append(target)
     return out
 

@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
@@ -554,13 +555,37 @@ class VllmEngine:
                 self._on_death(gone)
                 return
 
+    def _exit_status(self, pid: int) -> str:
+        """How an engine process ended: "exit code N" or "signal SIGKILL" (best effort)."""
+        code: int | None = None
+        # vLLM's own liveness monitor may have reaped it already: its Process object keeps the
+        # code (negative: the signal that ended it).
+        resources = getattr(getattr(self._llm, "engine_core", None), "resources", None)
+        manager = getattr(resources, "engine_manager", None)
+        for proc in getattr(manager, "processes", None) or ():
+            if getattr(proc, "pid", None) == pid:
+                with contextlib.suppress(Exception):
+                    code = proc.exitcode
+        if code is None:
+            with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
+                code = psutil.Process(pid).wait(timeout=0)
+        if code is None:
+            return "exit status unknown"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by signal {signal.Signals(-code).name}"
+            return f"killed by signal {-code}"
+        return f"exit code {code}"
+
     def _on_death(self, gone: list[int]) -> None:
         if self._dead is not None:
             return
         model = self._spec.model_id if self._spec else "the model"
-        what = f"process(es) {gone} exited" if gone else "its engine core failed"
+        what = ("; ".join(f"process {pid} {self._exit_status(pid)}" for pid in gone) if gone
+                else "its engine core failed")
         self._dead = EngineDiedError(f"The engine running {model} stopped ({what}); "
-                                     "the model is unloaded, load it again to continue.")
+                                     "the model is unloaded and the next request loads it "
+                                     "again.")
         log.error("%s", self._dead)
         for queue in self._streams.values():
             queue.put_nowait(("error", self._dead))
@@ -598,5 +623,5 @@ def _map_stream_error(exc: BaseException) -> EngineError:
         return exc
     if type(exc).__name__ == "EngineDeadError":
         return EngineDiedError("The engine process stopped during generation; the model is "
-                               "unloaded, load it again to continue.")
+                               "unloaded and the next request loads it again.")
     return EngineError(f"Generation failed: {exc}")

@@ -1,13 +1,19 @@
-"""Reacting to hardware alerts: switch smaller, or first lower the engine's concurrency.
+"""Reacting to hardware alerts: step down to a smaller model, or first lower the concurrency.
 
-From the decision record: VRAM critical -> switch to a smaller model at once; thermal critical ->
-first lower how many requests the engine gets at once, then, if it persists for
-`thermal_persist_seconds`, switch smaller; power critical -> switch smaller. A cooldown after each
-alert-driven switch prevents flapping. With policy "advise", nothing is changed: advice events only.
+From the decision record: VRAM critical -> switch to a smaller model at once, and with nothing
+smaller, unload (its "emergency unload"); thermal ("gradual": the temperature alert and clock
+throttling) -> step 1 lowers how many requests the engine gets at once, step 2, if it persists for
+`thermal_persist_seconds` after step 1, steps down a model; power critical -> step down; GPU lost
+-> hand the work to the remote endpoint when one is configured and the task is not private,
+otherwise unload. A step-down is forced (the record's force_switch): it skips the temperature and
+power gate that would refuse it in exactly these conditions, never the memory check. A cooldown
+after each alert-driven switch prevents flapping. With policy "advise", nothing is changed:
+advice events only.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,13 +27,16 @@ THERMAL_KINDS = frozenset({"temperature", "thermal_throttle"})
 # The concurrency the engine is limited to while it is too hot.
 THERMAL_MAX_CONCURRENT = 1
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class AlertReaction:
     """What the policy decided for the alerts active now.
 
-    action: "switch_smaller" | "limit_concurrency" | "restore_concurrency" | "cooldown" | "none";
-    applied: False in advise-only mode (or when there was nothing to do).
+    action: "switch_smaller" | "switch_remote" | "unload" | "limit_concurrency" |
+    "restore_concurrency" | "cooldown" | "none"; applied: False in advise-only mode (or when
+    there was nothing to do, or the switch failed).
     """
 
     action: str
@@ -37,8 +46,14 @@ class AlertReaction:
     applied: bool = False
 
 
+def acts_on(event: AlertEvent) -> bool:
+    """Whether the policy reacts to this alert: critical levels, and clock throttling at the
+    level it is configured to raise (throttling is itself the condition: it has one level)."""
+    return event.active and (event.level == "critical" or event.kind == "thermal_throttle")
+
+
 class AlertReactor:
-    """Keeps the set of critical alerts and reacts to it through the manager."""
+    """Keeps the set of actionable alerts and reacts to it through the manager."""
 
     def __init__(self, manager: ModelManager, monitoring: HardwareMonitoring, *,
                  thermal_persist_s: float | None = None, cooldown_s: float | None = None,
@@ -50,9 +65,9 @@ class AlertReactor:
                                   else thermal_persist_s)
         self.cooldown_s = s.cooldown_seconds if cooldown_s is None else cooldown_s
         self._clock = clock
-        self._critical: dict[str, float] = {}  # kind -> when it became critical (our clock)
+        self._critical: dict[str, float] = {}  # kind -> when it became actionable (our clock)
         self._last_switch: float | None = None
-        self._limited = False
+        self._limited_at: float | None = None  # when step 1 (lower concurrency) was taken
 
     @property
     def advise_only(self) -> bool:
@@ -62,52 +77,71 @@ class AlertReactor:
         """Take in alert changes, then react to the alerts active now."""
         now = self._clock()
         for e in events:
-            if e.active and e.level == "critical":
+            if acts_on(e):
                 self._critical.setdefault(e.kind, now)
             else:
                 self._critical.pop(e.kind, None)
         return await self.tick()
 
     async def tick(self) -> list[AlertReaction]:
-        """React to the critical alerts still active (call on every sample: persistence counts)."""
+        """React to the alerts still active (call on every sample: persistence counts)."""
         now = self._clock()
         reactions: list[AlertReaction] = []
-        if not any(k in THERMAL_KINDS for k in self._critical) and self._limited:
-            reactions.append(await self._limit(None, "thermal alert ended: concurrency restored",
-                                               "restore_concurrency"))
+        if not any(k in THERMAL_KINDS for k in self._critical) and self._limited_at is not None:
+            reactions.append(await self._limit(None, "thermal", "thermal alert ended: "
+                                               "concurrency restored", "restore_concurrency"))
+        stepped = False
         for kind, since in sorted(self._critical.items()):
             action = self.monitoring.action_for(kind)
-            if action == AlertAction.NOTIFY or self.manager.active_model is None:
+            if action == AlertAction.NOTIFY or self.manager.active_model is None or stepped:
                 continue
             if action == AlertAction.GRADUAL:
-                if not self._limited:
+                if self._limited_at is None:
                     reactions.append(await self._limit(
-                        THERMAL_MAX_CONCURRENT, f"{kind} critical: at most "
+                        THERMAL_MAX_CONCURRENT, kind, f"{kind}: step 1, at most "
                         f"{THERMAL_MAX_CONCURRENT} request at a time", "limit_concurrency"))
                     continue
-                if now - since < self.thermal_persist_s:
+                persisted = now - max(since, self._limited_at)
+                if persisted < self.thermal_persist_s:
                     continue
-                why = f"{kind} critical for {now - since:.0f} s despite lower concurrency"
+                why = f"{kind}: step 2, still raised {persisted:.0f} s after lowering concurrency"
+            elif action == AlertAction.SWITCH_REMOTE:
+                reactions.append(await self._to_remote(kind))
+                stepped = True
+                continue
             else:
                 why = f"{kind} critical"
-            reactions.append(await self._switch_smaller(kind, why, now))
+            reaction = await self._switch_smaller(kind, why, now,
+                                                  action == AlertAction.SWITCH_IMMEDIATELY)
+            reactions.append(reaction)
+            stepped = reaction.action != "cooldown"  # one switch per tick, whatever raised it
         return reactions
 
-    async def _limit(self, limit: int | None, reason: str, action: str) -> AlertReaction:
+    async def _limit(self, limit: int | None, kind: str, reason: str,
+                     action: str) -> AlertReaction:
         if self.advise_only:
             self._advise(reason)
-            return AlertReaction(action, "temperature", reason)
+            return AlertReaction(action, kind, reason)
         await self.manager.set_max_concurrent(limit)
-        self._limited = limit is not None
-        return AlertReaction(action, "temperature", reason, applied=True)
+        self._limited_at = None if limit is None else self._clock()
+        log.warning("%s", reason)
+        active = self.manager.active_model or ""
+        self.manager.emit(SwitchEvent(0, SwitchPhase.CONCURRENCY, active, active, "alert", 0.0,
+                                      message=reason))
+        return AlertReaction(action, kind, reason, applied=True)
 
-    async def _switch_smaller(self, kind: str, why: str, now: float) -> AlertReaction:
+    async def _switch_smaller(self, kind: str, why: str, now: float,
+                              unload_if_none: bool) -> AlertReaction:
         if self._last_switch is not None and now - self._last_switch < self.cooldown_s:
             left = self.cooldown_s - (now - self._last_switch)
             return AlertReaction("cooldown", kind, f"{why}; cooling down ({left:.0f} s left)")
         active = self.manager.active_model
-        target = self.smaller_model()
-        if active is None or target is None:
+        target = self.manager.smaller_model()
+        if active is None:
+            return AlertReaction("none", kind, why)
+        if target is None:
+            if unload_if_none:
+                return await self._unload(kind, f"{why}; no smaller model than {active}")
             reason = f"{why}; no smaller model than {active} is available"
             self._advise(reason)
             return AlertReaction("none", kind, reason)
@@ -116,25 +150,45 @@ class AlertReactor:
             self._advise(f"{reason} (advise only)")
             return AlertReaction("switch_smaller", kind, reason, target)
         self._last_switch = now
-        await self.manager.switch_to(target, reason="alert")
-        return AlertReaction("switch_smaller", kind, reason, target, applied=True)
+        log.warning("%s (forced: the temperature/power gate is skipped)", reason)
+        result = await self.manager.switch_to(target, reason="alert", force=True)
+        if not result.ok:
+            reason += " failed: " + "; ".join(result.errors)
+        return AlertReaction("switch_smaller", kind, reason, result.active, applied=result.ok)
+
+    async def _to_remote(self, kind: str) -> AlertReaction:
+        active = self.manager.active_model
+        remote = next((e.id for e in self.manager.catalog
+                       if e.is_remote and self.manager.is_usable(e)), None)
+        if remote is None:
+            return await self._unload(kind, f"{kind}: no remote endpoint is configured")
+        if self.manager.active_private:
+            return await self._unload(kind, f"{kind}: the task is private, so it is not sent "
+                                            "to the remote endpoint")
+        reason = f"{kind}: hand the work from {active} to the remote endpoint {remote}"
+        if self.advise_only:
+            self._advise(f"{reason} (advise only)")
+            return AlertReaction("switch_remote", kind, reason, remote)
+        log.warning("%s", reason)
+        result = await self.manager.switch_to(remote, reason="alert", force=True)
+        if not result.ok:
+            reason += " failed: " + "; ".join(result.errors)
+        return AlertReaction("switch_remote", kind, reason, result.active, applied=result.ok)
+
+    async def _unload(self, kind: str, why: str) -> AlertReaction:
+        reason = f"{why}: unloading it"
+        if self.advise_only:
+            self._advise(f"{reason} (advise only)")
+            return AlertReaction("unload", kind, reason)
+        self._last_switch = self._clock()
+        took = await self.manager.emergency_unload(why)
+        if took is not None:
+            reason = f"{why}: unloaded in {took:.1f} s"
+        return AlertReaction("unload", kind, reason, applied=took is not None)
 
     def smaller_model(self) -> str | None:
-        """The first cascade model after the active one that needs strictly less memory."""
-        active = self.manager.active_model
-        if active is None:
-            return None
-        need = self.manager.needed_bytes(active)
-        cascade = list(self.manager.cascade)
-        after = cascade[cascade.index(active) + 1:] if active in cascade else cascade
-        for model_id in after:
-            entry = self.manager.catalog.get(model_id)
-            if not self.manager.is_usable(entry) or entry.is_remote:
-                continue
-            other = self.manager.needed_bytes(model_id)
-            if need is None or (other is not None and other < need):
-                return model_id
-        return None
+        """The step-down target now (the manager decides: `ModelManager.smaller_model`)."""
+        return self.manager.smaller_model()
 
     def _advise(self, message: str) -> None:
         active = self.manager.active_model or ""

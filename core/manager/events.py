@@ -18,9 +18,16 @@ class SwitchPhase(StrEnum):
     FALLBACK = "fallback"
     CANCELLED = "cancelled"
     ADVICE = "advice"  # not a switch phase: the alert policy's advice in advise-only mode
+    # Not switch phases either: what happened to the active model outside a switch.
+    CRASHED = "crashed"  # its engine died; no model is active
+    UNLOADED = "unloaded"  # an emergency unload (an alert with nothing smaller to go to)
+    CONCURRENCY = "concurrency"  # the thermal policy changed how many requests run at once
 
 
 TERMINAL_PHASES = frozenset({SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED})
+# Events about the active model that are not part of a switch's progress.
+STATE_PHASES = frozenset({SwitchPhase.ADVICE, SwitchPhase.CRASHED, SwitchPhase.UNLOADED,
+                          SwitchPhase.CONCURRENCY})
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def estimator_fit(estimator: Estimator, *, min_utilization: float = 0.0) -> FitE
             util = max(util, min_utilization)
         needed = int(util * total) if util is not None else est.total_bytes
         fits = est.fits and needed <= max(0, free - buffer)
-        return FitEstimate(fits, needed, est.context_tokens, util or 0.0, est.reason)
+        return FitEstimate(fits, needed, est.context_tokens, util or 0.0, est.reason,
+                           model_bytes=est.total_bytes)
 
     return fit

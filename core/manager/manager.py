@@ -4,7 +4,13 @@ A switch: plan (pure, `plan_switch`), unload the active model, wait until its me
 (polling), re-check safety against the device as it is now, load with the fitted context and
 utilization (timeout, retries, context retry), warm up, ready. A failure or a refusal moves down
 the fallback cascade, so an unload never leaves the user with nothing when anything else can load.
-Every switch, successful or not, is one history row, committed as it ends.
+One deadline (`switch_timeout_seconds`) bounds the whole switch, cascade and retries included; at
+expiry the previous model is brought back. Every switch, successful or not, is one history row,
+committed as it ends.
+
+The active engine is watched: when it dies the manager marks no model active, records a `crashed`
+row and emits an event, and the next request loads the model again; a model whose engine died
+three times in ten minutes is not reloaded (the crash-loop guard) and requests fall back instead.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -28,15 +36,16 @@ from core.engine.base import (
     InsufficientMemoryError,
     LoadSpec,
 )
-from core.history_store import HistoryStore
+from core.history_store import NO_MODEL, HistoryStore
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
 from core.manager.plan import (
+    FitEstimate,
     FitEstimator,
     SafetyLimits,
     SwitchingSettings,
     SwitchPlan,
-    fallback_order,
+    next_models,
     plan_switch,
 )
 from core.models.catalog import Catalog, ModelEntry
@@ -50,6 +59,13 @@ EventCallback = Callable[[SwitchEvent], None]
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     EngineTimeoutError, EngineDiedError, InsufficientMemoryError, TimeoutError)
 WARMUP_MAX_TOKENS = 2
+# The crash-loop guard: this many engine deaths of one model within the window stop its reloads.
+CRASH_LOOP_DEATHS = 3
+CRASH_LOOP_WINDOW_S = 600.0
+# How often the active engine's processes are checked (a death is seen within this, well under 2 s).
+ENGINE_WATCH_INTERVAL_S = 0.5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,7 @@ class SwitchResult:
     total_s: float
     errors: tuple[str, ...] = ()
     history_ids: tuple[int, ...] = ()
+    forced: bool = False
 
     @property
     def ok(self) -> bool:
@@ -84,6 +101,7 @@ class ManagerState:
     phase: SwitchPhase | None
     max_concurrent: int | None
     max_model_len: int | None
+    crashing: dict[str, str] = field(default_factory=dict)  # model -> why it is not reloaded
 
 
 @dataclass
@@ -107,6 +125,7 @@ class _Attempt:
     predicted_s: float | None
     phases: dict[str, float] = field(default_factory=dict)
     attempts: int = 0
+    forced: bool = False
 
 
 class SwitchFailed(Exception):
@@ -176,6 +195,11 @@ class ModelManager:
         self._phase: SwitchPhase | None = None
         self._gate = _ConcurrencyGate()
         self._closed = False
+        self._deaths: dict[str, deque[float]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._deadline_expired = False
+        self._deadline_note = ""
+        self._active_private = False
 
     # -- observation ----------------------------------------------------------------------------
     @property
@@ -192,7 +216,26 @@ class ModelManager:
         return ManagerState(loaded.entry.id if loaded else None,
                             loaded.loaded_bytes if loaded else 0, self._switching_to,
                             self._phase, self._gate.limit,
-                            loaded.spec.max_model_len if loaded else None)
+                            loaded.spec.max_model_len if loaded else None,
+                            self.crashing_models())
+
+    @property
+    def active_private(self) -> bool:
+        """Whether the active model was loaded for a private task (never hand it to a remote)."""
+        return self._loaded is not None and self._active_private
+
+    def crashing_models(self) -> dict[str, str]:
+        """Models the crash-loop guard does not reload now, with why."""
+        now = self._clock()
+        out: dict[str, str] = {}
+        for model_id, deaths in self._deaths.items():
+            recent = [t for t in deaths if now - t <= CRASH_LOOP_WINDOW_S]
+            if len(recent) >= CRASH_LOOP_DEATHS:
+                left = CRASH_LOOP_WINDOW_S - (now - recent[-CRASH_LOOP_DEATHS])
+                out[model_id] = (f"its engine died {len(recent)} times in the last "
+                                 f"{CRASH_LOOP_WINDOW_S / 60:.0f} minutes; not reloaded for "
+                                 f"{left:.0f} s")
+        return out
 
     def subscribe(self, callback: EventCallback) -> Callable[[], None]:
         """Call back on every switch event; returns a function that unsubscribes."""
@@ -207,19 +250,57 @@ class ModelManager:
 
     def needed_bytes(self, model_id: str) -> int | None:
         """The estimator's memory need for a model on this device (None: unknown or remote)."""
+        fit = self._full_device_fit(model_id)
+        return None if fit is None else fit.needed_bytes
+
+    def model_bytes(self, model_id: str) -> int | None:
+        """What the model itself needs (before the CPU build's utilization floor): the size that
+        "a smaller model" compares. None: unknown or remote."""
+        try:
+            fit = self._full_device_fit(model_id)
+        except (ValueError, EngineError):
+            return None
+        return None if fit is None else fit.size_bytes
+
+    def _full_device_fit(self, model_id: str) -> FitEstimate | None:
         entry = self.catalog.get(model_id)
         if entry.is_remote:
             return None
         reading = self._probe.read()
-        fit = self._fit(entry, reading.total_bytes, reading.total_bytes, self.limits.buffer_bytes)
-        return fit.needed_bytes
+        return self._fit(entry, reading.total_bytes, reading.total_bytes, self.limits.buffer_bytes)
+
+    def next_models(self, current: str, *, private: bool = False,
+                    smaller_only: bool = False) -> list[str]:
+        """The models to try after `current`, best first, that can load here at all (usable,
+        not crash-looping). The one decision of "which model next" (core.manager.plan)."""
+        crashing = self.crashing_models()
+        return [m for m in next_models(current, self.cascade, self.model_bytes,
+                                       smaller_only=smaller_only)
+                if m not in crashing and self.is_usable(self.catalog.get(m), private)]
+
+    def smaller_model(self) -> str | None:
+        """The alert policy's step-down: the next local model that needs less memory than the
+        active one (None: none, or no model is active)."""
+        active = self.active_model
+        if active is None:
+            return None
+        found = self.next_models(active, private=True, smaller_only=True)
+        return found[0] if found else None
+
+    def first_fallback(self, target: str, private: bool = False) -> str | None:
+        """The Models tab's offer after a refusal: the first next model whose plan passes now."""
+        for model_id in self.next_models(target, private=private):
+            if self.plan_switch(model_id, private).ok:
+                return model_id
+        return None
 
     def remote_configured(self, entry: ModelEntry) -> bool:
         return entry.is_remote and entry.enabled and bool(entry.base_url)
 
     # -- planning -------------------------------------------------------------------------------
-    def plan_switch(self, target: str, private: bool = False) -> SwitchPlan:
-        """The plan for switching to target now (pure: reads the device, changes nothing)."""
+    def plan_switch(self, target: str, private: bool = False, force: bool = False) -> SwitchPlan:
+        """The plan for switching to target now (pure: reads the device, changes nothing).
+        force: skip the temperature and power gate (never the memory check)."""
         entry = self.catalog.get(target)
         loaded = self._loaded
         return plan_switch(
@@ -228,11 +309,22 @@ class ModelManager:
             limits=self.limits, estimate=self._fit,
             on_disk=not entry.is_remote and self._on_disk(entry), private=private,
             remote_configured=self.remote_configured(entry),
-            predicted_s=self._history.predicted_duration(self.active_model, target))
+            predicted_s=self._history.predicted_duration(self.active_model, target),
+            force=force, crash_loop=self.crashing_models().get(target))
 
     # -- concurrency gate (thermal policy) ------------------------------------------------------
+    @property
+    def max_concurrent(self) -> int | None:
+        """How many generations the engine gets at once (None: no limit). Public: every caller
+        that sends work to the engine (chat session, local API scheduler) must respect it by
+        holding `generation_slot()` while a generation runs."""
+        return self._gate.limit
+
     async def set_max_concurrent(self, limit: int | None) -> None:
-        """Give the engine at most `limit` requests at once (None: no limit)."""
+        """Give the engine at most `limit` requests at once (None: no limit). Generations already
+        running finish; new ones wait in `generation_slot()` until fewer than `limit` run."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"max_concurrent must be at least 1 or None, got {limit}")
         await self._gate.set_limit(limit)
 
     def generation_slot(self) -> contextlib.AbstractAsyncContextManager[None]:
@@ -240,16 +332,20 @@ class ModelManager:
         return self._gate.slot()
 
     # -- switching ------------------------------------------------------------------------------
-    async def switch_to(self, target: str, reason: str = "manual",
-                        private: bool = False) -> SwitchResult:
+    async def switch_to(self, target: str, reason: str = "manual", private: bool = False,
+                        force: bool = False) -> SwitchResult:
         """Make `target` the active model (or, failing that, the best fallback).
 
         Serialised with every other switch; a request for a target already in flight joins it.
         Cancelling the caller that started a switch cancels it and leaves nothing half-loaded.
+        force: skip the temperature and power gate (the record's force_switch: an alert's
+        step-down, a confirmed "Switch anyway"); the memory check always runs. The history row
+        says `forced`.
         """
         if self._closed:
             raise RuntimeError("the model manager is closed")
         self.catalog.get(target)  # unknown names fail here, with the known ids
+        await self.check_engine()  # a dead engine is not "active": the request reloads it
         task = self._inflight.get(target)
         if task is not None and not task.done() and task is self._last_task:
             # Joins only the newest request: after a switch elsewhere is queued, the target must
@@ -257,7 +353,7 @@ class ModelManager:
             return await asyncio.shield(task)
         if self.active_model == target and not self._lock.locked():
             return SwitchResult(target, target, "noop", reason, None, 0.0)
-        task = asyncio.ensure_future(self._run(target, reason, private))
+        task = asyncio.ensure_future(self._run(target, reason, private, force))
         self._inflight[target] = task
         self._last_task = task
         task.add_done_callback(lambda t: self._inflight.pop(target, None)
@@ -278,13 +374,44 @@ class ModelManager:
         async with self._lock:
             await self._unload_current()
 
+    async def emergency_unload(self, why: str) -> float | None:
+        """Unload now because an alert left nothing smaller to go to (the record's "emergency
+        unload"): a history row (outcome `unloaded`) and an event say why. Returns the seconds
+        the unload took (None: nothing was loaded)."""
+        async with self._lock:
+            loaded = self._loaded
+            if loaded is None:
+                return None
+            started = self._clock()
+            t0 = time.monotonic()
+            await self._unload_current()
+            took = time.monotonic() - t0
+            model = loaded.entry.id
+            message = f"{why}: unloaded {model} in {took:.1f} s"
+            self._history.record_switch(from_model=model, to_model=NO_MODEL, reason="alert",
+                                        outcome="unloaded", total_s=self._clock() - started,
+                                        phases={"unloading": took}, error=message, forced=True)
+            log.warning("%s", message)
+            self.emit(SwitchEvent(0, SwitchPhase.UNLOADED, model, model, "alert", took,
+                                  message=message))
+            return took
+
+    async def check_engine(self) -> bool:
+        """Whether the active engine (if any) is alive; a dead one is handled as a crash now."""
+        loaded = self._loaded
+        if loaded is None or loaded.engine.is_healthy():
+            return True
+        await self._on_engine_death(loaded)
+        return False
+
     async def close(self) -> None:
         """Cancel switches and shut the engine down (app exit). Idempotent."""
         self._closed = True
         await self.cancel_switches()
         await self.unload()
 
-    async def _run(self, target: str, reason: str, private: bool) -> SwitchResult:
+    async def _run(self, target: str, reason: str, private: bool,
+                   force: bool) -> SwitchResult:
         async with self._lock:
             start = self._clock()
             if self.active_model == target:
@@ -292,43 +419,98 @@ class ModelManager:
             entry = self.catalog.get(target)
             self._switching_to = target
             try:
-                return await self._switch_with_fallback(entry, reason, private, start)
+                return await self._switch_within_deadline(entry, reason, private, force, start)
             finally:
                 self._switching_to = None
                 self._phase = None
 
-    async def _switch_with_fallback(self, entry: ModelEntry, reason: str, private: bool,
-                                    start: float) -> SwitchResult:
+    async def _switch_within_deadline(self, entry: ModelEntry, reason: str, private: bool,
+                                      force: bool, start: float) -> SwitchResult:
+        """The whole switch (every cascade step and retry) within switch_timeout_seconds; at
+        expiry the attempt in flight is cancelled (its row: timed_out, with what was tried and
+        for how long) and the previous model is brought back."""
         previous = self.active_model
-        first_plan = self.plan_switch(entry.id, private)
+        limit_s = self.switching.switch_timeout_seconds
+        tried: list[str] = []
+        work = asyncio.ensure_future(
+            self._switch_with_fallback(entry, reason, private, force, start, tried))
+        self._deadline_expired = False
+        try:
+            done, _ = await asyncio.wait({work}, timeout=limit_s)
+        except asyncio.CancelledError:
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            raise
+        if done:
+            return work.result()
+        self._deadline_expired = True
+        self._deadline_note = (f"the switch deadline of {limit_s:.0f} s ran out; tried "
+                               + (", ".join(tried) or entry.id))
+        work.cancel()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+        finally:
+            self._deadline_expired = False
+        errors = [self._deadline_note]
+        ids: list[int] = []
+        if previous is not None and self.active_model is None:
+            # Bringing the previous model back gets a deadline of its own.
+            restore_s = self.switching.switch_timeout_seconds
+            try:
+                row_id, error = await asyncio.wait_for(
+                    self._switch_once(self.catalog.get(previous), "fallback", private),
+                    restore_s)
+            except TimeoutError:
+                row_id, error = None, f"not restored within {restore_s:.0f} s"
+            if row_id is not None:
+                ids.append(row_id)
+            errors.append(f"{previous} restored" if error is None else f"{previous}: {error}")
+        message = "; ".join(errors)
+        self._emit_simple(SwitchPhase.FAILED, entry.id, reason, message, error=message)
+        return SwitchResult(entry.id, self.active_model, "failed", reason, None,
+                            self._clock() - start, tuple(errors), tuple(ids), force)
+
+    async def _switch_with_fallback(self, entry: ModelEntry, reason: str, private: bool,
+                                    force: bool, start: float,
+                                    tried: list[str]) -> SwitchResult:
+        previous = self.active_model
+        first_plan = self.plan_switch(entry.id, private, force)
         candidates = [entry.id]
-        candidates += [m for m in fallback_order(entry.id, self.cascade, self._needed_or_none)
+        candidates += [m for m in self.next_models(entry.id, private=private)
                        if m not in candidates]
+        # A forced switch stays forced down its cascade only for models no larger than the
+        # target: the gate is skipped to get smaller, never to load something bigger while hot.
+        target_size = self.model_bytes(entry.id)
         errors: list[str] = []
         ids: list[int] = []
         for i, model_id in enumerate(candidates):
             cand = self.catalog.get(model_id)
-            if i > 0 and not self.is_usable(cand, private):
-                continue
             if i > 0 and self.active_model == model_id:
                 # The previous model is still loaded (refused before unloading): keep it.
                 return SwitchResult(entry.id, model_id, "fallback", reason, first_plan,
-                                    self._clock() - start, tuple(errors), tuple(ids))
+                                    self._clock() - start, tuple(errors), tuple(ids), force)
             if i > 0:
                 self._emit_simple(SwitchPhase.FALLBACK, cand.id, reason,
                                   f"{errors[-1]} - falling back to {cand.id}" if errors
                                   else f"falling back to {cand.id}")
+            size = self.model_bytes(model_id)
+            forced = force and (i == 0 or (target_size is not None and size is not None
+                                           and size <= target_size))
+            tried.append(model_id)
             row_id, error = await self._switch_once(cand, reason if i == 0 else "fallback",
-                                                    private)
+                                                    private, forced)
             if row_id is not None:
                 ids.append(row_id)
             if error is None:
                 outcome = "ready" if i == 0 else "fallback"
                 return SwitchResult(entry.id, cand.id, outcome, reason, first_plan,
-                                    self._clock() - start, tuple(errors), tuple(ids))
+                                    self._clock() - start, tuple(errors), tuple(ids), force)
             errors.append(f"{cand.id}: {error}")
         # Nothing down the cascade loaded: bring back what was loaded before, if it was unloaded.
         if previous is not None and self.active_model is None and previous not in candidates:
+            tried.append(previous)
             row_id, error = await self._switch_once(self.catalog.get(previous), "fallback",
                                                     private)
             if row_id is not None:
@@ -338,13 +520,7 @@ class ModelManager:
         self._emit_simple(SwitchPhase.FAILED, entry.id, reason, "; ".join(errors),
                           error="; ".join(errors))
         return SwitchResult(entry.id, self.active_model, "failed", reason, first_plan,
-                            self._clock() - start, tuple(errors), tuple(ids))
-
-    def _needed_or_none(self, model_id: str) -> int | None:
-        try:
-            return self.needed_bytes(model_id)
-        except (ValueError, EngineError):
-            return None
+                            self._clock() - start, tuple(errors), tuple(ids), force)
 
     def is_usable(self, entry: ModelEntry, private: bool = False) -> bool:
         """Could this model be loaded here at all (enabled, on disk, or remote allowed)?"""
@@ -354,12 +530,13 @@ class ModelManager:
             return not private and self.remote_configured(entry)
         return self._on_disk(entry)
 
-    async def _switch_once(self, entry: ModelEntry, reason: str,
-                           private: bool) -> tuple[int | None, str | None]:
+    async def _switch_once(self, entry: ModelEntry, reason: str, private: bool,
+                           force: bool = False) -> tuple[int | None, str | None]:
         """One switch to one model, recorded as one history row. Returns (row id, error)."""
         from_model = self.active_model
         a = _Attempt(next(self._ids), entry, reason, from_model, self._clock(),
-                     self._history.predicted_duration(from_model, entry.id))
+                     self._history.predicted_duration(from_model, entry.id), forced=force)
+        t0 = time.monotonic()
         try:
             await self._execute(a, private)
         except SwitchFailed as exc:
@@ -367,9 +544,18 @@ class ModelManager:
             self._emit(a, SwitchPhase.FAILED, str(exc), error=str(exc))
             return row, str(exc)
         except asyncio.CancelledError:
-            self._record(a, "cancelled", "cancelled")
-            self._emit(a, SwitchPhase.CANCELLED, "switch cancelled")
+            if self._deadline_expired:
+                phase = self._phase.value.replace("_", " ") if self._phase else "planning"
+                note = (f"{self._deadline_note}; {entry.id} was {phase} (attempt "
+                        f"{max(1, a.attempts)}) for {time.monotonic() - t0:.1f} s")
+                self._deadline_note = note
+                self._record(a, "timed_out", note)
+                self._emit(a, SwitchPhase.FAILED, note, error=note)
+            else:
+                self._record(a, "cancelled", "cancelled")
+                self._emit(a, SwitchPhase.CANCELLED, "switch cancelled")
             raise
+        self._active_private = private
         row = self._record(a, "ready", None)
         self._emit(a, SwitchPhase.READY, f"{entry.id} ready")
         return row, None
@@ -377,7 +563,7 @@ class ModelManager:
     async def _execute(self, a: _Attempt, private: bool) -> None:
         entry = a.entry
         with self._phase_timer(a, SwitchPhase.PLANNING, f"planning the switch to {entry.id}"):
-            plan = self.plan_switch(entry.id, private)
+            plan = self.plan_switch(entry.id, private, a.forced)
         if plan.noop:
             return
         if not plan.ok:
@@ -397,7 +583,7 @@ class ModelManager:
                 await self._wait_memory(free_before, released, sufficient)
 
         with self._phase_timer(a, SwitchPhase.CHECKING, "checking free memory, temperature, power"):
-            plan = self.plan_switch(entry.id, private)
+            plan = self.plan_switch(entry.id, private, a.forced)
         if not plan.ok:
             raise SwitchFailed("refused", f"refused after unloading: {plan.refusal}")
         fit = plan.fit
@@ -411,8 +597,8 @@ class ModelManager:
         self._loaded = _Loaded(entry, engine, spec, loaded_bytes, loaded_bytes)
         with self._phase_timer(a, SwitchPhase.WARMING_UP, "warming up with one short request"):
             try:
-                await asyncio.wait_for(self._warm_up(engine, spec),
-                                       self.switching.switch_timeout_seconds)
+                # No timeout of its own: the switch's deadline bounds it.
+                await self._warm_up(engine, spec)
             except (EngineError, TimeoutError) as exc:
                 await self._unload_current()
                 raise SwitchFailed("failed", f"warm-up failed: {_describe(exc)}") from exc
@@ -425,6 +611,7 @@ class ModelManager:
             # (vLLM's CPU build) the reserved share is not all resident.
             measured = max(0, free_before_load - free_after_load)
             self._loaded.measured_bytes = min(measured, loaded_bytes) if loaded_bytes else measured
+        self._watch(self._loaded)
 
     async def _load_with_retries(self, a: _Attempt, spec: LoadSpec,
                                  loaded_bytes: int) -> tuple[Engine, LoadSpec]:
@@ -443,7 +630,8 @@ class ModelManager:
             # Report the memory while loading: the engine takes it during the load, not after.
             self._activity.set_loaded(spec.model_id, loaded_bytes)
             try:
-                await asyncio.wait_for(engine.load(spec), self.switching.switch_timeout_seconds)
+                # No timeout per attempt: the switch's one deadline bounds every attempt.
+                await engine.load(spec)
                 self._activity.set_loading(False)
                 return engine, spec
             except asyncio.CancelledError:
@@ -460,8 +648,7 @@ class ModelManager:
                 raise SwitchFailed("failed", last) from exc
             except TRANSIENT_ERRORS as exc:
                 await self._discard(engine)
-                last = _describe(exc) if not isinstance(exc, TimeoutError) else (
-                    f"load timed out after {self.switching.switch_timeout_seconds:.0f} s")
+                last = _describe(exc)
             except EngineError as exc:
                 await self._discard(engine)
                 raise SwitchFailed("failed", _describe(exc)) from exc
@@ -479,10 +666,60 @@ class ModelManager:
         loaded, self._loaded = self._loaded, None
         if loaded is None:
             return
+        self._stop_watching()
         try:
             await loaded.engine.shutdown()
         finally:
             self._activity.set_loaded(None, 0)
+
+    # -- crash recovery -------------------------------------------------------------------------
+    def _watch(self, loaded: _Loaded) -> None:
+        self._stop_watching()
+        self._watcher = asyncio.ensure_future(self._watch_engine(loaded))
+
+    def _stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()
+
+    async def _watch_engine(self, loaded: _Loaded) -> None:
+        # Real time, not the injected clock: this polls processes, it does not measure a switch.
+        while self._loaded is loaded:
+            await asyncio.sleep(ENGINE_WATCH_INTERVAL_S)
+            if self._loaded is loaded and not loaded.engine.is_healthy():
+                await self._on_engine_death(loaded)
+                return
+
+    async def _on_engine_death(self, loaded: _Loaded) -> None:
+        """The active engine died on its own: no model is active, a `crashed` row and an event
+        say how it ended, and the crash-loop guard counts it."""
+        if self._loaded is not loaded:
+            return  # already handled, or replaced by a switch
+        self._loaded = None
+        if self._watcher is asyncio.current_task():
+            self._watcher = None  # the next load must not cancel the clean-up below
+        model = loaded.entry.id
+        died = getattr(loaded.engine, "died", None)
+        detail = str(died) if died else "the engine stopped responding"
+        now = self._clock()
+        deaths = self._deaths.setdefault(model, deque(maxlen=CRASH_LOOP_DEATHS * 2))
+        deaths.append(now)
+        guard = self.crashing_models().get(model)
+        message = f"{model} crashed: {detail}" + (
+            f" Crash-loop guard: {guard}; requests fall back down the cascade." if guard
+            else " The next request loads it again.")
+        log.error("%s", message)
+        self._history.record_switch(from_model=model, to_model=NO_MODEL, reason="crash",
+                                    outcome="crashed", total_s=0.0, phases={}, error=detail)
+        self.emit(SwitchEvent(0, SwitchPhase.CRASHED, model, model, "crash", 0.0,
+                              message=message, error=detail))
+        try:
+            await loaded.engine.shutdown()  # reap what is left of it
+        except EngineError as exc:
+            log.warning("cleaning up after the crash of %s: %s", model, exc)
+        finally:
+            if self._loaded is None:
+                self._activity.set_loaded(None, 0)
 
     async def _wait_memory(self, free_before: int | None, released: int,
                            sufficient: int | None = None) -> None:
@@ -538,7 +775,7 @@ class ModelManager:
         return self._history.record_switch(
             from_model=a.from_model, to_model=a.entry.id, reason=a.reason, outcome=outcome,
             total_s=self._clock() - a.started, phases=a.phases, error=error,
-            attempts=max(1, a.attempts))
+            attempts=max(1, a.attempts), forced=a.forced)
 
 
 def _describe(exc: BaseException) -> str:

@@ -31,7 +31,10 @@ class FitEstimate:
     """The estimator's answer for one model against some usable memory.
 
     needed_bytes: what the engine will take on the device (for vLLM: utilization x total);
-    context: the fitted max_model_len; memory_utilization: the value to pass to the engine.
+    context: the fitted max_model_len; memory_utilization: the value to pass to the engine;
+    model_bytes: what the model itself needs before any utilization floor (vLLM's CPU build
+    reserves at least 10 % of the device whatever the model), which is what "a smaller model"
+    compares (None: same as needed_bytes).
     """
 
     fits: bool
@@ -39,6 +42,11 @@ class FitEstimate:
     context: int
     memory_utilization: float
     detail: str = ""
+    model_bytes: int | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return self.needed_bytes if self.model_bytes is None else self.model_bytes
 
 
 # (entry, free bytes after unloading, device total, buffer bytes) -> estimate; None = not reported.
@@ -83,6 +91,11 @@ class SafetyLimits:
         return cls(int(s.vram_buffer_gb * GIB), s.max_temperature_c, s.max_power_w)
 
 
+# The checks a forced switch skips (an alert step-down, a confirmed "Switch anyway"). Memory is
+# never skipped: loading what does not fit is exactly the crash this policy exists to prevent.
+GATE_CHECKS = frozenset({"temperature", "power"})
+
+
 @dataclass(frozen=True)
 class Check:
     """One safety check: its name, whether it passed, and the numbers behind it."""
@@ -108,6 +121,13 @@ class SwitchPlan:
         return all(c.passed for c in self.checks)
 
     @property
+    def refused_only_on_heat_or_power(self) -> bool:
+        """Refused, and only by the temperature/power gate: a user may override it ("Switch
+        anyway"); never a refusal on memory, disk, privacy or a crash loop."""
+        failed = {c.name for c in self.checks if not c.passed}
+        return bool(failed) and failed <= GATE_CHECKS
+
+    @property
     def refusal(self) -> str | None:
         failed = [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
         return "; ".join(failed) if failed else None
@@ -120,12 +140,14 @@ def _gib(n: int | float) -> str:
 def plan_switch(target: ModelEntry, *, active_model: str | None, active_loaded_bytes: int,
                 reading: DeviceReading, limits: SafetyLimits, estimate: FitEstimator,
                 on_disk: bool, private: bool = False, remote_configured: bool = False,
-                predicted_s: float | None = None) -> SwitchPlan:
+                predicted_s: float | None = None, force: bool = False,
+                crash_loop: str | None = None) -> SwitchPlan:
     """Decide whether switching to `target` is safe, assuming the active model is unloaded first.
 
     Memory: the free memory after unloading (free now plus what the active model holds) minus the
     buffer must cover the estimate. Temperature and power must be under the limits (a metric the
-    device does not report passes, and says so).
+    device does not report passes, and says so); `force` passes them with their numbers and says
+    the gate was skipped. crash_loop: why the target is not reloaded (its engine keeps dying).
     """
     if active_model == target.id:
         return SwitchPlan(target.id, active_model, True, (), None, 0.0)
@@ -143,6 +165,8 @@ def plan_switch(target: ModelEntry, *, active_model: str | None, active_loaded_b
             checks.append(Check("remote", True, "remote endpoint configured"))
         return SwitchPlan(target.id, active_model, False, tuple(checks), None, predicted_s)
 
+    if crash_loop is not None:
+        checks.append(Check("crash_loop", False, crash_loop))
     checks.append(Check("on_disk", on_disk,
                         "model files present" if on_disk else f"{target.id} is not on disk"))
     usable: int | None = None
@@ -162,32 +186,49 @@ def plan_switch(target: ModelEntry, *, active_model: str | None, active_loaded_b
             f"{_gib(limits.buffer_bytes)} buffer = {_gib(usable)} usable, "
             f"needs {_gib(fit.needed_bytes)}" + (f" ({fit.detail})" if fit.detail else "")))
     t = reading.temperature_c
-    checks.append(Check("temperature", t is None or t < limits.max_temperature_c,
-                        "not reported" if t is None
-                        else f"{t:.0f} °C, limit {limits.max_temperature_c:.0f} °C"))
     p = reading.power_w
-    checks.append(Check("power", p is None or p < limits.max_power_w,
-                        "not reported" if p is None
-                        else f"{p:.0f} W, limit {limits.max_power_w:.0f} W"))
+    gate = [Check("temperature", t is None or t < limits.max_temperature_c,
+                  "not reported" if t is None
+                  else f"{t:.0f} °C, limit {limits.max_temperature_c:.0f} °C"),
+            Check("power", p is None or p < limits.max_power_w,
+                  "not reported" if p is None else f"{p:.0f} W, limit {limits.max_power_w:.0f} W")]
+    if force:
+        gate = [c if c.passed else Check(c.name, True, f"{c.detail} (gate skipped: forced)")
+                for c in gate]
+    checks.extend(gate)
     return SwitchPlan(target.id, active_model, False, tuple(checks), fit, predicted_s)
 
 
-def fallback_order(failed: str, cascade: Sequence[str], needed: Callable[[str], int | None]
-                   ) -> list[str]:
-    """Which models to try after `failed`, in order.
+def next_models(current: str, cascade: Sequence[str], size: Callable[[str], int | None], *,
+                smaller_only: bool = False) -> list[str]:
+    """Which models to try after `current`, best first: the one place that decides "which model
+    next" (the manager's fallback after a failed switch, the alert policy's step-down, the
+    Models tab's offer after a refusal). Callers then drop models that are not usable here.
 
-    The cascade's entries after it (smaller ones, by the record's 30B -> 14B -> 8B -> 4B -> remote),
-    then entries before it that need no more memory than it does (peers such as two demo models).
-    A model not in the cascade falls back to the whole cascade.
+    The cascade's entries after `current` (smaller ones, by the record's 30B -> 14B -> 8B -> 4B ->
+    remote), then entries before it that need no more memory than it does (peers such as two
+    demo models). A model not in the cascade falls back to the whole cascade.
+    smaller_only (a step-down): only local models that need strictly less memory than `current`.
+    size: a model's own memory need (None: unknown, or remote).
     """
-    if failed not in cascade:
-        return list(cascade)
-    i = list(cascade).index(failed)
-    after = list(cascade[i + 1:])
-    limit = needed(failed)
-    before = [m for m in reversed(cascade[:i])
-              if limit is not None and (n := needed(m)) is not None and n <= limit]
-    return after + before
+    order = list(cascade)
+    if current in order:
+        i = order.index(current)
+        candidates = order[i + 1:] + list(reversed(order[:i]))
+        after = set(order[i + 1:])
+    else:
+        candidates, after = order, set(order)
+    limit = size(current)
+
+    def keep(model_id: str) -> bool:
+        need = size(model_id)
+        if smaller_only:
+            return limit is not None and need is not None and need < limit
+        if model_id in after:
+            return True
+        return limit is not None and need is not None and need <= limit
+
+    return [m for m in candidates if m != current and keep(m)]
 
 
 def effective_cascade(fallback_cascade: Sequence[str], local_tier: Sequence[str],

@@ -72,6 +72,7 @@ class RecordingEngine:
         self.spec: LoadSpec | None = None
         self.shut = False
         self.generated = 0
+        self.died: str | None = None  # like VllmEngine.died: set when its "process" dies
 
     @classmethod
     def reset(cls) -> None:
@@ -116,7 +117,12 @@ class RecordingEngine:
         await asyncio.sleep(0)
 
     def is_healthy(self) -> bool:
-        return not self.shut
+        return not self.shut and self.died is None
+
+    def crash(self, how: str = "process 4242 was killed by signal SIGKILL") -> None:
+        """The engine's process dies on its own (what a SIGKILL of EngineCore does)."""
+        self.died = how
+        RecordingEngine.loaded.discard(self)  # a dead process holds no memory
 
     def pids(self) -> tuple[int, ...]:
         return ()

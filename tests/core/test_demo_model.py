@@ -70,25 +70,34 @@ def test_chat_template_is_qwen3_style(demo_model_dir: Path) -> None:
 
 def test_ensure_builds_once(tmp_path: Path) -> None:
     built = ensure_demo_models(tmp_path)
-    assert [p.name for p in built] == ["demo-tiny-a", "demo-tiny-b"]
+    assert [p.name for p in built] == ["demo-small", "demo-tiny-a", "demo-tiny-b"]
     stamps = [p.joinpath("model.safetensors").stat().st_mtime_ns for p in built]
     assert ensure_demo_models(tmp_path) == built
     assert [p.joinpath("model.safetensors").stat().st_mtime_ns for p in built] == stamps
     # A damaged model is rebuilt; its marker records the seed.
-    (built[1] / "config.json").write_text("{not json")
+    (built[2] / "config.json").write_text("{not json")
     ensure_demo_models(tmp_path)
-    json.loads((built[1] / "config.json").read_text())
-    assert json.loads((built[1] / MARKER_FILE).read_text())["seed"] == 1
+    json.loads((built[2] / "config.json").read_text())
+    assert json.loads((built[2] / MARKER_FILE).read_text())["seed"] == 1
+    # demo-small is larger (so an alert can step down from it), still head_dim 64.
+    small = json.loads((built[0] / "config.json").read_text())
+    tiny = json.loads((built[1] / "config.json").read_text())
+    assert small["hidden_size"] > tiny["hidden_size"]
+    assert small["num_hidden_layers"] > tiny["num_hidden_layers"]
+    assert small["head_dim"] == tiny["head_dim"] == 64
+    sizes = [p.joinpath("model.safetensors").stat().st_size for p in built]
+    assert sizes[0] > 3 * sizes[1]
 
 
 def test_ensure_defaults_to_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        demo_model_dir: Path) -> None:
     monkeypatch.setenv("VRAMPILOT_DATA_DIR", str(tmp_path))
-    # Pre-seed one so the test builds only the other.
+    # Pre-seed one so the test builds only the others.
     shutil.copytree(demo_model_dir, tmp_path / "models" / "demo-tiny-a")
     built = ensure_demo_models()
-    assert built == [tmp_path / "models" / "demo-tiny-a", tmp_path / "models" / "demo-tiny-b"]
-    check_model_dir(built[1])
+    models = tmp_path / "models"
+    assert built == [models / "demo-small", models / "demo-tiny-a", models / "demo-tiny-b"]
+    check_model_dir(built[2])
 
 
 @pytest.mark.parametrize(

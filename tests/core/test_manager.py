@@ -14,7 +14,7 @@ from core.engine.base import (
 )
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, wait_for_memory
-from core.manager.plan import DeviceReading, effective_cascade, fallback_order
+from core.manager.plan import DeviceReading, effective_cascade, next_models
 from core.models.catalog import UnknownModelError
 from tests.core.manager_fakes import GIB, DrivenClock, RecordingEngine, make_rig
 
@@ -331,10 +331,22 @@ def test_memory_wait_stops_once_free_memory_covers_the_next_model() -> None:
 def test_fallback_order_goes_down_then_to_equal_sized_peers() -> None:
     cascade = ("30b", "14b", "8b", "4b", "demo-a", "demo-b", "remote")
     size = {"30b": 16, "14b": 9, "8b": 6, "4b": 8, "demo-a": 1, "demo-b": 1}
-    order = fallback_order("demo-b", cascade, lambda m: size.get(m))
+    order = next_models("demo-b", cascade, lambda m: size.get(m))
     assert order == ["remote", "demo-a"]
-    assert fallback_order("14b", cascade, lambda m: size.get(m))[:3] == ["8b", "4b", "demo-a"]
-    assert fallback_order("elsewhere", cascade, lambda m: size.get(m)) == list(cascade)
+    assert next_models("14b", cascade, lambda m: size.get(m))[:3] == ["8b", "4b", "demo-a"]
+    assert next_models("elsewhere", cascade, lambda m: size.get(m)) == list(cascade)
+
+
+def test_step_down_takes_only_strictly_smaller_local_models() -> None:
+    cascade = ("30b", "14b", "8b", "4b", "demo-big", "demo-a", "demo-b", "remote")
+    size = {"30b": 16, "14b": 9, "8b": 6, "4b": 8, "demo-big": 2, "demo-a": 1, "demo-b": 1}
+    # The 4B in FP16 needs more than the 8B in AWQ: it is not a step down from the 8B.
+    assert next_models("8b", cascade, lambda m: size.get(m), smaller_only=True) == [
+        "demo-big", "demo-a", "demo-b"]
+    assert next_models("demo-big", cascade, lambda m: size.get(m), smaller_only=True) == [
+        "demo-a", "demo-b"]
+    # Equal-sized peers and the remote endpoint are no step down.
+    assert next_models("demo-a", cascade, lambda m: size.get(m), smaller_only=True) == []
 
 
 def test_effective_cascade_puts_the_local_tier_before_remote() -> None:

@@ -276,11 +276,14 @@ def test_candidates_cascade_down_then_local_then_remote(config: RouterConfig,
                                                         catalog: Catalog) -> None:
     router = Router(config, catalog)
     assert router.candidates(("qwen3-14b",)) == (
-        "qwen3-14b", "qwen3-8b", THINKING, INSTRUCT, "demo-tiny-a", "demo-tiny-b")
+        "qwen3-14b", "qwen3-8b", THINKING, INSTRUCT, "demo-small", "demo-tiny-a", "demo-tiny-b")
     # The record's fallback order after the 8B: the 4B thinking model, then the 4B instruct.
-    assert router.candidates((B8,)) == (B8, THINKING, INSTRUCT, "demo-tiny-a", "demo-tiny-b")
-    assert router.candidates((THINKING,)) == (THINKING, INSTRUCT, "demo-tiny-a", "demo-tiny-b")
-    assert router.candidates((INSTRUCT,)) == (INSTRUCT, "demo-tiny-a", "demo-tiny-b")
+    assert router.candidates((B8,)) == (B8, THINKING, INSTRUCT, "demo-small", "demo-tiny-a",
+                                        "demo-tiny-b")
+    assert router.candidates((THINKING,)) == (THINKING, INSTRUCT, "demo-small", "demo-tiny-a",
+                                              "demo-tiny-b")
+    assert router.candidates((INSTRUCT,)) == (INSTRUCT, "demo-small", "demo-tiny-a",
+                                              "demo-tiny-b")
     decision = router.route("x", "simple_extraction", IDLE)
     assert decision.candidates[-1] == "remote"
 
@@ -323,7 +326,7 @@ def test_cpu_machine_picks_the_demo_model(config: RouterConfig, catalog: Catalog
     assert decision.score == 0.7  # >= 12 GiB free, not above 0.7: the 8B, then down the cascade
     assert [(r.model_id, r.kind) for r in decision.rejected] == [
         ("qwen3-8b", "not_on_disk"), ("qwen3-4b-thinking-2507", "not_on_disk"),
-        ("qwen3-4b-instruct-2507", "not_on_disk")]
+        ("qwen3-4b-instruct-2507", "not_on_disk"), ("demo-small", "not_on_disk")]
     text = decision.explain()
     assert "temperature unknown" in text
     assert "not on disk" in text

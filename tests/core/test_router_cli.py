@@ -103,7 +103,7 @@ def test_route_json_with_explanation(capsys: pytest.CaptureFixture[str], data_di
     assert out["hardware"]["label"] == "simulated rtx4090-laptop at idle"
     assert {r["model"] for r in out["rejected"]} == {"qwen3-14b", "qwen3-8b",
                                                      "qwen3-4b-thinking-2507",
-                                                     "qwen3-4b-instruct-2507"}
+                                                     "qwen3-4b-instruct-2507", "demo-small"}
     assert "Chosen model: demo-tiny-a" in out["explanation"]
 
 

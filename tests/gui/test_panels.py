@@ -170,8 +170,7 @@ def test_alert_from_the_sampler_thread_appears_in_log_and_chart(
 
 def test_refused_switch_shows_reason_and_offers_fallback(
         with_demo_models: Path, runtime: Runtime, qtbot: QtBot) -> None:
-    panel = ModelSwitcherPanel(runtime.manager, runtime.history_store,
-                               runtime.config.router.selection.local_tier)
+    panel = ModelSwitcherPanel(runtime.manager, runtime.history_store)
     qtbot.addWidget(panel)
     rows = {panel.table.item(r, 0).text(): r for r in range(panel.table.rowCount())}
     assert set(rows) == set(runtime.config.catalog.ids)
@@ -191,7 +190,7 @@ def test_refused_switch_shows_reason_and_offers_fallback(
     assert "temperature" in text
     assert "°C, limit" in text
     assert panel.fallback_button.isVisibleTo(panel)
-    assert panel.fallback_target in ("demo-tiny-a", "demo-tiny-b")
+    assert panel.fallback_target in ("demo-small", "demo-tiny-a", "demo-tiny-b")
     assert panel.fallback_target in panel.fallback_button.text()
     assert runtime.manager.active_model is None  # nothing ran
     assert runtime.history_store.count() == 0
