@@ -22,8 +22,10 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime
 
 def test_cascade_reaches_the_local_demo_models_before_remote(runtime: Runtime) -> None:
     cascade = runtime.manager.cascade
-    assert cascade[:4] == ("qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b",
-                           "qwen3-4b-instruct-2507")
+    # The record's fallback order: 30B, 14B, 8B, then the 4B thinking model and the 4B instruct.
+    assert cascade[:5] == ("qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b",
+                           "qwen3-4b-thinking-2507", "qwen3-4b-instruct-2507")
+    assert cascade.index("demo-small") < cascade.index("demo-tiny-a")
     assert cascade.index("demo-tiny-a") < cascade.index("remote")
     assert cascade.index("demo-tiny-b") < cascade.index("remote")
 
