@@ -54,6 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli_main(args_list)
 
     args = build_gui_parser().parse_args(args_list)
+    # Bad input is reported before Qt starts: a bad --config / --simulate, or (from the runtime)
+    # a history database that is not one. One line, exit 2, no traceback.
+    from core.cli import bad_input_message, check_common_options
+
+    try:
+        check_common_options(args.config, args.simulate)
+    except ValueError as exc:
+        message = bad_input_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     if args.install_desktop_entry:
         from gui.desktop_entry import install_desktop_entry
 
@@ -81,7 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from gui.app import run_app
 
-    return run_app(args)
+    try:
+        return run_app(args)
+    except ValueError as exc:
+        message = bad_input_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

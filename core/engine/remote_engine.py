@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.engine.base import (
     EngineError,
@@ -45,11 +45,23 @@ class RemoteConfig(BaseModel):
     api_key_env: str | None = Field(default=None, description="env var holding the API key")
     keyring_service: str | None = Field(
         default=None, description="system keyring service holding the key (user = model)")
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    connect_retries: int = 2
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    connect_retries: int = Field(default=2, ge=0)
     send_chat_template_kwargs: bool = Field(
         default=True, description="send vLLM's chat_template_kwargs (enable_thinking)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.rstrip("/"))
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s)://host[:port]/path URL, got {value!r}")
+        return value
 
 
 def resolve_api_key(config: RemoteConfig) -> str | None:
@@ -88,10 +100,7 @@ class RemoteEngine:
     """Implements core.engine.base.Engine against an OpenAI-compatible HTTP server."""
 
     def __init__(self, config: RemoteConfig) -> None:
-        parts = urlsplit(config.base_url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"remote base_url must be http(s)://host[:port]/path, "
-                             f"got {config.base_url!r}")
+        parts = urlsplit(config.base_url.rstrip("/"))  # checked by RemoteConfig
         self._config = config
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
