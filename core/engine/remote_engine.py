@@ -29,6 +29,7 @@ from core.engine.base import (
     LoadSpec,
     RemoteAuthError,
     RemoteError,
+    RemoteModelNotServedError,
     RemoteStreamError,
     RemoteUnreachableError,
 )
@@ -83,6 +84,17 @@ def resolve_api_key(config: RemoteConfig) -> str | None:
     return None
 
 
+def _served_models(body: bytes) -> list[str] | None:
+    """The model ids of an OpenAI /models answer; None when the answer is not such a list."""
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, list):
+        return None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+
+
 class _Response:
     def __init__(self, status: int, headers: dict[str, str], reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
@@ -118,13 +130,19 @@ class RemoteEngine:
     # -- protocol ------------------------------------------------------------------------------
 
     async def load(self, spec: LoadSpec) -> None:
-        """Check the server answers (and accepts the key) by listing its models."""
+        """Check the server answers, accepts the key and serves the model, by listing its
+        models."""
         resp = await self._request("GET", "/models", None)
         try:
             body = await self._read_body(resp)
         finally:
             resp.close()
         self._raise_for_status(resp.status, body)
+        served = _served_models(body)
+        if served is not None and self._config.model not in served:
+            raise RemoteModelNotServedError(
+                f"The remote server {self._where()} does not serve {self._config.model!r} "
+                f"(it serves: {', '.join(served) or 'nothing'}).")
         self._spec = spec
         self._healthy = True
 
