@@ -4,7 +4,8 @@
 temp dir, so tests that need a real model directory never touch the user's data dir or the network.
 
 The guard: a test not marked ``vllm`` fails when its setup (module fixtures included) or its body
-leaves a new vLLM engine or server process running, or imports the modules that start one.
+leaves a new vLLM engine or server process running, or imports the modules that start one. Tests
+marked ``engine_stand_ins`` start processes that only carry an engine's name (the reaper's tests).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _engine_state() -> tuple[dict[int, str], set[str]]:
 
 def _check_no_new_engine(item: pytest.Item, before: tuple[dict[int, str], set[str]],
                          phase: str) -> None:
-    if item.get_closest_marker("vllm") is not None:
+    if any(item.get_closest_marker(m) is not None for m in ("vllm", "engine_stand_ins")):
         return
     procs, modules = _engine_state()
     new_procs = {pid: cmd for pid, cmd in procs.items() if pid not in before[0]}
