@@ -172,6 +172,7 @@ class _Refuse(http.server.BaseHTTPRequestHandler):
 
 
 def test_wrong_key_is_an_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _Refuse.seen_auth.clear()  # the recorder is class-wide: an earlier run in this process
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuse)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
