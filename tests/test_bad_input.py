@@ -123,6 +123,21 @@ def test_command_with_a_corrupt_history(command: str, tmp_path: Path) -> None:
     assert_one_sentence(result, str(db), "not a database")
 
 
+def test_history_limit_must_be_positive(tmp_path: Path) -> None:
+    result = run_vrampilot(tmp_path, "history", "--limit", "-1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--limit: expected at least 1, got -1" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["history"], ["models"], ["--simulate", "rtx4090-laptop",
+                                                             "--no-autoload"]])
+def test_a_data_dir_that_is_a_file(args: list[str], tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data directory should be", encoding="utf-8")
+    result = run_vrampilot(tmp_path, *args)
+    assert_one_sentence(result, str(tmp_path / "data"), "VRAMPILOT_DATA_DIR")
+
+
 # -- config values ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("line", "key", "value"), [
     ('base_url: "not a url"', "remote.base_url", "'not a url'"),

@@ -39,14 +39,16 @@ def check_common_options(config: str | None, simulate: str | None) -> None:
 
 
 def bad_input_message(exc: Exception) -> str | None:
-    """The one-line message for bad input (a config, a profile, the history database), else None."""
+    """The one-line message for bad input (a config, a profile, the history database, the data
+    directory), else None."""
     from core.config_loading import ConfigError
     from core.history_store import HistoryStoreError
+    from core.paths import DataDirError
     from core.telemetry.simulated_device import UnknownProfileError
 
     if isinstance(exc, ConfigError):
         return f"vrampilot: configuration error: {exc}"
-    if isinstance(exc, UnknownProfileError | HistoryStoreError):
+    if isinstance(exc, UnknownProfileError | HistoryStoreError | DataDirError):
         return f"vrampilot: {exc}"
     return None
 
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_common_options(args.config, args.simulate)
         code: int = args.func(args)
-    except ValueError as exc:  # ConfigError, UnknownProfileError, HistoryStoreError
+    except ValueError as exc:  # ConfigError, UnknownProfileError, HistoryStoreError, DataDirError
         message = bad_input_message(exc)
         if message is None:
             raise
