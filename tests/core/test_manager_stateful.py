@@ -39,6 +39,9 @@ from tests.core.manager_fakes import RecordingEngine, make_rig
 from tests.core.test_manager_alerts import alert
 
 SLOW = os.environ.get("VRAMPILOT_SLOW_TESTS") == "1"
+# Under `make mutate` this test runs for every mutant of the manager: a short run keeps the whole
+# mutation run within its half hour (the targeted tests do most of the killing).
+MUTATION = bool(os.environ.get("MUTANT_UNDER_TEST"))
 SLOW_STEPS = 10_000
 MODELS = ["qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507",
           "demo-tiny-a", "demo-tiny-b"]
@@ -211,6 +214,8 @@ def test_manager_state_machine() -> None:
     ManagerMachine.steps = 0
     if SLOW:
         config = settings(max_examples=SLOW_STEPS // 40, stateful_step_count=60, deadline=None)
+    elif MUTATION:
+        config = settings(max_examples=10, stateful_step_count=10, deadline=None)
     else:
         config = settings(max_examples=40, stateful_step_count=15, deadline=None)
     run_state_machine_as_test(ManagerMachine, settings=config)

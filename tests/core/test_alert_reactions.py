@@ -1,0 +1,93 @@
+"""What the alert reactor reports: every reaction's action, kind, reason and whether it was applied
+(the app logs them as actions or advice), and the advice events of advise-only mode."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from core.manager.alert_policy import AlertReaction, AlertReactor
+from core.manager.events import SwitchEvent, SwitchPhase
+from core.telemetry.config import load_monitoring_config
+from tests.core.manager_fakes import Rig, make_rig
+from tests.core.test_manager_alerts import alert
+
+
+def reactor(rig: Rig, policy: str = "act") -> AlertReactor:
+    hw = load_monitoring_config().hardware_monitoring.model_copy(update={"policy": policy})
+    return AlertReactor(rig.manager, hw, thermal_persist_s=60, cooldown_s=120, clock=rig.clock)
+
+
+def advice(rig: Rig) -> list[SwitchEvent]:
+    return [e for e in rig.events if isinstance(e, SwitchEvent) and e.phase is SwitchPhase.ADVICE]
+
+
+def test_thermal_reactions_in_full(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        out = await r.handle([alert("temperature")])
+        out += await r.handle([alert("temperature", change="ended")])
+        return out
+
+    assert asyncio.run(run()) == [
+        AlertReaction("limit_concurrency", "temperature",
+                      "temperature critical: at most 1 request at a time", None, True),
+        AlertReaction("restore_concurrency", "temperature",
+                      "thermal alert ended: concurrency restored", None, True),
+    ]
+    assert advice(rig) == []
+
+
+def test_advise_only_reactions_and_advice_events_in_full(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig, policy="advise")
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        return await r.handle([alert("temperature"), alert("vram_overflow")])
+
+    reasons = ["temperature critical: at most 1 request at a time",
+               "vram_overflow critical: switch qwen3-14b -> qwen3-8b"]
+    assert asyncio.run(run()) == [
+        AlertReaction("limit_concurrency", "temperature", reasons[0]),
+        AlertReaction("switch_smaller", "vram_overflow", reasons[1], "qwen3-8b"),
+    ]
+    assert [(e.switch_id, e.target, e.from_model, e.reason, e.elapsed_s, e.message)
+            for e in advice(rig)] == [
+        (0, "qwen3-14b", "qwen3-14b", "alert", 0.0, reasons[0]),
+        (0, "qwen3-14b", "qwen3-14b", "alert", 0.0, reasons[1] + " (advise only)"),
+    ]
+    assert rig.manager.state.max_concurrent is None
+    assert rig.manager.active_model == "qwen3-14b"
+
+
+def test_cooldown_reaction_says_how_long_is_left(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        started = rig.clock.now
+        await r.handle([alert("vram_overflow")])
+        rig.clock.now = started + 20
+        return await r.tick()
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "cooldown", "vram_overflow", "vram_overflow critical; cooling down (100 s left)")]
+
+
+def test_nothing_smaller_is_advice_not_an_action(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("vram_overflow")])
+
+    why = "vram_overflow critical; no smaller model than demo-tiny-a is available"
+    assert asyncio.run(run()) == [AlertReaction("none", "vram_overflow", why)]
+    assert [(e.target, e.message) for e in advice(rig)] == [("demo-tiny-a", why)]
+    assert rig.manager.active_model == "demo-tiny-a"
