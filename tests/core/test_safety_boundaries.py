@@ -25,7 +25,12 @@ from core.engine.base import (
 from core.history_store import HistoryStore
 from core.manager.alert_policy import AlertReactor
 from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
-from core.manager.memory_wait import RETURN_FRACTION, MemoryNotReturnedError, wait_for_memory
+from core.manager.memory_wait import (
+    RETURN_FRACTION,
+    MemoryNotReturnedError,
+    MemoryWaitResult,
+    wait_for_memory,
+)
 from core.manager.plan import DeviceReading, FitEstimate, SafetyLimits, SwitchPlan, plan_switch
 from core.models.catalog import Catalog, load_catalog
 from core.models.estimator import Estimator, EstimatorSettings, fit_footprint
@@ -287,6 +292,58 @@ def test_memory_wait_times_out_exactly_at_the_timeout() -> None:
                                     clock=clock, sleep=clock.sleep))
     assert info.value.waited_s == 1.0
     assert clock() == 1.0  # it never slept past the timeout
+
+
+def test_memory_wait_never_sleeps_past_its_timeout() -> None:
+    """The last sleep is cut to what is left of the timeout (1.1 s is not a multiple of 0.25)."""
+    clock = DrivenClock(500.0)
+    with pytest.raises(MemoryNotReturnedError) as info:
+        asyncio.run(wait_for_memory(ExactProbe(0), free_before_unload=2 * GIB,
+                                    released_bytes=8 * GIB, poll_interval_s=0.25, timeout_s=1.1,
+                                    clock=clock, sleep=clock.sleep))
+    assert info.value.waited_s == pytest.approx(1.1)
+    assert clock() == pytest.approx(501.1)
+
+
+def test_memory_wait_measures_from_its_own_start() -> None:
+    clock = DrivenClock(500.0)
+
+    class Returning:
+        def read(self) -> DeviceReading:
+            return DeviceReading(10 * GIB if clock() >= 500.9 else 2 * GIB, 16 * GIB)
+
+    result = asyncio.run(wait_for_memory(Returning(), free_before_unload=2 * GIB,
+                                         released_bytes=8 * GIB, poll_interval_s=0.25,
+                                         timeout_s=5, clock=clock, sleep=clock.sleep))
+    assert result.waited_s == pytest.approx(1.0)
+    assert (result.polls, result.free_bytes, result.target_free_bytes) == (5, 10 * GIB, 8 * GIB)
+
+
+@pytest.mark.parametrize(("before", "released", "expected"), [
+    (None, 8 * GIB, MemoryWaitResult(0.0, 0, None, None)),  # free memory not reported
+    (2 * GIB, 0, MemoryWaitResult(0.0, 0, 2 * GIB, None)),  # nothing to wait for
+    (2 * GIB, 1, MemoryWaitResult(0.0, 1, 4 * GIB, 2 * GIB)),  # one byte: one poll
+])
+def test_memory_wait_returns_at_once_when_there_is_nothing_to_wait_for(
+        before: int | None, released: int, expected: MemoryWaitResult) -> None:
+    clock = DrivenClock(500.0)
+    result = asyncio.run(wait_for_memory(ExactProbe(4 * GIB), free_before_unload=before,
+                                         released_bytes=released, poll_interval_s=0.25,
+                                         timeout_s=5, clock=clock, sleep=clock.sleep))
+    assert result == expected
+
+
+def test_memory_wait_ends_when_the_device_stops_reporting_free_memory() -> None:
+    clock = DrivenClock(500.0)
+
+    class Silent:
+        def read(self) -> DeviceReading:
+            return DeviceReading(None, None)
+
+    result = asyncio.run(wait_for_memory(Silent(), free_before_unload=2 * GIB,
+                                         released_bytes=8 * GIB, poll_interval_s=0.25,
+                                         timeout_s=5, clock=clock, sleep=clock.sleep))
+    assert result == MemoryWaitResult(0.0, 1, None, 8 * GIB)
 
 
 # -- alerts: the hysteresis line, "notify", thermal persistence ------------------------------------
