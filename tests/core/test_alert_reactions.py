@@ -91,3 +91,86 @@ def test_nothing_smaller_is_advice_not_an_action(tmp_path: Path) -> None:
     assert asyncio.run(run()) == [AlertReaction("none", "vram_overflow", why)]
     assert [(e.target, e.message) for e in advice(rig)] == [("demo-tiny-a", why)]
     assert rig.manager.active_model == "demo-tiny-a"
+
+
+def test_switch_smaller_reaction_in_full(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        return await r.handle([alert("vram_overflow")])
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "switch_smaller", "vram_overflow", "vram_overflow critical: switch qwen3-14b -> qwen3-8b",
+        "qwen3-8b", True)]
+
+
+def test_thermal_step_down_says_how_long_it_persisted(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        await r.handle([alert("temperature")])
+        rig.clock.now += 61
+        return await r.tick()
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "switch_smaller", "temperature", "temperature critical for 61 s despite lower "
+        "concurrency: switch qwen3-14b -> qwen3-8b", "qwen3-8b", True)]
+
+
+def test_timings_default_to_the_switching_settings(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    hw = load_monitoring_config().hardware_monitoring
+    defaults = AlertReactor(rig.manager, hw)
+    assert (defaults.thermal_persist_s, defaults.cooldown_s) == (
+        rig.manager.switching.thermal_persist_seconds, rig.manager.switching.cooldown_seconds)
+    given = AlertReactor(rig.manager, hw, thermal_persist_s=5, cooldown_s=7)
+    assert (given.thermal_persist_s, given.cooldown_s) == (5, 7)
+
+
+def test_one_alert_waiting_does_not_hold_back_another(tmp_path: Path) -> None:
+    """A notify-only alert, or a thermal one still within its persistence, sorts before
+    vram_overflow: the VRAM alert is still acted on."""
+    rig = make_rig(tmp_path)
+    hw = load_monitoring_config({"hardware_monitoring": {"alerts": {
+        "power_limit": "notify"}}}).hardware_monitoring
+    r = AlertReactor(rig.manager, hw, thermal_persist_s=60, cooldown_s=0, clock=rig.clock)
+
+    async def run() -> list[str]:
+        await rig.manager.switch_to("qwen3-14b")
+        actions = [x.action for x in await r.handle([alert("temperature")])]
+        actions += [x.action for x in await r.handle([alert("power_limit"),
+                                                       alert("vram_overflow")])]
+        return actions
+
+    assert asyncio.run(run()) == ["limit_concurrency", "switch_smaller"]
+    assert rig.manager.active_model == "qwen3-8b"
+
+
+def test_smaller_means_after_the_active_model_and_usable(tmp_path: Path) -> None:
+    (tmp_path / "all").mkdir()
+    (tmp_path / "no-demo-a").mkdir()
+    rig = make_rig(tmp_path / "all")
+    r = reactor(rig)
+    asyncio.run(rig.manager.switch_to("qwen3-4b-instruct-2507"))
+    # The 8B (AWQ) needs less than the 4B (FP16) but comes before it in the cascade.
+    assert r.smaller_model() == "demo-tiny-a"
+
+    rig = make_rig(tmp_path / "no-demo-a", on_disk=lambda e: e.id not in ("demo-tiny-a",
+                                                                           "remote"))
+    r = reactor(rig)
+    asyncio.run(rig.manager.switch_to("qwen3-4b-instruct-2507"))
+    assert r.smaller_model() == "demo-tiny-b"  # demo-tiny-a is not on disk: passed over
+
+
+def test_smaller_for_a_model_outside_the_cascade(tmp_path: Path) -> None:
+    from core.telemetry.config import ModelSwitching
+
+    rig = make_rig(tmp_path, switching=ModelSwitching(fallback_cascade=("qwen3-8b",
+                                                                        "demo-tiny-a")))
+    r = reactor(rig)
+    asyncio.run(rig.manager.switch_to("qwen3-14b"))
+    assert r.smaller_model() == "qwen3-8b"  # the whole cascade, from its start
