@@ -80,14 +80,27 @@ def test_the_estimator_saying_no_refuses_even_with_memory_free(catalog: Catalog)
 
 
 def test_without_a_memory_reading_the_estimate_decides(catalog: Catalog) -> None:
-    for fits in (True, False):
+    for fits, detail in ((True, "default context"), (False, "")):
+        estimate = fixed(5 * GIB, fits=fits, detail=detail)
         plan = plan_switch(catalog.get("qwen3-8b"), active_model=None, active_loaded_bytes=0,
                            reading=DeviceReading(None, None), limits=LIMITS,
-                           estimate=fixed(5 * GIB, fits=fits, detail="default context"),
-                           on_disk=True)  # type: ignore[arg-type]
+                           estimate=estimate, on_disk=True)  # type: ignore[arg-type]
         memory = next(c for c in plan.checks if c.name == "memory")
-        assert memory == Check("memory", fits,
-                               "free memory not reported; estimate only (default context)")
+        assert memory == Check("memory", fits, "free memory not reported; estimate only"
+                               + (f" ({detail})" if detail else ""))
+        assert estimate.seen == [(None, None, GIB)]  # type: ignore[attr-defined]
+
+
+def test_memory_exactly_one_byte_short_with_nothing_loaded(catalog: Catalog) -> None:
+    need = 5 * GIB
+
+    def verdict(free: int) -> bool:
+        return plan_switch(catalog.get("qwen3-8b"), active_model=None, active_loaded_bytes=0,
+                           reading=DeviceReading(free, 16 * GIB), limits=LIMITS,
+                           estimate=fixed(need), on_disk=True).ok  # type: ignore[arg-type]
+
+    assert verdict(need + GIB)
+    assert not verdict(need + GIB - 1)
 
 
 def test_switching_to_the_active_model_is_a_noop_plan(catalog: Catalog) -> None:
@@ -102,11 +115,15 @@ def test_remote_plans(catalog: Catalog) -> None:
     remote = catalog.get("remote").model_copy(update={"enabled": True,
                                                       "base_url": "http://h:8000/v1"})
     reading = DeviceReading(0, 16 * GIB, 99.0, 999.0)  # the local device does not matter
-    ok = plan_switch(remote, active_model=None, active_loaded_bytes=0, reading=reading,
+    ok = plan_switch(remote, active_model="qwen3-8b", active_loaded_bytes=GIB, reading=reading,
                      limits=LIMITS, estimate=fixed(0), on_disk=False,  # type: ignore[arg-type]
                      remote_configured=True, predicted_s=3.0)
-    assert ok == SwitchPlan("remote", None, False,
+    assert ok == SwitchPlan("remote", "qwen3-8b", False,
                             (Check("remote", True, "remote endpoint configured"),), None, 3.0)
+    # Not said to be configured: refused (the safe default).
+    unsaid = plan_switch(remote, active_model=None, active_loaded_bytes=0, reading=reading,
+                         limits=LIMITS, estimate=fixed(0), on_disk=False)  # type: ignore[arg-type]
+    assert unsaid.refusal == "remote: no remote endpoint is configured"
     private = plan_switch(remote, active_model=None, active_loaded_bytes=0, reading=reading,
                           limits=LIMITS, estimate=fixed(0), on_disk=False,  # type: ignore[arg-type]
                           private=True, remote_configured=False)
