@@ -7,8 +7,10 @@ STAMP := $(VENV)/.vrampilot-installed
 # NVIDIA driver present -> the CUDA vLLM build; otherwise the CPU build.
 ENGINE := $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 ARGS ?=
+# Parallel mutants for `make mutate` (the machine may be shared: keep it small).
+MUTATE_WORKERS ?= 2
 
-.PHONY: setup demo doctor run test bench lint clean
+.PHONY: setup demo doctor run test bench lint mutate clean
 
 $(STAMP): pyproject.toml scripts/torch_source.py
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "vrampilot needs \
@@ -47,5 +49,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Mutation testing of the safety core (pyproject.toml [tool.mutmut]) against the fast tests, from
+# scratch; ARGS narrows it to mutant names, e.g. ARGS='core.manager.memory_wait.*'.
+mutate: setup
+	rm -rf mutants
+	VRAMPILOT_DATA_DIR=$$(mktemp -d) QT_QPA_PLATFORM=offscreen \
+		$(BIN)/mutmut run --max-children $(MUTATE_WORKERS) $(ARGS)
+	$(BIN)/python -m tests.mutation_summary
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mutants

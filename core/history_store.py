@@ -103,17 +103,33 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+class HistoryStoreError(ValueError):
+    """The history database cannot be opened (not a database, unreadable, unwritable place)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(f"the switch history {path} cannot be opened ({problem}); move it "
+                         "aside to start a new one")
+
+
 class HistoryStore:
     """The SQLite history. Thread-safe (one connection behind a lock); use `close()` at exit."""
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else paths.history_db()
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False,
-                                     isolation_level=None)  # autocommit: each write is durable
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+        try:
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False,
+                                         isolation_level=None)  # autocommit: each write is durable
+        except sqlite3.Error as exc:
+            raise HistoryStoreError(self.path, str(exc)) from None
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # e.g. "file is not a database": refuse, never overwrite
+            self._conn.close()
+            raise HistoryStoreError(self.path, str(exc)) from None
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(switches)")}
         if "forced" not in columns:  # a history written before the column existed
             self._conn.execute(

@@ -12,11 +12,19 @@ APP_NAME = "vrampilot"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
+class DataDirError(ValueError):
+    """The data directory cannot be created or is not a directory."""
+
+
 def data_dir() -> Path:
     """User data dir; VRAMPILOT_DATA_DIR overrides it (tests use a temp dir)."""
     override = os.environ.get("VRAMPILOT_DATA_DIR")
     path = Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"the data directory {path} cannot be used ({exc.strerror or exc}); "
+                           "set VRAMPILOT_DATA_DIR to a writable directory") from None
     return path
 
 

@@ -79,6 +79,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         return cli_main(args_list)
 
     args = build_gui_parser().parse_args(args_list)
+    # Bad input is reported before Qt starts: a bad --config / --simulate, or (from the runtime)
+    # a history database that is not one. One line, exit 2, no traceback.
+    from core.cli import bad_input_message, check_common_options
+
+    try:
+        check_common_options(args.config, args.simulate)
+    except ValueError as exc:
+        message = bad_input_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     if args.install_desktop_entry:
         from gui.desktop_entry import install_desktop_entry
 
@@ -107,7 +119,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     from core.server.instance_lock import InstanceLock
 
     # One owner of the model per user: a second launch raises the first window and leaves.
-    lock = InstanceLock()
+    try:
+        lock = InstanceLock()  # in the data dir's run/ unless a runtime dir is set
+    except ValueError as exc:  # a data directory that cannot be used
+        message = bad_input_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     if not lock.try_acquire("app"):
         from core.server.control_client import OwnerUnreachable, attach_or_own
 
@@ -124,6 +143,12 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     try:
         return run_app(args, lock)
+    except ValueError as exc:
+        message = bad_input_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     finally:
         lock.release()
 

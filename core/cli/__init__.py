@@ -27,6 +27,35 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+def check_common_options(config: str | None, simulate: str | None) -> None:
+    """Validate --config and --simulate up front, for every command and the app alike, so a bad
+    file or profile is reported before anything starts (a command that does not otherwise need
+    the config still refuses a bad one). Raises ConfigError or UnknownProfileError."""
+    if config is not None:
+        from core.config import load_app_config
+
+        load_app_config(config)
+    if simulate:
+        from core.telemetry.simulated_device import load_profile
+
+        load_profile(simulate)
+
+
+def bad_input_message(exc: Exception) -> str | None:
+    """The one-line message for bad input (a config, a profile, the history database, the data
+    directory), else None."""
+    from core.config_loading import ConfigError
+    from core.history_store import HistoryStoreError
+    from core.paths import DataDirError
+    from core.telemetry.simulated_device import UnknownProfileError
+
+    if isinstance(exc, ConfigError):
+        return f"vrampilot: configuration error: {exc}"
+    if isinstance(exc, UnknownProfileError | HistoryStoreError | DataDirError):
+        return f"vrampilot: {exc}"
+    return None
+
+
 def command_names() -> list[str]:
     return [name.replace("_", "-") for name in COMMANDS]
 
@@ -43,15 +72,18 @@ def build_parser(prog: str = "vrampilot") -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one headless command; returns its exit code. Bad input exits 2 without a traceback."""
-    from core.config_loading import ConfigError
     from core.server.errors import ControlError, OwnerUnreachable
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_common_options(args.config, args.simulate)
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"vrampilot: configuration error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # ConfigError, UnknownProfileError, HistoryStoreError, DataDirError
+        message = bad_input_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         return 2
     except (ControlError, OwnerUnreachable) as exc:  # the running owner refused or went away
         print(f"vrampilot {args.command}: {exc}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.engine.demo_model import build_demo_model, ensure_demo_models
 
-    if args.path is not None:
-        built = [build_demo_model(args.path, seed=args.seed, name=args.name)]
-    else:
-        built = ensure_demo_models()
+    try:
+        if args.path is not None:
+            built = [build_demo_model(args.path, seed=args.seed, name=args.name)]
+        else:
+            built = ensure_demo_models()
+    except OSError as exc:
+        where = args.path if args.path is not None else (exc.filename or "the models directory")
+        print(f"vrampilot build-demo: cannot build a model in {where} ({exc.strerror or exc})",
+              file=sys.stderr)
+        return 2
     for path in built:
         print(path)
     return 0

@@ -168,3 +168,7 @@ class RemoteAuthError(RemoteError):
 
 class RemoteStreamError(RemoteError):
     pass
+
+
+class RemoteModelNotServedError(RemoteError):
+    """The server answers but does not list the configured model."""

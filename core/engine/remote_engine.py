@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.engine.base import (
     EngineError,
@@ -29,6 +29,7 @@ from core.engine.base import (
     LoadSpec,
     RemoteAuthError,
     RemoteError,
+    RemoteModelNotServedError,
     RemoteStreamError,
     RemoteUnreachableError,
 )
@@ -45,11 +46,23 @@ class RemoteConfig(BaseModel):
     api_key_env: str | None = Field(default=None, description="env var holding the API key")
     keyring_service: str | None = Field(
         default=None, description="system keyring service holding the key (user = model)")
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    connect_retries: int = 2
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    connect_retries: int = Field(default=2, ge=0)
     send_chat_template_kwargs: bool = Field(
         default=True, description="send vLLM's chat_template_kwargs (enable_thinking)")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.rstrip("/"))
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s)://host[:port]/path URL, got {value!r}")
+        return value
 
 
 def resolve_api_key(config: RemoteConfig) -> str | None:
@@ -71,6 +84,17 @@ def resolve_api_key(config: RemoteConfig) -> str | None:
     return None
 
 
+def _served_models(body: bytes) -> list[str] | None:
+    """The model ids of an OpenAI /models answer; None when the answer is not such a list."""
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(data, list):
+        return None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
+
+
 class _Response:
     def __init__(self, status: int, headers: dict[str, str], reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
@@ -88,10 +112,7 @@ class RemoteEngine:
     """Implements core.engine.base.Engine against an OpenAI-compatible HTTP server."""
 
     def __init__(self, config: RemoteConfig) -> None:
-        parts = urlsplit(config.base_url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"remote base_url must be http(s)://host[:port]/path, "
-                             f"got {config.base_url!r}")
+        parts = urlsplit(config.base_url.rstrip("/"))  # checked by RemoteConfig
         self._config = config
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -109,13 +130,19 @@ class RemoteEngine:
     # -- protocol ------------------------------------------------------------------------------
 
     async def load(self, spec: LoadSpec) -> None:
-        """Check the server answers (and accepts the key) by listing its models."""
+        """Check the server answers, accepts the key and serves the model, by listing its
+        models."""
         resp = await self._request("GET", "/models", None)
         try:
             body = await self._read_body(resp)
         finally:
             resp.close()
         self._raise_for_status(resp.status, body)
+        served = _served_models(body)
+        if served is not None and self._config.model not in served:
+            raise RemoteModelNotServedError(
+                f"The remote server {self._where()} does not serve {self._config.model!r} "
+                f"(it serves: {', '.join(served) or 'nothing'}).")
         self._spec = spec
         self._healthy = True
 

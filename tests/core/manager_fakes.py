@@ -54,8 +54,14 @@ class EngineScript:
     block: dict[str, asyncio.Event] = field(default_factory=dict)
     load_seconds: float = 2.0
 
+    # What the next generations (the warm-up is one) of a model do, like `failures`.
+    generation_failures: dict[str, list[BaseException | None]] = field(default_factory=dict)
+
     def fail_next(self, model_id: str, *errors: BaseException | None) -> None:
         self.failures.setdefault(model_id, []).extend(errors)
+
+    def fail_next_generation(self, model_id: str, *errors: BaseException | None) -> None:
+        self.generation_failures.setdefault(model_id, []).extend(errors)
 
 
 class RecordingEngine:
@@ -98,10 +104,14 @@ class RecordingEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         self.generated += 1
+        queue = self.script.generation_failures.get(self.entry.id)
+        error = queue.pop(0) if queue else None
         n = request.max_tokens
         for i in range(1, n + 1):
             self.clock.now += 0.01
             await asyncio.sleep(0)
+            if error is not None and (i > 1 or n == 1):  # fails mid-stream, after a token
+                raise error
             yield GenerationDelta(text=f"t{i} ", tokens=i, elapsed_s=0.01 * i + 0.02,
                                   first_token_s=0.03, finished=i == n,
                                   finish_reason="length" if i == n else None)

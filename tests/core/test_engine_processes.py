@@ -20,6 +20,9 @@ from core.engine.processes import (
     reap_orphan_engines,
 )
 
+# The stand-ins below carry an engine's name: exempt from the conftest's no-vLLM guard.
+pytestmark = pytest.mark.engine_stand_ins
+
 # setproctitle is a vLLM dependency; vLLM renames its processes the same way.
 ENGINE_LIKE = ("import setproctitle, time; setproctitle.setproctitle('VLLM::EngineCore'); "
                "time.sleep(60)")

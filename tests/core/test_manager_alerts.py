@@ -8,9 +8,10 @@ from pathlib import Path
 
 from core.manager.alert_policy import AlertReactor
 from core.manager.events import SwitchEvent, SwitchPhase
-from core.telemetry.alerts import AlertEvent
+from core.telemetry.alerts import AlertEvaluator, AlertEvent
 from core.telemetry.config import load_monitoring_config
-from tests.core.manager_fakes import Rig, make_rig
+from core.telemetry.snapshot import HostSnapshot, Sample
+from tests.core.manager_fakes import RecordingEngine, Rig, make_rig
 
 FOUR_B = "qwen3-4b-instruct-2507"
 
@@ -61,17 +62,57 @@ def test_thermal_lowers_concurrency_first_then_switches_if_it_persists(tmp_path:
     assert rig.manager.state.max_concurrent is None
 
 
-def test_power_critical_switches_smaller(tmp_path: Path) -> None:
-    rig = make_rig(tmp_path)
-    r = reactor(rig)
+def drive_power_critical(rig: Rig, evaluator: AlertEvaluator) -> list[AlertEvent]:
+    """Three streams make the simulated card draw ~149 W, over the 140 W critical line, for
+    6.5 s (the minimum is 5 s): the evaluator raises the power alert from the device's samples."""
+    host = HostSnapshot(0.0, 100, 10, 90, 0, 0, 1.0)
+    for _ in range(3):
+        rig.activity.stream_started()
+    events: list[AlertEvent] = []
+    for _ in range(13):
+        rig.clock.now += 0.5
+        events += evaluator.evaluate(Sample(host, (rig.gpu.sample(),)))
+    assert ("power_limit", "critical") in [(e.kind, e.level) for e in events]
+    return events
 
-    async def run() -> None:
+
+def power_critical_reaction(rig: Rig, *, streams_end_first: bool) -> list[str]:
+    hw = load_monitoring_config().hardware_monitoring
+    r = AlertReactor(rig.manager, hw, clock=rig.clock)
+
+    async def run() -> list[str]:
         await rig.manager.switch_to("qwen3-8b")
-        await r.handle([alert("power_limit")])
+        events = drive_power_critical(rig, AlertEvaluator(hw))
+        if streams_end_first:
+            for _ in range(3):
+                rig.activity.stream_ended()
+        return [x.action for x in await r.handle(events)]
 
-    asyncio.run(run())
-    # The 4B in FP16 needs more memory than the 8B in AWQ: "smaller" means less memory.
-    assert rig.manager.active_model != "qwen3-8b"
+    return asyncio.run(run())
+
+
+SMALLER_THAN_8B = "demo-tiny-a"  # the 4B in FP16 needs more memory than the 8B in AWQ
+
+
+def assert_switched_smaller(rig: Rig) -> None:
+    assert rig.manager.active_model == SMALLER_THAN_8B  # switched, not merely unloaded
+    assert [e.entry.id for e in RecordingEngine.loaded] == [SMALLER_THAN_8B]
+    row = rig.history.recent()[0]
+    assert (row.from_model, row.to_model, row.reason, row.outcome) == (
+        "qwen3-8b", SMALLER_THAN_8B, "alert", "ready")
+
+
+def test_power_critical_switches_smaller(tmp_path: Path) -> None:
+    """The replies that drew the power have ended when the reactor acts."""
+    rig = make_rig(tmp_path)
+    assert power_critical_reaction(rig, streams_end_first=True) == ["switch_smaller"]
+    assert_switched_smaller(rig)
+
+
+def test_power_critical_switches_smaller_while_the_streams_still_run(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    power_critical_reaction(rig, streams_end_first=False)
+    assert_switched_smaller(rig)
 
 
 def test_warning_level_does_nothing(tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ SPEC = LoadSpec(model_id=SERVED, path="", max_model_len=512)
 
 @pytest.fixture(scope="module")
 def vllm_server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real vLLM server: only tests marked `vllm` may use it (tests/conftest.py enforces it)."""
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     with log.open("wb") as out:
@@ -98,6 +99,7 @@ def vllm_server(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
             os.killpg(proc.pid, signal.SIGKILL)  # the engine core shares the session
 
 
+@pytest.mark.vllm
 def test_stream_a_reply(vllm_server: Server) -> None:
     url, _ = vllm_server
     engine = RemoteEngine(RemoteConfig(base_url=url, model=SERVED))
@@ -120,6 +122,7 @@ def test_stream_a_reply(vllm_server: Server) -> None:
     assert "".join(d.text + d.thinking for d in deltas)
 
 
+@pytest.mark.vllm
 def test_abort_closes_the_stream(vllm_server: Server) -> None:
     url, _ = vllm_server
     engine = RemoteEngine(RemoteConfig(base_url=url, model=SERVED))
@@ -169,6 +172,7 @@ class _Refuse(http.server.BaseHTTPRequestHandler):
 
 
 def test_wrong_key_is_an_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    _Refuse.seen_auth.clear()  # the recorder is class-wide: an earlier run in this process
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuse)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -203,6 +207,7 @@ def test_bad_base_url() -> None:
         RemoteEngine(RemoteConfig(base_url="ftp://x", model="m"))
 
 
+@pytest.mark.vllm
 def test_server_killed_mid_stream(vllm_server: Server) -> None:
     """Runs last: it kills the module's server."""
     url, proc = vllm_server

@@ -105,10 +105,20 @@ def test_power_alert_kind() -> None:
 
 def test_unsupported_metric_raises_nothing_and_keeps_state() -> None:
     ev = AlertEvaluator(monitoring(**TEMP))
+    raised = run(ev, [(float(t), 90.0) for t in range(6)])  # critical after the 5 s minimum
+    assert [(e.kind, e.level, e.change) for e in raised] == [("temperature", "critical",
+                                                             "started")]
     events: list[AlertEvent] = []
-    for t in range(20):
+    for t in range(6, 26):  # the metric stops being reported: nothing changes, nothing ends
         events += ev.evaluate(sample(float(t), temp=None, power=None, events=None))
     assert events == []
+    [kept] = ev.active()
+    assert (kept.kind, kept.level, kept.value, kept.started_at) == ("temperature", "critical",
+                                                                    90.0, 0.0)
+    # Reported again, below the hysteresis line: the kept alert ends (it was not forgotten).
+    ended = ev.evaluate(sample(26.0, temp=50.0))
+    assert [(e.kind, e.change, e.ended_at) for e in ended] == [("temperature", "ended", 26.0)]
+    assert ev.active() == []
 
 
 @pytest.mark.parametrize("reason", ["HwThermal", "SwThermal", "HwSlowdown", "HwPowerBrake"])

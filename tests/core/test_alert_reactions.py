@@ -1,0 +1,177 @@
+"""What the alert reactor reports: every reaction's action, kind, reason and whether it was applied
+(the app logs them as actions or advice), and the advice events of advise-only mode."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from core.manager.alert_policy import AlertReaction, AlertReactor
+from core.manager.events import SwitchEvent, SwitchPhase
+from core.telemetry.config import load_monitoring_config
+from tests.core.manager_fakes import Rig, make_rig
+from tests.core.test_manager_alerts import alert
+
+
+def reactor(rig: Rig, policy: str = "act") -> AlertReactor:
+    hw = load_monitoring_config().hardware_monitoring.model_copy(update={"policy": policy})
+    return AlertReactor(rig.manager, hw, thermal_persist_s=60, cooldown_s=120, clock=rig.clock)
+
+
+def advice(rig: Rig) -> list[SwitchEvent]:
+    return [e for e in rig.events if isinstance(e, SwitchEvent) and e.phase is SwitchPhase.ADVICE]
+
+
+def test_thermal_reactions_in_full(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        out = await r.handle([alert("temperature")])
+        out += await r.handle([alert("temperature", change="ended")])
+        return out
+
+    assert asyncio.run(run()) == [
+        AlertReaction("limit_concurrency", "temperature",
+                      "temperature: step 1, at most 1 request at a time", None, True),
+        AlertReaction("restore_concurrency", "thermal",
+                      "thermal alert ended: concurrency restored", None, True),
+    ]
+    assert advice(rig) == []
+
+
+def test_advise_only_reactions_and_advice_events_in_full(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig, policy="advise")
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        return await r.handle([alert("temperature"), alert("vram_overflow")])
+
+    reasons = ["temperature: step 1, at most 1 request at a time",
+               "vram_overflow critical: switch qwen3-14b -> qwen3-8b"]
+    assert asyncio.run(run()) == [
+        AlertReaction("limit_concurrency", "temperature", reasons[0]),
+        AlertReaction("switch_smaller", "vram_overflow", reasons[1], "qwen3-8b"),
+    ]
+    assert [(e.switch_id, e.target, e.from_model, e.reason, e.elapsed_s, e.message)
+            for e in advice(rig)] == [
+        (0, "qwen3-14b", "qwen3-14b", "alert", 0.0, reasons[0]),
+        (0, "qwen3-14b", "qwen3-14b", "alert", 0.0, reasons[1] + " (advise only)"),
+    ]
+    assert rig.manager.state.max_concurrent is None
+    assert rig.manager.active_model == "qwen3-14b"
+
+
+def test_cooldown_reaction_says_how_long_is_left(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        started = rig.clock.now
+        await r.handle([alert("vram_overflow")])
+        rig.clock.now = started + 20
+        return await r.tick()
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "cooldown", "vram_overflow", "vram_overflow critical; cooling down (100 s left)")]
+
+
+def test_vram_critical_with_nothing_smaller_unloads(tmp_path: Path) -> None:
+    """The record's emergency unload: VRAM critical and no smaller model -> nothing loaded."""
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("vram_overflow")])
+
+    why = "vram_overflow critical; no smaller model than demo-tiny-a: unloaded in 0.0 s"
+    assert asyncio.run(run()) == [AlertReaction("unload", "vram_overflow", why, None, True)]
+    assert advice(rig) == []
+    assert rig.manager.active_model is None
+
+
+def test_switch_smaller_reaction_in_full(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        return await r.handle([alert("vram_overflow")])
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "switch_smaller", "vram_overflow", "vram_overflow critical: switch qwen3-14b -> qwen3-8b",
+        "qwen3-8b", True)]
+
+
+def test_thermal_step_down_says_how_long_it_persisted(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        await r.handle([alert("temperature")])
+        rig.clock.now += 61
+        return await r.tick()
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "switch_smaller", "temperature", "temperature: step 2, still raised 61 s after lowering "
+        "concurrency: switch qwen3-14b -> qwen3-8b", "qwen3-8b", True)]
+
+
+def test_timings_default_to_the_switching_settings(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    hw = load_monitoring_config().hardware_monitoring
+    defaults = AlertReactor(rig.manager, hw)
+    assert (defaults.thermal_persist_s, defaults.cooldown_s) == (
+        rig.manager.switching.thermal_persist_seconds, rig.manager.switching.cooldown_seconds)
+    given = AlertReactor(rig.manager, hw, thermal_persist_s=5, cooldown_s=7)
+    assert (given.thermal_persist_s, given.cooldown_s) == (5, 7)
+
+
+def test_one_alert_waiting_does_not_hold_back_another(tmp_path: Path) -> None:
+    """A notify-only alert, or a thermal one still within its persistence, sorts before
+    vram_overflow: the VRAM alert is still acted on."""
+    rig = make_rig(tmp_path)
+    hw = load_monitoring_config({"hardware_monitoring": {"alerts": {
+        "power_limit": "notify"}}}).hardware_monitoring
+    r = AlertReactor(rig.manager, hw, thermal_persist_s=60, cooldown_s=0, clock=rig.clock)
+
+    async def run() -> list[str]:
+        await rig.manager.switch_to("qwen3-14b")
+        actions = [x.action for x in await r.handle([alert("temperature")])]
+        actions += [x.action for x in await r.handle([alert("power_limit"),
+                                                       alert("vram_overflow")])]
+        return actions
+
+    assert asyncio.run(run()) == ["limit_concurrency", "switch_smaller"]
+    assert rig.manager.active_model == "qwen3-8b"
+
+
+def test_smaller_means_after_the_active_model_and_usable(tmp_path: Path) -> None:
+    (tmp_path / "all").mkdir()
+    (tmp_path / "no-demo-a").mkdir()
+    rig = make_rig(tmp_path / "all")
+    r = reactor(rig)
+    asyncio.run(rig.manager.switch_to("qwen3-4b-instruct-2507"))
+    # The 8B (AWQ) needs less than the 4B (FP16) but comes before it in the cascade.
+    assert r.smaller_model() == "demo-tiny-a"
+
+    rig = make_rig(tmp_path / "no-demo-a", on_disk=lambda e: e.id not in ("demo-tiny-a",
+                                                                           "remote"))
+    r = reactor(rig)
+    asyncio.run(rig.manager.switch_to("qwen3-4b-instruct-2507"))
+    assert r.smaller_model() == "demo-tiny-b"  # demo-tiny-a is not on disk: passed over
+
+
+def test_smaller_for_a_model_outside_the_cascade(tmp_path: Path) -> None:
+    from core.telemetry.config import ModelSwitching
+
+    rig = make_rig(tmp_path, switching=ModelSwitching(fallback_cascade=("qwen3-8b",
+                                                                        "demo-tiny-a")))
+    r = reactor(rig)
+    asyncio.run(rig.manager.switch_to("qwen3-14b"))
+    assert r.smaller_model() == "qwen3-8b"  # the whole cascade, from its start
