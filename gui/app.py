@@ -24,7 +24,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
-from core.paths import resource
+from core.paths import logs_dir, resource
 from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
 from gui.bridge import CoreBridge
@@ -108,7 +108,9 @@ class AppController(QObject):
         self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, self.notifier)
         self.window = MainWindow(self.charts, self.models, self.history, self.playground,
                                  self.events, settings,
-                                 " (simulated GPU)" if runtime.simulated else "")
+                                 " (simulated GPU)" if runtime.simulated else "",
+                                 files=[("history database", runtime.history_store.path),
+                                        ("engine logs", logs_dir())])
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
