@@ -68,6 +68,11 @@ def models_dir() -> Path:
     return path
 
 
+def logs_dir() -> Path:
+    """The engine's log files (vLLM's output goes there, warnings also to stderr)."""
+    return data_dir() / "logs"
+
+
 def history_db() -> Path:
     """The SQLite switch-history database."""
     return data_dir() / "history.sqlite3"

@@ -18,13 +18,13 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QSettings, QTimer
-from PySide6.QtGui import QIcon
+from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
-from core.paths import resource
+from core.paths import logs_dir, resource
 from core.runtime import CLOSE_DEADLINE_S, Runtime
 from core.server.service import ApiService
 from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
@@ -119,9 +119,14 @@ class AppController(QObject):
         self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, self.notifier)
         self.window = MainWindow(self.charts, self.models, self.history, self.playground,
                                  self.events, settings,
-                                 " (simulated GPU)" if runtime.simulated else "")
-        file_menu = self.window.menuBar().addMenu("&File")
-        file_menu.addAction("Add model directory…", self._choose_model_directory)
+                                 " (simulated GPU)" if runtime.simulated else "",
+                                 files=[("history database", runtime.history_store.path),
+                                        ("engine logs", logs_dir())])
+        # Into the window's File menu, first: adding a model folder is a File action.
+        file_menu = self.window.file_menu
+        add_dir_action = QAction("Add model directory…", self.window)
+        add_dir_action.triggered.connect(self._choose_model_directory)
+        file_menu.insertAction(file_menu.actions()[0], add_dir_action)
         self.soak = SoakPanel(runner_factory(runtime), runtime.chat.model_choices,
                               lambda: runtime.manager.active_model)
         self.window.tabs.insertTab(self.window.tabs.count() - 1, self.soak, "Soak test")

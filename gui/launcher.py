@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -58,6 +58,23 @@ def has_display() -> bool:
     if sys.platform != "linux":
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def qt_platform_failure(env: Mapping[str, str] = os.environ) -> str | None:
+    """Why Qt could not open a window here (its platform plugin lacks system libraries), or None.
+
+    Qt aborts with a core dump when the xcb plugin cannot load its libraries, so the doctor's
+    check runs first (ldd, ~50 ms); offscreen and other display-less platforms are not checked.
+    """
+    from core.doctor.qt_checks import NO_DISPLAY_PLATFORMS, check_qt, qt_platforms
+    from core.doctor.report import Status
+
+    if sys.platform != "linux" or qt_platforms(env)[0] in NO_DISPLAY_PLATFORMS:
+        return None
+    check = check_qt(env)
+    if check.status is not Status.FAIL:
+        return None  # WARN (no ldd to ask): let Qt try
+    return f"Qt cannot open a window: {check.found}. Install: {check.fix}"
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -114,6 +131,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             "or set QT_QPA_PLATFORM=offscreen to run without one.",
             file=sys.stderr,
         )
+        return 2
+    failure = qt_platform_failure()
+    if failure is not None:
+        print(f"vrampilot: {failure}", file=sys.stderr)
         return 2
 
     from core.server.instance_lock import InstanceLock

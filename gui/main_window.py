@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget
 
 from core.paths import resource
 from gui.charts import ChartPanel
@@ -22,7 +26,8 @@ class MainWindow(QMainWindow):
 
     def __init__(self, charts: ChartPanel, models: ModelSwitcherPanel, history: HistoryPanel,
                  playground: PlaygroundPanel, events: EventsPanel,
-                 settings: QSettings | None = None, title_suffix: str = "") -> None:
+                 settings: QSettings | None = None, title_suffix: str = "",
+                 files: Sequence[tuple[str, Path]] = ()) -> None:
         super().__init__()
         self.setWindowTitle("vrampilot" + title_suffix)
         self.setWindowIcon(QIcon(str(resource("icons", "vrampilot.svg"))))
@@ -34,6 +39,8 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._closed = False
         self._settings = settings
+        self._files = tuple(files)  # (what, where) shown by Help: the logs, the history database
+        self.help_box: QMessageBox | None = None
 
         self.tabs = QTabWidget()
         self.tabs.addTab(charts, "Monitor")
@@ -49,14 +56,89 @@ class MainWindow(QMainWindow):
         # The local OpenAI-compatible API: off by default; the controller starts and stops it.
         self.serve_action = QAction("Serve the local &API", self)
         self.serve_action.setCheckable(True)
-        self.menuBar().addMenu("&Server").addAction(self.serve_action)
         self.api_status = QLabel("API off")
         self.statusBar().addPermanentWidget(self.api_status)
         self.resize(1280, 860)
+        self.actions_by_name: dict[str, QAction] = {}
+        self._build_menus()
         self._restore()
-        # Ctrl+Q quits like the close button, SIGTERM and SIGINT (AppController).
-        # Spelled out: the platform's standard Quit key is unset on some (offscreen, plain X11).
-        QShortcut(QKeySequence("Ctrl+Q"), self, self.close)
+
+    # -- menu bar -------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        """Desktop conventions: every action also has its button or tab; the menus add the
+        standard shortcuts (Ctrl+Q quits through the normal shutdown, Ctrl+1..5, F1)."""
+        bar = self.menuBar()
+        file = self.file_menu = bar.addMenu("&File")
+        self._add(file, "Export charts (PNG)…", self.charts.png_button.click)
+        if self.charts.csv_button.isEnabled():
+            self._add(file, "Export telemetry (CSV)…", self.charts.csv_button.click)
+        file.addSeparator()
+        self._add(file, "&Quit", self.close, "Ctrl+Q")  # closeEvent runs the async shutdown
+
+        view = bar.addMenu("&View")
+        for i in range(self.tabs.count()):
+            # By widget, not index: the app inserts tabs of its own (Soak test) later.
+            page = self.tabs.widget(i)
+            assert page is not None
+            self._add(view, self.tabs.tabText(i), partial(self.tabs.setCurrentWidget, page),
+                      f"Ctrl+{i + 1}")
+
+        models = bar.addMenu("&Models")
+        self._add(models, "&Load / switch to selected", self._models_action(
+            self.models.switch_selected))
+        self._add(models, "&Unload", self._models_action(self.models.unload))
+        self._add(models, "&Cancel switch", self._models_action(self.models.cancel))
+        # Enabled like the panel's buttons, read when the menu opens.
+        models.aboutToShow.connect(self._sync_model_actions)
+
+        bar.addMenu("&Server").addAction(self.serve_action)
+        help_menu = bar.addMenu("&Help")
+        self._add(help_menu, "vrampilot &help", self.show_help, "F1")
+        self._add(help_menu, "&About vrampilot", self.show_about)
+
+    def _add(self, menu: QMenu, text: str, slot: Callable[[], object],
+             shortcut: str | QKeySequence.StandardKey | None = None) -> QAction:
+        action = menu.addAction(text)
+        action.triggered.connect(lambda _checked=False: slot())
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        self.actions_by_name[text.replace("&", "").rstrip("…")] = action
+        return action
+
+    def _models_action(self, slot: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            self.tabs.setCurrentWidget(self.models)  # the progress and any refusal are there
+            slot()
+        return run
+
+    def _sync_model_actions(self) -> None:
+        for name, button in (("Load / switch to selected", self.models.switch_button),
+                             ("Unload", self.models.unload_button),
+                             ("Cancel switch", self.models.cancel_button)):
+            self.actions_by_name[name].setEnabled(button.isEnabled())
+
+    def help_text(self) -> str:
+        shortcuts = ["Ctrl+1 … Ctrl+5: " + ", ".join(
+            self.tabs.tabText(i) for i in range(self.tabs.count())),
+                     "Ctrl+Q: quit (the model is unloaded first)", "F1: this help"]
+        where = [f"{what}: {path}" for what, path in self._files]
+        return "\n".join(["Shortcuts", *shortcuts, "", "Files", *where])
+
+    def show_help(self) -> None:
+        self._message("vrampilot help", self.help_text())
+
+    def show_about(self) -> None:
+        self._message("About vrampilot",
+                      "vrampilot 0.1.0: watches a laptop GPU (VRAM, temperature, power) and runs "
+                      "one local LLM at a time on it, switched with safety checks.")
+
+    def _message(self, title: str, text: str) -> None:
+        """Window-modal and non-blocking: the asyncio loop keeps running behind it."""
+        box = QMessageBox(QMessageBox.Icon.Information, title, text,
+                          QMessageBox.StandardButton.Close, self)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.help_box = box
+        box.open()
 
     def _restore(self) -> None:
         if self._settings is None:

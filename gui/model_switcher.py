@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from core.history_store import HistoryStore
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
-from core.manager.manager import ModelManager, SwitchResult
+from core.manager.manager import ManagerState, ModelManager, SwitchResult
 from core.manager.plan import SwitchPlan
 from core.models.catalog import ModelEntry
 
@@ -35,6 +35,7 @@ DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes 
                "not an answer. It exercises loading, streaming and switching for real.")
 COLUMNS = ("Model", "Engine / quant.", "Fits here", "On disk", "Expected tok/s",
            "Measured tok/s", "State")
+STATE_COLUMN = COLUMNS.index("State")
 
 
 def is_demo(entry: ModelEntry) -> bool:
@@ -70,6 +71,7 @@ class ModelSwitcherPanel(QWidget):
         self._manager = manager
         self._history = history
         self._tasks: set[asyncio.Task[None]] = set()
+        self._measured: dict[str, float | None] = {}
         self.fallback_target: str | None = None
         self.force_target: str | None = None
         self.confirm_box: QMessageBox | None = None
@@ -154,36 +156,44 @@ class ModelSwitcherPanel(QWidget):
 
     def refresh(self) -> None:
         """Re-read the catalog, the plans on this device, and the measured throughput."""
-        measured = {t.model: t.mean_tokens_per_s for t in self._history.throughput()}
+        self._measured = {t.model: t.mean_tokens_per_s for t in self._history.throughput()}
         selected = self.selected_model()
         entries = list(self._manager.catalog)
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
-            cells = self._row(entry, measured.get(entry.id))
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, entry.id)
-                item.setToolTip(text)
-                self.table.setItem(row, col, item)
+            self._fill_row(row, entry)
             if entry.id == selected:
                 self.table.selectRow(row)
         self._show_state()
 
+    def _fill_row(self, row: int, entry: ModelEntry) -> None:
+        for col, text in enumerate(self._row(entry, self._measured.get(entry.id))):
+            item = QTableWidgetItem(text)
+            item.setData(Qt.ItemDataRole.UserRole, entry.id)
+            item.setToolTip(text)
+            self.table.setItem(row, col, item)
+
+    def _sync_rows_with_state(self, state: ManagerState) -> None:
+        """Re-draw the rows whose state changed since the table was filled: the header and the
+        table read the same ManagerState, so they never disagree during a switch."""
+        for row, entry in enumerate(self._manager.catalog):
+            item = self.table.item(row, STATE_COLUMN)
+            if item is not None and item.text() != self._state_text(entry, state):
+                self._fill_row(row, entry)
+
+    def _state_text(self, entry: ModelEntry, state: ManagerState) -> str:
+        if entry.id == state.active_model:
+            return "active" + (f" (context {state.max_model_len})" if state.max_model_len
+                               else "")
+        if entry.id == state.switching_to:
+            return f"switching ({state.phase.value if state.phase else '…'})"
+        if entry.id in state.crashing:
+            return f"crashing: {state.crashing[entry.id]}"
+        return "disabled" if not entry.enabled else ""
+
     def _row(self, entry: ModelEntry, measured: float | None) -> list[str]:
         m = self._manager
-        state = m.state
-        if entry.id == state.active_model:
-            status = "active"
-            if state.max_model_len:
-                status += f" (context {state.max_model_len})"
-        elif entry.id == state.switching_to:
-            status = f"switching ({state.phase.value if state.phase else '…'})"
-        elif entry.id in state.crashing:
-            status = f"crashing: {state.crashing[entry.id]}"
-        elif not entry.enabled:
-            status = "disabled"
-        else:
-            status = ""
+        status = self._state_text(entry, m.state)
         on_disk = "remote" if entry.is_remote else ("yes" if m.is_usable(entry) or
                                                    m.catalog.is_on_disk(entry) else "no")
         expected = ("–" if entry.expected_tokens_per_s is None
@@ -213,6 +223,7 @@ class ModelSwitcherPanel(QWidget):
 
     def _show_state(self) -> None:
         state = self._manager.state
+        self._sync_rows_with_state(state)
         active = state.active_model
         text = f"Active model: <b>{active or 'none'}</b>"
         if state.switching_to:

@@ -194,7 +194,7 @@ class VllmEngine:
     ) -> None:
         self._registry = registry if registry is not None else EngineProcessRegistry()
         self._activity = activity
-        self._log_dir = log_dir if log_dir is not None else paths.data_dir() / "logs"
+        self._log_dir = log_dir if log_dir is not None else paths.logs_dir()
         self._extra = dict(extra_engine_args or {})
         self._watchdog_interval_s = watchdog_interval_s
         self._shutdown_timeout_s = shutdown_timeout_s

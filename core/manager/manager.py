@@ -197,6 +197,7 @@ class ModelManager:
         self._closed = False
         self._deaths: dict[str, deque[float]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._stopped_watchers: set[asyncio.Task[None]] = set()
         self._deadline_expired = False
         self._deadline_note = ""
         self._active_private = False
@@ -409,6 +410,11 @@ class ModelManager:
         self._closed = True
         await self.cancel_switches()
         await self.unload()
+        self._stop_watching()
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._stopped_watchers if t.get_loop() is loop]
+        if mine:
+            await asyncio.gather(*mine, return_exceptions=True)
 
     async def _run(self, target: str, reason: str, private: bool,
                    force: bool) -> SwitchResult:
@@ -679,8 +685,11 @@ class ModelManager:
 
     def _stop_watching(self) -> None:
         watcher, self._watcher = self._watcher, None
-        if watcher is not None and watcher is not asyncio.current_task():
+        if watcher is not None and watcher is not asyncio.current_task() and not watcher.done():
             watcher.cancel()
+            # Kept until it has ended, so close() can wait for it (no task left pending).
+            self._stopped_watchers.add(watcher)
+            watcher.add_done_callback(self._stopped_watchers.discard)
 
     async def _watch_engine(self, loaded: _Loaded) -> None:
         # Real time, not the injected clock: this polls processes, it does not measure a switch.
