@@ -104,7 +104,7 @@ def test_auto_lets_the_router_pick_and_says_why(served: ServedRuntime) -> None:
         model="auto", messages=HI, max_tokens=4)
     reply = raw.parse()
     route = reply.model_extra["vrampilot"]["route"]  # type: ignore[index]
-    assert route["model"] in (A, B)
+    assert route["model"] in (A, B, "demo-small")  # the local demo tier
     assert raw.headers["x-vrampilot-route"].startswith(f"model={route['model']};")
     assert raw.headers["x-vrampilot-model"] == reply.model
 

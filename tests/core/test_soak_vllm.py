@@ -165,7 +165,7 @@ def test_short_soak_throttles_when_the_device_does_and_integrates_its_power(rig:
 
     # The "act" policy's first thermal step (one request at a time) is in the report's events.
     texts = [e["text"] for e in report["events"]]
-    assert any("temperature critical" in t and "at most 1 request" in t for t in texts), texts
+    assert any("temperature" in t and "at most 1 request" in t for t in texts), texts
     assert report["host_energy"]["text"] == "not reported" or report["host_energy"]["joules"] > 0
 
     # Saved and reopened: the same samples.
