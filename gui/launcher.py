@@ -85,6 +85,18 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     exit_now(run(argv))
 
 
+def bad_input(exc: ValueError) -> int:
+    """Report bad input (a config, profile, history or data-dir error) in one line: exit 2.
+    Any other ValueError is a bug and keeps its traceback."""
+    from core.cli import bad_input_message
+
+    message = bad_input_message(exc)
+    if message is None:
+        raise exc
+    print(message, file=sys.stderr)
+    return 2
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """The desktop app or a headless command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -98,16 +110,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_gui_parser().parse_args(args_list)
     # Bad input is reported before Qt starts: a bad --config / --simulate, or (from the runtime)
     # a history database that is not one. One line, exit 2, no traceback.
-    from core.cli import bad_input_message, check_common_options
+    from core.cli import check_common_options
 
     try:
         check_common_options(args.config, args.simulate)
     except ValueError as exc:
-        message = bad_input_message(exc)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-        return 2
+        return bad_input(exc)
     if args.install_desktop_entry:
         from gui.desktop_entry import install_desktop_entry
 
@@ -143,11 +151,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         lock = InstanceLock()  # in the data dir's run/ unless a runtime dir is set
     except ValueError as exc:  # a data directory that cannot be used
-        message = bad_input_message(exc)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-        return 2
+        return bad_input(exc)
     if not lock.try_acquire("app"):
         from core.server.control_client import OwnerUnreachable, attach_or_own
 
@@ -165,11 +169,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         return run_app(args, lock)
     except ValueError as exc:
-        message = bad_input_message(exc)
-        if message is None:
-            raise
-        print(message, file=sys.stderr)
-        return 2
+        return bad_input(exc)
     finally:
         lock.release()
 
