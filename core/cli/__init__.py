@@ -77,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        check_common_options(args.config, args.simulate)
+        # The doctor reports a bad config (and an unusable data folder) as failed checks in its
+        # table, exit 1: diagnosing them is its job. Every other command refuses them up front.
+        check_common_options(None if args.command == "doctor" else args.config, args.simulate)
         code: int = args.func(args)
     except ValueError as exc:  # ConfigError, UnknownProfileError, HistoryStoreError, DataDirError
         message = bad_input_message(exc)

@@ -54,6 +54,9 @@ def _models_folder() -> Path:
         return paths.models_dir()
     except OSError as exc:  # the history row names the error; measure the disk it would be on
         return Path(exc.filename) if exc.filename else Path.home()
+    except paths.DataDirError:  # the same, said by paths: measure the configured folder's disk
+        override = os.environ.get("VRAMPILOT_DATA_DIR")
+        return Path(override) if override else Path.home()
 
 
 def _config_checks(options: DoctorOptions) -> list[Check]:

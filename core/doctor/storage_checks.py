@@ -47,6 +47,8 @@ def check_history_db(history_db: Callable[[], Path] = paths.history_db) -> Check
         where = exc.filename or "the data folder"
         return Check(name, Status.FAIL, f"cannot create the data folder {where}: "
                      f"{exc.strerror or exc}", DATA_DIR_FIX)
+    except paths.DataDirError as exc:  # paths says which folder and why
+        return Check(name, Status.FAIL, f"cannot create the data folder: {exc}", DATA_DIR_FIX)
     folder = db.parent
     if not db.exists():
         try:
