@@ -94,7 +94,7 @@ def _apply_remote(catalog: Catalog, remote: RemoteConfig | None) -> Catalog:
 
 
 def load_app_config(user_file: Path | str | None = None, *,
-                    models_dir: Path | None = None) -> AppConfig:
+                    models_dir: Path | None = None, log_warnings: bool = True) -> AppConfig:
     """Read the shipped defaults and the user's file (if any) into one validated AppConfig.
 
     ConfigError (naming the file and key) for: an unknown top-level key, a bad value in any
@@ -120,7 +120,8 @@ def load_app_config(user_file: Path | str | None = None, *,
     warnings: list[str] = []
 
     def warn(text: str) -> None:
-        log_warning(text)
+        if log_warnings:  # a validation pass (the CLI's up-front check) stays silent
+            log_warning(text)
         warnings.append(text)
 
     monitoring = load_monitoring_config(user, user_file, warn=warn)

@@ -34,7 +34,7 @@ def check_common_options(config: str | None, simulate: str | None) -> None:
     if config is not None:
         from core.config import load_app_config
 
-        load_app_config(config)
+        load_app_config(config, log_warnings=False)  # the command's own load warns once
     if simulate:
         from core.telemetry.simulated_device import load_profile
 
