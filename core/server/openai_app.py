@@ -389,24 +389,10 @@ async def _answer(body: ChatCompletionRequest, request: Request, run: _Generatio
                   target: Target, completion_id: str,
                   known: tuple[str, ...]) -> JSONResponse | StreamingResponse:
     created = int(time.time())
-    try:
-        first = await _unless_disconnected(request, run.next())
-    except ClientDisconnected:
-        run.cancel()
-        return JSONResponse({"error": {"message": "client disconnected", "type": "cancelled",
-                                       "param": None, "code": None}}, status_code=499)
-    except (EngineError, KeyError) as exc:
-        run.cancel()
-        raise engine_error(exc, known) from exc
-    model = (run.admission.active if run.admission else None) or target.model
-    if body.stream:
-        return StreamingResponse(
-            _sse(body, run, first, completion_id, created, model, _extra(body, target, run)),
-            media_type="text/event-stream", headers=_headers(target, run))
 
-    async def collect() -> tuple[str, str, GenerationDelta | None]:
+    async def collect(first: GenerationDelta | None) -> tuple[str, str, GenerationDelta | None]:
         text, thinking, last = "", "", first
-        delta = first
+        delta: GenerationDelta | None = first
         while delta is not None:
             text += delta.text
             thinking += delta.thinking
@@ -414,8 +400,15 @@ async def _answer(body: ChatCompletionRequest, request: Request, run: _Generatio
             delta = await run.next()
         return text, thinking, last
 
+    # One place for a client that went away or an engine error, streamed or not.
     try:
-        text, thinking, last = await _unless_disconnected(request, collect())
+        first = await _unless_disconnected(request, run.next())
+        model = (run.admission.active if run.admission else None) or target.model
+        if body.stream:
+            return StreamingResponse(
+                _sse(body, run, first, completion_id, created, model, _extra(body, target, run)),
+                media_type="text/event-stream", headers=_headers(target, run))
+        text, thinking, last = await _unless_disconnected(request, collect(first))
     except ClientDisconnected:
         run.cancel()
         return JSONResponse({"error": {"message": "client disconnected", "type": "cancelled",
