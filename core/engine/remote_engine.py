@@ -343,6 +343,8 @@ class RemoteEngine:
         try:
             try:
                 async for raw in self._body_lines(resp):
+                    if request_id in self._aborted:
+                        break  # lines already buffered are not the reply any more
                     line = raw.decode("utf-8", "replace").strip()
                     if not line.startswith("data:"):
                         continue
