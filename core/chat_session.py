@@ -14,6 +14,7 @@ from core.manager.manager import ModelManager
 from core.manager.memory_wait import MemoryProbe
 from core.models.estimator import fmt_bytes
 from core.router.selection import HardwareState, Router, RoutingDecision
+from core.routing_log import RoutedRequest, RoutingLog
 from core.scheduler import Admission, NoModelError, RequestScheduler
 
 __all__ = ["ChatSession", "NoModelError", "Target"]
@@ -34,11 +35,16 @@ class ChatSession:
     def __init__(self, manager: ModelManager, router: Router, history: HistoryStore,
                  probe: MemoryProbe, *, device_label: str = "",
                  scheduler: RequestScheduler | None = None,
+                 routing_log: RoutingLog | None = None,
+                 track_tokens_per_s: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.manager = manager
         self.router = router
         self.history = history
         self.scheduler = scheduler or RequestScheduler(manager)
+        # Every request the router decides is logged here (None or disabled: not logged).
+        self.routing_log = routing_log
+        self._track_tokens_per_s = track_tokens_per_s
         self._probe = probe
         self._label = device_label
         self._clock = clock
@@ -79,6 +85,7 @@ class ChatSession:
         decision = self.router.route(text, task_type, self.hardware_state(), private)
         self.last_decision = decision  # the playground and the CLI show it, also a refusal
         if decision.model_id is None:
+            self._log_routed(request.request_id, decision, None, "no_model", None)
             raise NoModelError("The router found no usable model:\n" + decision.explain())
         return Target(decision.model_id, "router", decision)
 
@@ -93,26 +100,66 @@ class ChatSession:
     async def stream(self, request: GenerationRequest, target: Target, private: bool = False,
                      on_admitted: Callable[[Admission], None] | None = None,
                      ) -> AsyncIterator[GenerationDelta]:
-        """Stream the reply on `target` once the scheduler admits the request."""
-        async with self.scheduler.admit(target.model, target.reason, private) as admission:
-            engine = self.manager.active_engine
-            active = self.manager.active_model
-            if engine is None or active is None:
-                raise NoModelError(f"Could not make {target.model} active: the model was "
-                                   "unloaded before the request started.")
-            if on_admitted is not None:
-                on_admitted(admission)
-            self._running[request.request_id] = active
-            try:
-                async for delta in engine.generate(request):
-                    admission.last = delta
-                    yield delta
-            finally:
-                self._running.pop(request.request_id, None)
-                last = admission.last
-                if last is not None and last.tokens > 0:
-                    self.history.record_generation(active, last.tokens, last.elapsed_s,
-                                                   last.first_token_s, last.tokens_per_s)
+        """Stream the reply on `target` once the scheduler admits the request. A routed
+        request (target.decision set) is logged in the routing log as it ends, however it ends."""
+        active: str | None = None
+        last: GenerationDelta | None = None
+        outcome = "stopped"  # closed early (the user's Stop, a client gone) unless set below
+        try:
+            async with self.scheduler.admit(target.model, target.reason, private) as admission:
+                engine = self.manager.active_engine
+                active = self.manager.active_model
+                if engine is None or active is None:
+                    raise NoModelError(f"Could not make {target.model} active: the model was "
+                                       "unloaded before the request started.")
+                if on_admitted is not None:
+                    on_admitted(admission)
+                self._running[request.request_id] = active
+                try:
+                    async for delta in engine.generate(request):
+                        admission.last = last = delta
+                        yield delta
+                finally:
+                    self._running.pop(request.request_id, None)
+                    last = admission.last
+                    if last is not None and last.tokens > 0 and self._track_tokens_per_s:
+                        self.history.record_generation(active, last.tokens, last.elapsed_s,
+                                                       last.first_token_s, last.tokens_per_s)
+            outcome = "answered"
+        except Exception:
+            outcome = "failed"
+            raise
+        finally:
+            if target.decision is not None:
+                self._log_routed(request.request_id, target.decision, active, outcome, last)
+
+    def _log_routed(self, request_id: str, decision: RoutingDecision, answered: str | None,
+                    outcome: str, last: GenerationDelta | None) -> None:
+        """The one place a routed request is logged (when the routing log is on)."""
+        if self.routing_log is None:
+            return
+        self.routing_log.record(
+            request_id, decision, answered_model=answered, outcome=outcome,
+            tokens=last.tokens if last else None,
+            tokens_per_s=last.tokens_per_s if last else None,
+            first_token_s=last.first_token_s if last else None)
+
+    def routed_request(self, request_id: str) -> RoutedRequest | None:
+        """The routing log's row for a request (None: not routed, or logging is off)."""
+        if self.routing_log is None or not self.routing_log.enabled:
+            return None
+        return self.routing_log.find(request_id)
+
+    def give_feedback(self, request_id: str, verdict: str,
+                      wanted_model: str | None = None) -> RoutedRequest:
+        """The user's verdict on a routed reply: "good", or "wrong_model" with the catalog
+        model that should have answered (FeedbackError, one sentence, for bad input)."""
+        from core.routing_log import FeedbackError
+
+        if self.routing_log is None:
+            raise FeedbackError("routing feedback is off: this session keeps no routing log")
+        return self.routing_log.give_feedback(request_id, verdict, wanted_model,
+                                              self.manager.catalog.ids)
 
     async def abort(self, request_id: str) -> None:
         """Stop a running request (no-op when it already ended)."""

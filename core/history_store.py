@@ -2,7 +2,9 @@
 
 One row per switch (from, to, reason, per-phase durations, outcome, error) and one row per real
 generation (tokens/s). Every write commits at once, so a crash loses nothing already recorded.
-Queries feed the GUI and the manager's predicted switch durations.
+Queries feed the GUI and the manager's predicted switch durations. The same database holds the
+routing log with its feedback (core/routing_log.py) and the model-state changes that uptime is
+computed from (core/uptime.py); the schema of every table is here, with its migrations.
 """
 
 from __future__ import annotations
@@ -54,6 +56,48 @@ CREATE TABLE IF NOT EXISTS generations (
 );
 CREATE INDEX IF NOT EXISTS generations_model ON generations (model);
 """
+
+# Schema version 2: the routing log with its feedback, and the model-state changes of each app
+# session (uptime). Added to any older database on open; the tables of version 1 are untouched.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS routed_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    complexity REAL NOT NULL,
+    private INTEGER NOT NULL DEFAULT 0,
+    free_bytes INTEGER,
+    total_bytes INTEGER,
+    temperature_c REAL,
+    band TEXT,
+    decided_model TEXT,
+    answered_model TEXT,
+    tokens INTEGER,
+    tokens_per_s REAL,
+    first_token_s REAL,
+    outcome TEXT NOT NULL,
+    verdict TEXT,
+    wanted_model TEXT,
+    feedback_at REAL
+);
+CREATE INDEX IF NOT EXISTS routed_requests_request ON routed_requests (request_id);
+CREATE TABLE IF NOT EXISTS uptime_sessions (
+    session TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    ended INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS model_states (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    at REAL NOT NULL,
+    state TEXT NOT NULL,
+    model TEXT
+);
+CREATE INDEX IF NOT EXISTS model_states_session ON model_states (session, at);
+"""
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -126,14 +170,51 @@ class HistoryStore:
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:  # e.g. "file is not a database": refuse, never overwrite
             self._conn.close()
             raise HistoryStoreError(self.path, str(exc)) from None
+
+    def _migrate(self) -> None:
+        """Bring an older (or new, empty) database to SCHEMA_VERSION; rows already there stay.
+
+        Version 0 is any database written before versions were kept (its `switches` table may
+        lack the `forced` column). A newer version than ours is left as it is: its tables are a
+        superset of what this code reads.
+        """
+        version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if version >= SCHEMA_VERSION:
+            return
+        self._conn.executescript(_SCHEMA)
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(switches)")}
         if "forced" not in columns:  # a history written before the column existed
             self._conn.execute(
                 "ALTER TABLE switches ADD COLUMN forced INTEGER NOT NULL DEFAULT 0")
+        # One transaction: a crash in between leaves the old version, and the next open retries.
+        self._conn.executescript(f"BEGIN; {_SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION};"
+                                 " COMMIT;")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- for the modules that own the other tables (routing log, uptime) ------------------------
+    def write(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run one statement that changes rows and commit it; returns the last row id."""
+        with self._lock:
+            cur = self._conn.execute(sql, args)
+            return int(cur.lastrowid or 0)
+
+    def changed(self, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Run one UPDATE/DELETE and commit it; returns how many rows it changed."""
+        with self._lock:
+            return int(self._conn.execute(sql, args).rowcount)
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT."""
+        with self._lock:
+            return list(self._conn.execute(sql, args).fetchall())
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ from core.models.catalog import ModelEntry
 from core.models.estimator import Estimator, EstimatorSettings
 from core.models.on_disk import with_models_on_disk
 from core.router.selection import HardwareState, Router
+from core.routing_log import RoutingLog
 from core.scheduler import RequestScheduler
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
@@ -36,6 +37,7 @@ from core.telemetry.history import TelemetryHistory
 from core.telemetry.host import HostSampler
 from core.telemetry.sampler import GpuDevice, Sampler, open_gpu_devices
 from core.telemetry.snapshot import GpuSnapshot, Sample
+from core.uptime import UptimeRecorder
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ class Runtime:
     chat: ChatSession
     reactor: AlertReactor
     scheduler: RequestScheduler
+    uptime: UptimeRecorder
     simulated: bool
     engines: weakref.WeakSet[Engine] = field(default_factory=weakref.WeakSet)
     # Child processes that were there before this runtime: not its engines, close() spares them.
@@ -182,11 +185,17 @@ class Runtime:
         label = devices[0].sample().name if devices else "host RAM (CPU engine)"
         # Every generation (playground, CLI, local API) is admitted by this one scheduler.
         scheduler = RequestScheduler(manager, max_queue=config.server.max_queue)
+        tracking = config.monitoring.performance_tracking
         chat = ChatSession(manager, router, store, probe, device_label=label,
-                           scheduler=scheduler)
+                           scheduler=scheduler,
+                           routing_log=RoutingLog(store, enabled=tracking.track_routing),
+                           track_tokens_per_s=tracking.track_tokens_per_s)
         reactor = AlertReactor(manager, config.monitoring.hardware_monitoring)
+        uptime = UptimeRecorder(store, lambda: manager.active_model,
+                                lambda: manager.state.switching_to is not None)
+        manager.subscribe(uptime.on_event)
         return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
-                   reactor, scheduler, simulated=bool(simulate), engines=engines,
+                   reactor, scheduler, uptime, simulated=bool(simulate), engines=engines,
                    children_before=children_before)
 
     @property
@@ -254,6 +263,7 @@ class Runtime:
             self._loop.call_soon_threadsafe(self._react, events)
 
     def _react(self, events: list[AlertEvent]) -> None:
+        self.uptime.observe()  # on the loop, where the manager lives: an unload has no event
         # One reaction at a time: a reaction may switch models (seconds); events that arrive
         # meanwhile wait for the next tick instead of starting competing reactions.
         self._pending_events.extend(events)
@@ -325,6 +335,7 @@ class Runtime:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
+        self.uptime.end()  # the session ends now; the unloads of closing are not outages
         self.sampler.stop(timeout=min(0.5, deadline_s / 4))
         for task in list(self._tasks):
             task.cancel()

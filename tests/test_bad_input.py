@@ -128,6 +128,13 @@ def test_command_with_a_corrupt_history(command: str, tmp_path: Path) -> None:
     assert_one_sentence(result, str(db), "not a database")
 
 
+def test_history_routing_with_a_corrupt_history(tmp_path: Path) -> None:
+    db = corrupt_history(tmp_path)
+    result = run_vrampilot(tmp_path, "history", "--routing")
+    assert_one_sentence(result, str(db), "not a database")
+    assert db.read_bytes() == b"not a database, just text " * 400  # left as it was
+
+
 def test_history_limit_must_be_positive(tmp_path: Path) -> None:
     result = run_vrampilot(tmp_path, "history", "--limit", "-1")
     assert result.returncode == 2

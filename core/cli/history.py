@@ -1,4 +1,5 @@
-"""`vrampilot history [--json]`: recent switches, per-pair durations and measured tokens/s."""
+"""`vrampilot history [--json]`: recent switches, per-pair durations and measured tokens/s.
+`vrampilot history --routing [--json]`: the routing feedback, task tiers and model uptime."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=_positive_int, default=20,
                    help="recent switches to show (default 20)")
+    p.add_argument("--routing", action="store_true",
+                   help="how often the router was right (by your feedback), the task tiers "
+                        "against the record's estimate, and model uptime")
     p.set_defaults(func=run)
 
 
@@ -33,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from core.history_store import HistoryStore
     from core.server.control_client import ask_owner
 
+    if args.routing:
+        return _routing(args)
     report = ask_owner(args, lambda owner: owner.get("/history", params={"limit": args.limit}))
     if report is None:
         store = HistoryStore()
@@ -44,6 +50,20 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_history(report))
+    return 0
+
+
+def _routing(args: argparse.Namespace) -> int:
+    """Read from the database itself (SQLite WAL lets a running app keep writing meanwhile)."""
+    from core.history_store import HistoryStore
+    from core.routing_report import build_report, format_report
+
+    store = HistoryStore()
+    try:
+        report = build_report(store).as_dict()
+    finally:
+        store.close()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
