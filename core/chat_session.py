@@ -144,6 +144,10 @@ class ChatSession:
             tokens_per_s=last.tokens_per_s if last else None,
             first_token_s=last.first_token_s if last else None)
 
+    def feedback_models(self) -> list[str]:
+        """Models a user may name as the one that should have answered: the whole catalog."""
+        return list(self.manager.catalog.ids)
+
     def routed_request(self, request_id: str) -> RoutedRequest | None:
         """The routing log's row for a request (None: not routed, or logging is off)."""
         if self.routing_log is None or not self.routing_log.enabled:

@@ -112,7 +112,7 @@ class AppController(QObject):
         self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store)
         self.models.download_handler = self.open_download
         self.download_dialog: DownloadDialog | None = None
-        self.history = HistoryPanel(runtime.history_store)
+        self.history = HistoryPanel(runtime.history_store, live_session=runtime.uptime.session)
         self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
         self.notifier = TrayNotifier(icon) if tray else None

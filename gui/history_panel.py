@@ -1,4 +1,5 @@
-"""The switch-time history: past switches from SQLite, and mean / p95 switch time per model pair."""
+"""The History tab: past switches from SQLite with mean / p95 switch time per model pair, and (its
+second page, gui/routing_panel.py) the routing feedback, task tiers and model uptime."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QPalette
+from PySide6.QtGui import QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -16,11 +17,14 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
+from core.routing_report import build_report
+from gui.routing_panel import RoutingPanel
 
 COLUMNS = ("When", "From", "To", "Reason", *(p.replace("_", " ") for p in PHASE_COLUMNS),
            "Total s", "Outcome", "Error")
@@ -36,7 +40,7 @@ class HistoryPanel(QWidget):
     """Receives the history store; `refresh()` re-reads it (the window calls it after a switch)."""
 
     def __init__(self, history: HistoryStore, limit: int = 200,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, live_session: str | None = None) -> None:
         super().__init__(parent)
         self._history = history
         self._limit = limit
@@ -76,9 +80,19 @@ class HistoryPanel(QWidget):
         split.addWidget(self.table)
         split.addWidget(chart_box)
         split.setSizes([350, 300])
+        # live_session: this app's own uptime session, counted up to now.
+        self.routing = RoutingPanel(lambda: build_report(history, live_session=live_session))
+        self.pages = QTabWidget()
+        self.pages.addTab(split, "Switches")
+        self.pages.addTab(self.routing, "Routing feedback && uptime")
         layout = QVBoxLayout(self)
-        layout.addWidget(split)
+        layout.addWidget(self.pages)
         self.refresh()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        # Feedback and uptime change without a switch: show them as they are now.
+        self.routing.refresh()
+        super().showEvent(event)
 
     def apply_palette(self, palette: QPalette) -> None:
         """Chart background and text follow the window palette (light or dark)."""
@@ -101,6 +115,7 @@ class HistoryPanel(QWidget):
         self.pairs = self._history.pair_stats()
         self._fill_table()
         self._fill_chart()
+        self.routing.refresh()
 
     def _fill_table(self) -> None:
         self.table.setRowCount(len(self.records))

@@ -29,12 +29,13 @@ from core.engine.base import ChatMessage, GenerationDelta, GenerationRequest
 from core.manager.events import SwitchEvent
 from core.models.estimator import GIB
 from core.router.selection import RoutingDecision
+from gui.feedback_bar import FeedbackBackend, FeedbackBar
 
 DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "
                "that loading, streaming and switching work.")
 
 
-class ChatBackend(Protocol):
+class ChatBackend(FeedbackBackend, Protocol):
     """What the playground needs: stream a request on some model, and cancel it."""
 
     def generate(self, request: GenerationRequest, model: str | None, task_type: str,
@@ -177,6 +178,8 @@ class PlaygroundPanel(QWidget):
         right_layout.addWidget(self.demo_notice)
         right_layout.addWidget(right, 1)
         right_layout.addWidget(self.stats)
+        self.feedback_bar = FeedbackBar(backend)  # routing feedback, after a routed reply
+        right_layout.addWidget(self.feedback_bar)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
@@ -264,6 +267,7 @@ class PlaygroundPanel(QWidget):
             self.send_button.setEnabled(True)
             self.stop_button.setEnabled(False)
             self.update_context()
+            self.feedback_bar.show_for(request.request_id)
             self.generation_finished.emit(last)
 
     def update_context(self) -> None:
