@@ -100,6 +100,9 @@ def test_stop_sequence_and_max_tokens(served: ServedRuntime) -> None:
 
 
 def test_auto_lets_the_router_pick_and_says_why(served: ServedRuntime) -> None:
+    from core.routing_log import RoutingLog
+
+    before = len(RoutingLog(served.runtime.history_store).all())
     raw = client(served).chat.completions.with_raw_response.create(
         model="auto", messages=HI, max_tokens=4)
     reply = raw.parse()
@@ -107,6 +110,15 @@ def test_auto_lets_the_router_pick_and_says_why(served: ServedRuntime) -> None:
     assert route["model"] in (A, B, "demo-small")  # the local demo tier
     assert raw.headers["x-vrampilot-route"].startswith(f"model={route['model']};")
     assert raw.headers["x-vrampilot-model"] == reply.model
+    # The API's "auto" is a routed request: logged with the decision and the reply's speed.
+    deadline = time.monotonic() + 10
+    while len(logged := RoutingLog(served.runtime.history_store).all()) == before:
+        assert time.monotonic() < deadline, "the routed request was not logged"
+        time.sleep(0.05)
+    assert (logged[-1].decided_model, logged[-1].answered_model) == (route["model"], reply.model)
+    assert logged[-1].outcome == "answered"
+    assert reply.usage is not None
+    assert logged[-1].tokens == reply.usage.completion_tokens  # tokens/s needs two or more
 
 
 def test_model_field_switches(served: ServedRuntime) -> None:
