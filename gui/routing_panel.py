@@ -63,6 +63,7 @@ class RoutingPanel(QWidget):
         self.summary.setWordWrap(True)
         self.accuracy_table = _table(["Task type", "Router right", "Right / rated", "Logged"])
         self.confusion_table = _table([])
+        self.confusion_table.horizontalHeader().setStretchLastSection(False)
         self.confusion_table.setToolTip("Rows: the model that answered; columns: the model "
                                         "the user wanted. The diagonal is 'good'.")
         self.uptime_label = QLabel("")
@@ -74,7 +75,7 @@ class RoutingPanel(QWidget):
         self.tier_plot.setTitle("Task distribution by tier (%): measured and the record's estimate")
         self.tier_plot.setMouseEnabled(x=False, y=False)
         self.tier_plot.showGrid(y=True, alpha=0.2)
-        self.tier_plot.addLegend(offset=(10, 10))
+        self.tier_plot.addLegend(offset=(-10, 10))  # top right, where the expert bars are low
         self.measured_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=MEASURED_COLOR,
                                              name="measured")
         self.estimate_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=ESTIMATE_COLOR,
@@ -168,7 +169,8 @@ class RoutingPanel(QWidget):
                  f"{_duration(up.seconds['ready'])}, switching "
                  f"{_duration(up.seconds['switching'])}, down {_duration(up.seconds['down'])} "
                  f"(idle {_duration(up.seconds['idle'])}, not counted)."]
-        lines += [f"ready on {m}: {_duration(s)}" for m, s in up.ready_by_model.items()]
+        lines += [f"ready on {m}: {_duration(s)}" for m, s in up.ready_by_model.items()
+                  if s >= 0.5]
         lines.append("<small>Uptime: the share of time a model was ready to answer, from a "
                      "session's first ready model to its end; switching, crashes and failed "
                      "switches count against it; time with no model because none was asked for "
