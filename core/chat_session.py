@@ -4,6 +4,8 @@ tokens/s in history. Every generation of the app goes through here, so through t
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from core.routing_log import RoutedRequest, RoutingLog
 from core.scheduler import Admission, NoModelError, RequestScheduler
 
 __all__ = ["ChatSession", "NoModelError", "Target"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,14 @@ class ChatSession:
         """The one place a routed request is logged (when the routing log is on)."""
         if self.routing_log is None:
             return
-        self.routing_log.record(
-            request_id, decision, answered_model=answered, outcome=outcome,
-            tokens=last.tokens if last else None,
-            tokens_per_s=last.tokens_per_s if last else None,
-            first_token_s=last.first_token_s if last else None)
+        try:
+            self.routing_log.record(
+                request_id, decision, answered_model=answered, outcome=outcome,
+                tokens=last.tokens if last else None,
+                tokens_per_s=last.tokens_per_s if last else None,
+                first_token_s=last.first_token_s if last else None)
+        except sqlite3.Error as exc:  # e.g. closed while closing: the reply itself stands
+            log.warning("the routed request %s was not logged: %s", request_id, exc)
 
     def feedback_models(self) -> list[str]:
         """Models a user may name as the one that should have answered: the whole catalog."""

@@ -4,6 +4,7 @@ while `performance_tracking.track_routing` is on); the verdict is stored on the 
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Protocol
 
 from PySide6.QtCore import Signal
@@ -57,7 +58,10 @@ class FeedbackBar(QWidget):
 
     def show_for(self, request_id: str) -> bool:
         """Offer feedback on this reply when the router decided it; hides the bar otherwise."""
-        request = self._backend.routed_request(request_id)
+        try:
+            request = self._backend.routed_request(request_id)
+        except sqlite3.Error:  # the app is closing and its history with it: nothing to offer
+            request = None
         self.request = request
         if request is None:
             self.setVisible(False)
