@@ -109,7 +109,8 @@ class AppController(QObject):
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
-        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store)
+        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
+                                         remote=runtime.config.remote)
         self.models.download_handler = self.open_download
         self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store, live_session=runtime.uptime.session)

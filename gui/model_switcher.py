@@ -1,15 +1,19 @@
 """The Models tab: the catalog as it fits this device, the active model, load/unload/switch with a
 progress bar by phase, cancel, and a refused switch's reason with the fallback on offer (and, when
-only the temperature/power gate refused it, "Switch anyway" after a confirmation)."""
+only the temperature/power gate refused it, "Switch anyway" after a confirmation). The remote
+endpoint's row shows whether it is usable now, probed in a worker thread every so often and on
+Refresh."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -24,6 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.engine.remote_engine import RemoteConfig
+from core.engine.remote_health import RemoteHealth, RemoteState, check_remote_health
 from core.history_store import HistoryStore
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.manager.manager import ManagerState, ModelManager, SwitchResult
@@ -36,6 +42,7 @@ DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes 
 COLUMNS = ("Model", "Engine / quant.", "Fits here", "On disk", "Expected tok/s",
            "Measured tok/s", "State")
 STATE_COLUMN = COLUMNS.index("State")
+REMOTE_CHECK_S = 30.0  # how often the remote endpoint is probed while the app runs
 
 
 def is_demo(entry: ModelEntry) -> bool:
@@ -64,12 +71,23 @@ class ModelSwitcherPanel(QWidget):
 
     log = Signal(str, str)
     switch_finished = Signal(object)  # SwitchResult, or an Exception
+    # A probe's RemoteHealth, emitted from its worker thread (queued to the GUI thread).
+    remote_checked = Signal(object)
 
     def __init__(self, manager: ModelManager, history: HistoryStore,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, remote: RemoteConfig | None = None,
+                 remote_check_s: float = REMOTE_CHECK_S) -> None:
         super().__init__(parent)
         self._manager = manager
         self._history = history
+        self._remote = remote
+        self.remote_health: RemoteHealth | None = None
+        self._remote_worker: threading.Thread | None = None
+        self.remote_timer = QTimer(self)
+        self.remote_timer.setObjectName("models: remote health")
+        self.remote_timer.setInterval(int(remote_check_s * 1000))
+        self.remote_timer.timeout.connect(self.check_remote)
+        self.remote_checked.connect(self._remote_health_arrived)
         self._tasks: set[asyncio.Task[None]] = set()
         self._measured: dict[str, float | None] = {}
         self.fallback_target: str | None = None
@@ -143,11 +161,14 @@ class ModelSwitcherPanel(QWidget):
         self.switch_button.clicked.connect(self.switch_selected)
         self.unload_button.clicked.connect(self.unload)
         self.cancel_button.clicked.connect(self.cancel)
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(self._refresh_clicked)
         self.download_button.clicked.connect(self.download_selected)
         self.fallback_button.clicked.connect(self._switch_to_fallback)
         self.force_button.clicked.connect(self.confirm_force)
         self.refresh()
+        if remote is not None:
+            self.remote_timer.start()
+            self.check_remote()
 
     # -- display --------------------------------------------------------------------------------
     @property
@@ -172,6 +193,10 @@ class ModelSwitcherPanel(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, entry.id)
             item.setToolTip(text)
             self.table.setItem(row, col, item)
+        health = self.remote_health
+        state_item = self.table.item(row, STATE_COLUMN)
+        if entry.is_remote and health is not None and state_item is not None:
+            state_item.setToolTip(health.detail)
 
     def _sync_rows_with_state(self, state: ManagerState) -> None:
         """Re-draw the rows whose state changed since the table was filled: the header and the
@@ -189,7 +214,60 @@ class ModelSwitcherPanel(QWidget):
             return f"switching ({state.phase.value if state.phase else '…'})"
         if entry.id in state.crashing:
             return f"crashing: {state.crashing[entry.id]}"
-        return "disabled" if not entry.enabled else ""
+        if not entry.enabled:
+            return "disabled"
+        return self._remote_text() if entry.is_remote else ""
+
+    # -- the remote endpoint's health ---------------------------------------------------------
+    def _remote_text(self) -> str:
+        if self._remote is None:
+            return ""
+        health = self.remote_health
+        checking = self.remote_checking
+        if health is None:
+            return "checking…" if checking else "not checked yet"
+        text = health.state.value
+        if health.state is RemoteState.NOT_SERVING:
+            text = f"not serving {self._remote.model}"
+        return text + (" (checking…)" if checking else
+                       time.strftime(" (checked %H:%M:%S)", time.localtime(health.checked_at)))
+
+    @property
+    def remote_checking(self) -> bool:
+        return self._remote_worker is not None and self._remote_worker.is_alive()
+
+    def check_remote(self) -> bool:
+        """Probe the remote endpoint in a worker thread (never on the GUI thread: DNS, TLS or a
+        keyring prompt may take seconds); the answer arrives as `remote_checked`. False when no
+        endpoint is configured or a probe is still running."""
+        remote = self._remote
+        if remote is None or self.remote_checking:
+            return False
+
+        def probe() -> None:
+            health = check_remote_health(remote)
+            with contextlib.suppress(RuntimeError):  # the panel was deleted meanwhile
+                self.remote_checked.emit(health)
+
+        self._remote_worker = threading.Thread(target=probe, name="vrampilot-remote-health",
+                                               daemon=True)
+        self._remote_worker.start()
+        self._show_state()
+        return True
+
+    def _remote_health_arrived(self, health: RemoteHealth) -> None:
+        before = self.remote_health
+        self.remote_health = health
+        if self._remote_worker is not None:
+            self._remote_worker.join(0.5)  # it has emitted: it ends now
+        if before is None or before.state is not health.state:
+            level = "info" if health.state is RemoteState.REACHABLE else "warning"
+            self.log.emit(level, f"remote endpoint {health.state.value}: {health.detail}")
+        self._show_state()
+
+    def _refresh_clicked(self) -> None:
+        self.refresh()
+        self.check_remote()
 
     def _row(self, entry: ModelEntry, measured: float | None) -> list[str]:
         m = self._manager
@@ -431,7 +509,9 @@ class ModelSwitcherPanel(QWidget):
             self.log.emit("error", f"{what} failed: {type(exc).__name__}: {exc}")
 
     async def shutdown(self) -> None:
-        """Cancel this panel's tasks and wait for them to unwind."""
+        """Cancel this panel's tasks and wait for them to unwind. A remote probe still running
+        is left to end on its own (a daemon thread, bounded by its timeouts)."""
+        self.remote_timer.stop()
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()

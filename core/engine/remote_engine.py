@@ -1,28 +1,29 @@
 """An engine on an OpenAI-compatible server (a vLLM server elsewhere, or a cloud API).
 
-Streaming ``/v1/chat/completions`` over server-sent events with a small HTTP/1.1 client on
-``asyncio.open_connection`` (no extra dependency). Every wait is bounded: connect and read
-timeouts, a few retries when the connection cannot be made. The API key comes only from an
-environment variable or the system keyring, and is never logged, stored or put in an error.
+Talks to it with the official `openai` async client: its SSE parsing, status errors and
+connection handling. Every wait is bounded: connect and read timeouts, a few retries when the
+connection cannot be made (the HTTP transport's own, so a request that reached the server is
+never sent twice). The API key comes only from an environment variable or the system keyring,
+is read per request, and is never logged, stored or put in an error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
+import openai
+from openai.types.chat import ChatCompletionChunk
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.engine.base import (
-    EngineError,
     EngineInfo,
     GenerationDelta,
     GenerationRequest,
@@ -95,32 +96,20 @@ def _served_models(body: bytes) -> list[str] | None:
     return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
 
-class _Response:
-    def __init__(self, status: int, headers: dict[str, str], reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.status = status
-        self.headers = headers
-        self.reader = reader
-        self.writer = writer
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
 class RemoteEngine:
     """Implements core.engine.base.Engine against an OpenAI-compatible HTTP server."""
 
     def __init__(self, config: RemoteConfig) -> None:
         parts = urlsplit(config.base_url.rstrip("/"))  # checked by RemoteConfig
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         self._config = config
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._tls = parts.scheme == "https"
-        self._path = parts.path or ""
+        self._where = f"{parts.scheme}://{parts.hostname}:{port}{parts.path}"
         self._spec: LoadSpec | None = None
         self._healthy = False
-        self._open: dict[str, _Response] = {}
+        # One client per event loop: its pooled connections belong to the loop that made them.
+        self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._open: dict[str, openai.AsyncStream[ChatCompletionChunk]] = {}
         self._aborted: set[str] = set()
 
     @property
@@ -132,16 +121,15 @@ class RemoteEngine:
     async def load(self, spec: LoadSpec) -> None:
         """Check the server answers, accepts the key and serves the model, by listing its
         models."""
-        resp = await self._request("GET", "/models", None)
         try:
-            body = await self._read_body(resp)
-        finally:
-            resp.close()
-        self._raise_for_status(resp.status, body)
-        served = _served_models(body)
+            raw = await self._openai().models.with_raw_response.list(
+                extra_headers=self._auth_headers())
+        except openai.APIError as exc:
+            raise self._error(exc) from exc
+        served = _served_models(raw.http_response.content)
         if served is not None and self._config.model not in served:
             raise RemoteModelNotServedError(
-                f"The remote server {self._where()} does not serve {self._config.model!r} "
+                f"The remote server {self._where} does not serve {self._config.model!r} "
                 f"(it serves: {', '.join(served) or 'nothing'}).")
         self._spec = spec
         self._healthy = True
@@ -151,14 +139,17 @@ class RemoteEngine:
 
     async def abort(self, request_id: str) -> None:
         self._aborted.add(request_id)
-        resp = self._open.get(request_id)
-        if resp is not None:
-            resp.close()
+        stream = self._open.get(request_id)
+        if stream is not None:
+            await stream.close()  # a read waiting on it ends with a connection error
 
     async def shutdown(self) -> None:
-        for resp in list(self._open.values()):
-            resp.close()
+        for stream in list(self._open.values()):
+            await stream.close()
         self._open.clear()
+        client, self._client = self._client, None
+        if client is not None and self._client_loop is asyncio.get_running_loop():
+            await client.close()
         self._healthy = False
         self._spec = None
 
@@ -173,138 +164,68 @@ class RemoteEngine:
                           kind="remote",
                           max_model_len=self._spec.max_model_len if self._spec else None)
 
-    # -- HTTP ----------------------------------------------------------------------------------
+    # -- client --------------------------------------------------------------------------------
 
-    def _where(self) -> str:
-        return f"{'https' if self._tls else 'http'}://{self._host}:{self._port}{self._path}"
+    def _openai(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            cfg = self._config
+            timeout = openai.Timeout(cfg.read_timeout_s, connect=cfg.connect_timeout_s)
+            # The transport retries only a connection that could not be made; the SDK's own
+            # retries (off) would also repeat timed-out and 5xx requests.
+            http = openai.DefaultAsyncHttpxClient(
+                transport=httpx2.AsyncHTTPTransport(retries=cfg.connect_retries),
+                timeout=timeout)
+            # The key is sent per request (_auth_headers), never held by the client.
+            self._client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key="unused",
+                                              max_retries=0, timeout=timeout, http_client=http)
+            self._client_loop = loop
+        return self._client
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        ctx = ssl.create_default_context() if self._tls else None
-        last: BaseException | None = None
-        for attempt in range(self._config.connect_retries + 1):
-            if attempt:
-                await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
-            try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(self._host, self._port, ssl=ctx,
-                                            server_hostname=self._host if ctx else None),
-                    self._config.connect_timeout_s)
-            except (OSError, TimeoutError) as exc:
-                last = exc
-        self._healthy = False
-        reason = "timed out" if isinstance(last, TimeoutError) else (
-            getattr(last, "strerror", None) or type(last).__name__)
-        raise RemoteUnreachableError(
-            f"The remote server {self._where()} cannot be reached ({reason}).") from last
-
-    async def _request(self, method: str, path: str, payload: dict[str, Any] | None) -> _Response:
-        reader, writer = await self._connect()
-        body = json.dumps(payload).encode() if payload is not None else b""
-        headers = {
-            "Host": f"{self._host}:{self._port}",
-            "User-Agent": "vrampilot",
-            "Accept": "text/event-stream, application/json",
-            "Connection": "close",
-            "Content-Length": str(len(body)),
-        }
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
+    def _auth_headers(self) -> dict[str, Any]:
         key = resolve_api_key(self._config)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        head = f"{method} {self._path}{path} HTTP/1.1\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        try:
-            writer.write(head.encode("latin-1") + body)
-            await asyncio.wait_for(writer.drain(), self._config.read_timeout_s)
-            status_line = await self._readline(reader)
-            parts = status_line.decode("latin-1").split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-                raise RemoteStreamError(f"The remote server {self._where()} did not answer "
-                                        "with HTTP.")
-            resp_headers: dict[str, str] = {}
-            while True:
-                line = (await self._readline(reader)).decode("latin-1").strip()
-                if not line:
-                    break
-                name, _, value = line.partition(":")
-                resp_headers[name.strip().lower()] = value.strip()
-        except BaseException:
-            writer.close()
-            raise
-        return _Response(int(parts[1]), resp_headers, reader, writer)
+        return {"Authorization": f"Bearer {key}" if key else openai.omit}
 
-    async def _readline(self, reader: asyncio.StreamReader) -> bytes:
-        try:
-            line = await asyncio.wait_for(reader.readline(), self._config.read_timeout_s)
-        except TimeoutError as exc:
-            raise RemoteStreamError(f"The remote server {self._where()} sent nothing for "
-                                    f"{self._config.read_timeout_s:.0f} s.") from exc
-        except (ConnectionError, OSError) as exc:
-            raise RemoteStreamError(f"The remote server {self._where()} closed the connection "
-                                    "mid-stream.") from exc
-        return line
-
-    async def _body_lines(self, resp: _Response) -> AsyncIterator[bytes]:
-        """Body lines, undoing chunked transfer encoding; ends at the end of the body."""
-        reader = resp.reader
-        if resp.headers.get("transfer-encoding", "").lower() != "chunked":
-            length = resp.headers.get("content-length")
-            remaining = int(length) if length and length.isdigit() else None
-            while remaining is None or remaining > 0:
-                line = await self._readline(reader)
-                if not line:
-                    if remaining:
-                        raise RemoteStreamError(f"The remote server {self._where()} closed the "
-                                                "connection mid-stream.")
-                    return
-                if remaining is not None:
-                    remaining -= len(line)
-                yield line
-            return
-        pending = b""
-        while True:
-            size_line = await self._readline(reader)
-            if not size_line:
-                raise RemoteStreamError(f"The remote server {self._where()} closed the "
-                                        "connection mid-stream.")
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                if pending:
-                    yield pending
-                return
-            try:
-                chunk = await asyncio.wait_for(reader.readexactly(size + 2),
-                                               self._config.read_timeout_s)
-            except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-                raise RemoteStreamError(f"The remote server {self._where()} closed the "
-                                        "connection mid-stream.") from exc
-            except TimeoutError as exc:
-                raise RemoteStreamError(f"The remote server {self._where()} stalled "
-                                        "mid-stream.") from exc
-            data = pending + chunk[:-2]
-            *lines, pending = data.split(b"\n")
-            for line in lines:
-                yield line + b"\n"
-
-    async def _read_body(self, resp: _Response) -> bytes:
-        return b"".join([line async for line in self._body_lines(resp)])
-
-    def _raise_for_status(self, status: int, body: bytes) -> None:
-        if status in (401, 403):
-            self._healthy = False
-            raise RemoteAuthError(f"The remote server {self._where()} refused the API key "
-                                  f"(HTTP {status}); check the key in "
-                                  f"{self._config.api_key_env or 'the keyring'}.")
-        if status >= 400:
-            detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:200]
-            raise RemoteError(f"The remote server {self._where()} answered HTTP {status}: "
-                              f"{detail}")
+    def _error(self, exc: openai.APIError) -> RemoteError:
+        """The typed, one-sentence error for what the client raised."""
+        where = self._where
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            if status in (401, 403):
+                self._healthy = False
+                return RemoteAuthError(f"The remote server {where} refused the API key "
+                                       f"(HTTP {status}); check the key in "
+                                       f"{self._config.api_key_env or 'the keyring'}.")
+            detail = exc.response.text.strip().replace("\n", " ")[:200]
+            return RemoteError(f"The remote server {where} answered HTTP {status}: {detail}")
+        cause = exc.__cause__
+        if isinstance(exc, openai.APITimeoutError):
+            if isinstance(cause, httpx2.ConnectTimeout):
+                self._healthy = False
+                return RemoteUnreachableError(
+                    f"The remote server {where} cannot be reached (timed out).")
+            return RemoteStreamError(f"The remote server {where} sent nothing for "
+                                     f"{self._config.read_timeout_s:.0f} s.")
+        if isinstance(exc, openai.APIConnectionError):
+            if isinstance(cause, httpx2.ConnectError):
+                self._healthy = False
+                reason = _os_reason(cause)
+                return RemoteUnreachableError(
+                    f"The remote server {where} cannot be reached ({reason}).")
+            return RemoteStreamError(f"The remote server {where} closed the connection "
+                                     "mid-stream.")
+        return RemoteError(f"The remote server reported an error: {exc.message[:200]}")
 
     # -- streaming -----------------------------------------------------------------------------
 
-    def _payload(self, request: GenerationRequest) -> dict[str, Any]:
-        payload: dict[str, Any] = {
+    def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
+        """The create() arguments; vLLM's extensions go in extra_body."""
+        extra: dict[str, Any] = {}
+        if self._config.send_chat_template_kwargs:
+            extra["chat_template_kwargs"] = {"enable_thinking": request.thinking}
+        if request.ignore_eos:
+            extra["ignore_eos"] = True
+        args: dict[str, Any] = {
             "model": self._config.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens,
@@ -312,56 +233,38 @@ class RemoteEngine:
             "top_p": request.top_p,
             "stream": True,
             "stream_options": {"include_usage": True},
+            "extra_body": extra,
+            "extra_headers": self._auth_headers(),
         }
         if request.seed is not None:
-            payload["seed"] = request.seed
+            args["seed"] = request.seed
         if request.stop:
-            payload["stop"] = list(request.stop)
-        if self._config.send_chat_template_kwargs:
-            payload["chat_template_kwargs"] = {"enable_thinking": request.thinking}
-        if request.ignore_eos:
-            payload["ignore_eos"] = True  # a vLLM extension
-        return payload
+            args["stop"] = list(request.stop)
+        return args
 
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         request_id = request.request_id or uuid.uuid4().hex
         started = time.monotonic()
-        resp = await self._request("POST", "/chat/completions", self._payload(request))
-        if resp.status != 200:
-            try:
-                body = await self._read_body(resp)
-            finally:
-                resp.close()
-            self._raise_for_status(resp.status, body)
-            raise RemoteError(f"The remote server {self._where()} answered HTTP {resp.status}.")
-        self._open[request_id] = resp
+        try:
+            stream = await self._openai().chat.completions.create(**self._arguments(request))
+        except openai.APIError as exc:
+            raise self._error(exc) from exc
+        self._open[request_id] = stream
         splitter = ThinkingSplitter()
         tokens = 0
         first: float | None = None
         finish: str | None = None
-        done = False
         try:
             try:
-                async for raw in self._body_lines(resp):
+                async for chunk in stream:
                     if request_id in self._aborted:
-                        break  # lines already buffered are not the reply any more
-                    line = raw.decode("utf-8", "replace").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    event = json.loads(data)
-                    if "error" in event and not event.get("choices"):
-                        raise RemoteError(f"The remote server reported an error: "
-                                          f"{str(event['error'])[:200]}")
-                    usage = event.get("usage") or {}
-                    for choice in event.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        content = delta.get("content") or ""
-                        reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-                        finish = choice.get("finish_reason") or finish
+                        break  # chunks already buffered are not the reply any more
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        content = delta.content or ""
+                        extra = delta.model_extra or {}
+                        reasoning = extra.get("reasoning_content") or extra.get("reasoning") or ""
+                        finish = choice.finish_reason or finish
                         if content or reasoning:
                             tokens += 1
                             now = time.monotonic()
@@ -370,20 +273,18 @@ class RemoteEngine:
                             part = splitter.feed(content)
                             yield GenerationDelta(part.text, reasoning + part.thinking, tokens,
                                                   now - started, first)
-                    if usage.get("completion_tokens") is not None:
-                        tokens = int(usage["completion_tokens"])
-            except (RemoteStreamError, EngineError):
-                if request_id in self._aborted:
-                    finish, done = "abort", True
-                else:
-                    raise
+                    if chunk.usage is not None:
+                        tokens = chunk.usage.completion_tokens
+            except openai.APIError as exc:
+                if request_id not in self._aborted:
+                    raise self._error(exc) from exc
             except ValueError as exc:
-                raise RemoteStreamError(f"The remote server {self._where()} sent a malformed "
+                raise RemoteStreamError(f"The remote server {self._where} sent a malformed "
                                         "event.") from exc
-            if not done and request_id in self._aborted:
-                finish, done = "abort", True
-            if not done:
-                raise RemoteStreamError(f"The remote server {self._where()} closed the stream "
+            if request_id in self._aborted:
+                finish = "abort"
+            elif finish is None:  # the SDK ends quietly at the end of the body: was it whole?
+                raise RemoteStreamError(f"The remote server {self._where} closed the stream "
                                         "before the reply was complete.")
             rest = splitter.flush()
             yield GenerationDelta(rest.text, rest.thinking, tokens, time.monotonic() - started,
@@ -391,4 +292,17 @@ class RemoteEngine:
         finally:
             self._open.pop(request_id, None)
             self._aborted.discard(request_id)
-            resp.close()
+            await stream.close()
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The OS's words for a failed connection ("Connection refused"), else the error's name."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        nxt = exc.__cause__ or exc.__context__
+        assert nxt is not None
+        if isinstance(nxt, OSError) and (nxt.errno or nxt.strerror):
+            # asyncio's own words name the address ("Connect call failed ..."): the OS's are
+            # shorter; a DNS failure (negative errno) has only its own.
+            return os.strerror(nxt.errno) if nxt.errno and nxt.errno > 0 else str(nxt.strerror)
+        exc = nxt
+    return str(exc) or type(exc).__name__

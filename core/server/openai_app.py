@@ -449,11 +449,42 @@ def _event(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+class _ChunkWriter:
+    """The stream's content chunks, built as text around the JSON-encoded strings: the chunk's
+    fixed part is encoded once per stream, not once per delta (the same bytes as _event)."""
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        head = json.dumps({"id": completion_id, "object": "chat.completion.chunk",
+                           "created": created, "model": model}, separators=(",", ":"))
+        self._head = f'data: {head[:-1]},"choices":[{{"index":0,"delta":{{'
+        self._tail = '},"finish_reason":null}]}\n\n'
+
+    def content(self, deltas: list[GenerationDelta]) -> str:
+        """One event for the deltas of a batch ("" when they carry no text)."""
+        if len(deltas) == 1:
+            text, thinking = deltas[0].text, deltas[0].thinking
+        else:
+            text = "".join([d.text for d in deltas])
+            thinking = "".join([d.thinking for d in deltas])
+        if text and thinking:
+            body = f'"content":{json.dumps(text)},"reasoning_content":{json.dumps(thinking)}'
+        elif text:
+            body = f'"content":{json.dumps(text)}'
+        elif thinking:
+            body = f'"reasoning_content":{json.dumps(thinking)}'
+        else:
+            return ""
+        return self._head + body + self._tail
+
+
 async def _sse(body: ChatCompletionRequest, run: _Generation, first: GenerationDelta | None,
                completion_id: str, created: int, model: str,
                extra: dict[str, Any]) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk shape. An engine failure mid-stream ends the stream
-    with an error event, then [DONE]: never a hang."""
+    with an error event, then [DONE]: never a hang.
+
+    The deltas ready at once (a batch) go out as one content chunk: under load the engine's
+    deltas come in bursts, and one event and one write per burst is what keeps up with it."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None,
               **more: Any) -> dict[str, Any]:
@@ -462,28 +493,19 @@ async def _sse(body: ChatCompletionRequest, run: _Generation, first: GenerationD
                                              "finish_reason": finish}], **more}
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    writer = _ChunkWriter(completion_id, created, model)
     last: GenerationDelta | None = None
     try:
         yield _event(chunk({"role": "assistant", "content": ""}, vrampilot=extra))
         batch: list[GenerationDelta | None] = [first]
         while True:
-            events: list[str] = []
-            ended = False
-            for delta in batch:
-                if delta is None:
-                    ended = True
-                    break
-                last = delta
-                piece: dict[str, Any] = {}
-                if delta.text:
-                    piece["content"] = delta.text
-                if delta.thinking:
-                    piece["reasoning_content"] = delta.thinking
-                if piece:
-                    events.append(_event(chunk(piece)))
-            if events:
-                yield "".join(events)
-            if ended:
+            deltas = [d for d in batch if d is not None]
+            if deltas:
+                last = deltas[-1]
+                event = writer.content(deltas)
+                if event:
+                    yield event
+            if len(deltas) < len(batch):  # None: the end
                 break
             batch = await run.next_batch()
         yield _event(chunk({}, _finish_reason(last), vrampilot=_timing(last)))
@@ -496,4 +518,3 @@ async def _sse(body: ChatCompletionRequest, run: _Generation, first: GenerationD
     finally:
         run.cancel()  # a disconnect lands here: the engine request is aborted
     yield "data: [DONE]\n\n"
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -319,3 +320,55 @@ def test_abort_ends_a_stalled_stream_at_once() -> None:
     run(stub, body)
     assert got[-1].finished
     assert got[-1].finish_reason == "abort"
+
+
+def test_the_key_is_sent_per_request_and_never_logged(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The client logs requests at DEBUG (headers included): the key must not be in them; a key
+    changed in the environment is used from the next request on."""
+    stub = Stub()
+    seen: list[str | None] = []
+
+    async def models(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Authorization"))
+        return await stub.list_models(request)
+
+    stub.models = models
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("VRAMPILOT_TEST_KEY", "sk-first-secret")
+
+    async def body(url: str) -> None:
+        engine = RemoteEngine(RemoteConfig(base_url=url, model=SERVED, connect_retries=0,
+                                           api_key_env="VRAMPILOT_TEST_KEY"))
+        await engine.load(SPEC)
+        monkeypatch.setenv("VRAMPILOT_TEST_KEY", "sk-second-secret")
+        await engine.load(SPEC)
+        monkeypatch.delenv("VRAMPILOT_TEST_KEY")
+        await engine.load(SPEC)
+        await collect(engine, [])
+        await engine.shutdown()
+
+    run(stub, body)
+    assert seen == ["Bearer sk-first-secret", "Bearer sk-second-secret", None]
+    assert any(r.name.startswith("openai") for r in caplog.records)  # it did log the requests
+    assert "secret" not in caplog.text
+
+
+def test_the_request_carries_the_sampling_fields_and_vllms_extensions() -> None:
+    stub = Stub()
+
+    async def body(url: str) -> None:
+        request = GenerationRequest(messages=(ChatMessage("user", "hi"),), max_tokens=5,
+                                    temperature=0.2, top_p=0.5, seed=7, stop=("END",),
+                                    thinking=True, ignore_eos=True)
+        await collect(engine_for(url), [], request)
+
+    run(stub, body)
+    sent = stub.payloads[0]
+    assert sent["messages"] == [{"role": "user", "content": "hi"}]
+    assert (sent["max_tokens"], sent["temperature"], sent["top_p"], sent["seed"]) == (5, 0.2,
+                                                                                      0.5, 7)
+    assert sent["stop"] == ["END"]
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["chat_template_kwargs"] == {"enable_thinking": True}  # vLLM's, in extra_body
+    assert sent["ignore_eos"] is True
