@@ -35,6 +35,7 @@ from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
 from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
+from gui.gpu_panel import GpuStatusPanel, MonitorPanel, throttle_metric
 from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
@@ -70,6 +71,10 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
         p = f"gpu{gpu.index}"
         total_gib = (gpu.vram_total_bytes or 0) / GIB
         lost = (f"{p}.lost",)
+        # Throttle reasons by name, shaded on the charts they explain.
+        thermal = tuple(throttle_metric(gpu.index, e) for e in ("SwThermal", "HwThermal",
+                                                               "HwSlowdown"))
+        power = tuple(throttle_metric(gpu.index, e) for e in ("SwPowerCap", "HwPowerBrake"))
         specs += [
             ChartSpec(f"{gpu.name} VRAM used of {total_gib:.0f} GiB", "GiB",
                       (f"{p}.vram_used_bytes",), 1 / GIB,
@@ -80,11 +85,12 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
                       (("warning", t.temperature.warning), ("critical", t.temperature.critical))
                       + ((("throttle", gpu.throttle_temperature_c),)
                          if gpu.throttle_temperature_c else ()),
-                      alert_metrics=(f"{p}.temperature_c", f"{p}.thermal_throttle", *lost)),
+                      alert_metrics=(f"{p}.temperature_c", f"{p}.thermal_throttle", *thermal,
+                                     *lost)),
             ChartSpec(f"{gpu.name} power (draw, enforced limit)", "W",
                       (f"{p}.power_w", f"{p}.power_limit_w"), 1.0,
                       (("warning", t.power.warning), ("critical", t.power.critical)),
-                      alert_metrics=(f"{p}.power_w", *lost)),
+                      alert_metrics=(f"{p}.power_w", *power, *lost)),
             ChartSpec(f"{gpu.name} utilisation", "%", (f"{p}.gpu_util_percent",),
                       alert_metrics=lost),
         ]
@@ -109,6 +115,8 @@ class AppController(QObject):
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
+        self.gpu_status = GpuStatusPanel(lambda: runtime.sampler.latest, self.annotations)
+        self.monitor = MonitorPanel(self.charts, self.gpu_status)
         self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store)
         self.models.download_handler = self.open_download
         self.download_dialog: DownloadDialog | None = None
@@ -121,7 +129,8 @@ class AppController(QObject):
                                  self.events, settings,
                                  " (simulated GPU)" if runtime.simulated else "",
                                  files=[("history database", runtime.history_store.path),
-                                        ("engine logs", logs_dir())])
+                                        ("engine logs", logs_dir())],
+                                 monitor=self.monitor)
         # Into the window's File menu, first: adding a model folder is a File action.
         file_menu = self.window.file_menu
         add_dir_action = QAction("Add model directory…", self.window)
@@ -193,6 +202,7 @@ class AppController(QObject):
         self.models.log.connect(self.events.add)
         self.playground.log.connect(self.events.add)
         self.soak.log.connect(self.events.add)
+        self.gpu_status.log.connect(self.events.add)
         self.recording.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
@@ -268,6 +278,7 @@ class AppController(QObject):
         sys.excepthook = self._excepthook
         self.runtime.start()
         self.charts.start()
+        self.gpu_status.start()
         self.window.show()
         if os.environ.get("VRAMPILOT_REPORT_WINDOW_SHOWN"):
             # For the launch benchmark: the first loop turn after show() has laid the window
@@ -349,6 +360,7 @@ class AppController(QObject):
             report("window hidden" if not self.window.isVisible() else "window still shown")
         self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
+        self.gpu_status.stop()
         self.recording.close_all()
         self._api_timer.stop()
         if self.download_dialog is not None:  # a download stops at its next chunk

@@ -57,6 +57,7 @@ class AlertPeriod:
     level: str
     start: float
     end: float | None  # None: still active
+    label: str = ""  # the shaded region's tooltip (e.g. the throttle reason by name)
 
 
 @dataclass
@@ -68,17 +69,19 @@ class ChartAnnotations:
     version: int = 0
 
     def alert_changed(self, metric: str, level: str, change: str, started_at: float,
-                      at: float) -> None:
+                      at: float, label: str = "") -> None:
         open_period = next((p for p in reversed(self.alerts)
                             if p.metric == metric and p.end is None), None)
         if change == "ended":
             if open_period is not None:
                 open_period.end = at
         elif open_period is None:
-            self.alerts.append(AlertPeriod(metric, level, started_at, None))
+            self.alerts.append(AlertPeriod(metric, level, started_at, None,
+                                           label or f"{metric}: {level}"))
         elif open_period.level != level:  # escalated / de-escalated: a new shade from now
             open_period.end = at
-            self.alerts.append(AlertPeriod(metric, level, at, None))
+            self.alerts.append(AlertPeriod(metric, level, at, None,
+                                           label or f"{metric}: {level}"))
         self.version += 1
 
     def switch(self, at: float, label: str) -> None:
@@ -88,7 +91,8 @@ class ChartAnnotations:
 
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("60 min", 3600))
 PALETTE = ("#4ea1ff", "#ff9f43", "#2ecc71", "#e056fd")
-ALERT_BRUSH = {"warning": (241, 196, 15, 50), "critical": (231, 76, 60, 60)}
+ALERT_BRUSH = {"warning": (241, 196, 15, 50), "critical": (231, 76, 60, 60),
+               "throttle": (52, 152, 219, 45)}
 
 
 def peak_decimate(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -411,6 +415,7 @@ class ChartPanel(QWidget):
                         brush=pg.mkBrush(*ALERT_BRUSH.get(period.level, ALERT_BRUSH["warning"])),
                         pen=pg.mkPen(None))
                     region.setZValue(-10)
+                    region.setToolTip(period.label)
                     plot.addItem(region, ignoreBounds=True)
                     self._regions[spec.title].append((period, region))
                 y_range = self._y_ranges.get(spec.title, (0.0, 1.0))
@@ -436,6 +441,10 @@ class ChartPanel(QWidget):
     def region_spans(self, title: str) -> list[tuple[float, float]]:
         """The shaded alert periods drawn on one chart (for tests)."""
         return [tuple(r.getRegion()) for _p, r in self._regions[title]]
+
+    def region_tooltips(self, title: str) -> list[str]:
+        """The tooltips of the shaded periods drawn on one chart (for tests)."""
+        return [r.toolTip() for _p, r in self._regions[title]]
 
     def switch_labels(self, title: str) -> list[tuple[float, str]]:
         """The model-switch lines drawn on one chart: (time, label) (for tests)."""

@@ -41,6 +41,11 @@ def format_value(metric: str, value: float) -> str:
 
 def format_alert(e: AlertEvent) -> str:
     """One alert change for people: what, how bad, the reading and the line it crossed."""
+    if e.kind == "thermal_throttle":  # a yes/no reading: its reasons are logged by name apart
+        gpu = e.metric.split(".", 1)[0]
+        if e.change == "ended":
+            return f"{gpu} thermal throttling alert ended"
+        return f"{gpu} thermal throttling {e.level} ({e.change}): the clocks are held down"
     if e.change == "ended":
         return f"{e.kind} alert ended ({e.metric} = {format_value(e.metric, e.value)})"
     return (f"{e.kind} {e.level} ({e.change}): {e.metric} = {format_value(e.metric, e.value)}, "
