@@ -223,6 +223,22 @@ class Runtime:
             raise ValueError(f"alert policy must be 'act' or 'advise', got {policy!r}")
         self.reactor.monitoring = self.reactor.monitoring.model_copy(update={"policy": policy})
 
+    def apply_config(self, new: AppConfig) -> None:
+        """Settings changed while running (the settings dialog): what can change live does;
+        the catalog (with the models found on disk) stays. The history window, start-up
+        options and the local API's address take effect where their owners read them."""
+        from core.manager.plan import SafetyLimits
+
+        hm = new.monitoring.hardware_monitoring
+        self.sampler.interval_seconds = hm.interval_seconds
+        self.sampler.alerts.reconfigure(hm)
+        self.reactor.monitoring = hm
+        switching = new.monitoring.model_switching
+        self.manager.switching = switching
+        self.manager.limits = SafetyLimits.from_settings(switching)
+        self.router.set_buffer_gib(new.router.selection.buffer_gib)
+        self.config = replace(new, catalog=self.config.catalog)
+
     def add_log_listener(self, listener: LogListener) -> None:
         self._log_listeners.append(listener)
 

@@ -18,9 +18,11 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QSettings, QTimer
-from PySide6.QtGui import QAction, QIcon
+from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
+from core import settings_file
+from core.config import AppConfig
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
@@ -41,6 +43,7 @@ from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
 from gui.recording_controls import RecordingControls
+from gui.settings_dialog import SettingsDialog, open_settings
 from gui.soak_panel import SoakPanel, runner_factory
 
 if TYPE_CHECKING:
@@ -106,9 +109,14 @@ class AppController(QObject):
     graceful shutdown (cancel generation and switches, shut the engine down, close)."""
 
     def __init__(self, runtime: Runtime, settings: QSettings | None = None,
-                 tray: bool = True, server: ServerSettings | None = None) -> None:
+                 tray: bool = True, server: ServerSettings | None = None,
+                 config_path: Path | None = None) -> None:
         super().__init__()
         self.runtime = runtime
+        # The user's config file: the one given with --config, else the default one; File >
+        # Settings writes it.
+        self.config_path = config_path or settings_file.default_file()
+        self.settings_dialog: SettingsDialog | None = None
         self.api = ApiService(runtime, server or runtime.config.server,
                               routers=[self._control_router])
         self.bridge = CoreBridge()
@@ -136,6 +144,13 @@ class AppController(QObject):
         add_dir_action = QAction("Add model directory…", self.window)
         add_dir_action.triggered.connect(self._choose_model_directory)
         file_menu.insertAction(file_menu.actions()[0], add_dir_action)
+        settings_action = QAction("Settings…", self.window)
+        settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        settings_action.triggered.connect(lambda _checked=False: self.open_settings())
+        quit_action = self.window.actions_by_name["Quit"]
+        file_menu.insertAction(quit_action, settings_action)
+        file_menu.insertSeparator(quit_action)
+        self.window.actions_by_name["Settings"] = settings_action
         self.soak = SoakPanel(runner_factory(runtime), runtime.chat.model_choices,
                               lambda: runtime.manager.active_model)
         self.window.tabs.insertTab(self.window.tabs.count() - 1, self.soak, "Soak test")
@@ -177,6 +192,37 @@ class AppController(QObject):
         if chosen:
             QMessageBox.information(self.window, "Add model directory",
                                     self.add_model_directory(Path(chosen)))
+
+    def open_settings(self) -> SettingsDialog:
+        """File > Settings (Ctrl+,)."""
+        self.settings_dialog = open_settings(self.config_path, self.runtime.config, self.window,
+                                             self.apply_settings)
+        return self.settings_dialog
+
+    def apply_settings(self, config: AppConfig) -> None:
+        """Saved settings, applied to the running app where they can be."""
+        before = self.runtime.config
+        self.runtime.apply_config(config)
+        self.events.policy.blockSignals(True)
+        self.events.policy.setCurrentIndex(0 if self.runtime.alert_policy == "act" else 1)
+        self.events.policy.blockSignals(False)
+        server = config.server
+        if server != before.server:
+            self.api.settings = server
+            if self.api.running and server.enabled:  # a new address: serve there instead
+                self.keep(self._restart_api(), "api-restart")
+            elif self.api.running != server.enabled:
+                self.window.serve_action.setChecked(server.enabled)  # starts or stops it
+        later = [name for name, changed in (
+            ("the history window", config.monitoring.hardware_monitoring.history_seconds
+             != before.monitoring.hardware_monitoring.history_seconds),
+            ("the start-up options", config.startup != before.startup)) if changed]
+        self.events.add("info", f"settings saved to {self.config_path} and applied"
+                        + (f"; {' and '.join(later)} at the next start" if later else ""))
+
+    async def _restart_api(self) -> None:
+        await self.set_serving(False)
+        await self.set_serving(True)
 
     def open_download(self, entry: ModelEntry) -> DownloadDialog:
         """The Models tab's Download button: fit first, then the files (gui/download_dialog.py)."""
@@ -444,7 +490,10 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
     loop = AppEventLoop(app)
     asyncio.set_event_loop(loop)
 
-    runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
+    # Without --config, the user's own file (written by File > Settings) when there is one.
+    config_path = Path(args.config) if args.config else settings_file.default_file()
+    runtime = Runtime.create(config_file=config_path if config_path.exists() else None,
+                             simulate=args.simulate)
     server = server_settings(runtime.config.server, getattr(args, "serve", None))
     if server.enabled:
         try:
@@ -453,7 +502,7 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
             sys.stderr.write(f"vrampilot: {exc}\n")
             return 2
     controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"),
-                               server=server)
+                               server=server, config_path=config_path)
     controller.install_signal_handlers()
     config = str(Path(args.config).resolve()) if args.config else None
 
