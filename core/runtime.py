@@ -292,13 +292,17 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - an alert reaction must never kill the loop
             self.log("error", f"reacting to an alert failed: {exc}")
 
-    async def autoload(self, model_path: str | Path | None = None) -> None:
-        """Load the model given on the command line, or the built-in demo model."""
+    async def autoload(self, model_path: str | Path | None = None,
+                       model_id: str | None = None) -> None:
+        """Load the model given on the command line, the catalog model model_id (start-up's
+        "load the last model"), or the built-in demo model."""
         try:
             target = DEFAULT_MODEL
             if model_path is not None:
                 target = self._register_custom(Path(model_path))
-            else:
+            elif model_id is not None and model_id in self.manager.catalog:
+                target = model_id
+            if self.manager.catalog.get(target).priority == "DEMO":  # built here, if missing
                 from core.engine.demo_model import ensure_demo_models
 
                 self.log("info", "building the demo models if missing…")

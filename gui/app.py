@@ -45,6 +45,7 @@ from gui.playground import PlaygroundPanel
 from gui.recording_controls import RecordingControls
 from gui.settings_dialog import SettingsDialog, open_settings
 from gui.soak_panel import SoakPanel, runner_factory
+from gui.tray import AppTray, TrayModels
 
 if TYPE_CHECKING:
     from core.server.control_server import ControlServer
@@ -131,8 +132,8 @@ class AppController(QObject):
         self.history = HistoryPanel(runtime.history_store)
         self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
-        self.notifier = TrayNotifier(icon) if tray else None
-        self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, self.notifier)
+        self.notifier: TrayNotifier | None = None
+        self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, None)
         self.window = MainWindow(self.charts, self.models, self.history, self.playground,
                                  self.events, settings,
                                  " (simulated GPU)" if runtime.simulated else "",
@@ -159,6 +160,16 @@ class AppController(QObject):
         self.recording = RecordingControls(lambda: TelemetryRecorder(runtime.sampler),
                                            lambda: chart_specs(runtime), self.window.tabs)
         self.window.tabs.setCornerWidget(self.recording)
+        # The tray menu always exists; its icon only where there is a tray (and tray=True).
+        self.tray = AppTray(icon, self.window, TrayModels(
+            active=lambda: runtime.manager.active_model, switchable=self.switchable_models,
+            switch=self.models.request_switch, unload=self.models.unload),
+            lambda: runtime.sampler.latest, self.window.close, self, show_icon=tray)
+        if tray:  # critical alerts pop up from the tray icon; a click opens the Events tab
+            self.notifier = TrayNotifier(icon, self.tray.icon)
+            self.events.notifier = self.notifier
+            if self.tray.icon is not None:
+                self.tray.icon.messageClicked.connect(self.show_events)
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -192,6 +203,24 @@ class AppController(QObject):
         if chosen:
             QMessageBox.information(self.window, "Add model directory",
                                     self.add_model_directory(Path(chosen)))
+
+    def switchable_models(self) -> list[str]:
+        """Models a switch would accept now (on disk, fits, gate passed): the tray's list."""
+        manager = self.runtime.manager
+        out = []
+        for entry in manager.catalog.entries:
+            if entry.is_remote or not entry.enabled:
+                continue
+            try:
+                if manager.plan_switch(entry.id).ok:
+                    out.append(entry.id)
+            except Exception:  # noqa: BLE001 - an entry that cannot be planned is not offered
+                continue
+        return out
+
+    def show_events(self) -> None:
+        self.tray.show_window()
+        self.window.tabs.setCurrentWidget(self.events)
 
     def open_settings(self) -> SettingsDialog:
         """File > Settings (Ctrl+,)."""
@@ -325,7 +354,12 @@ class AppController(QObject):
         self.runtime.start()
         self.charts.start()
         self.gpu_status.start()
-        self.window.show()
+        self.tray.start()
+        startup = self.runtime.config.startup
+        if not startup.minimised:
+            self.window.show()
+        elif not self.tray.available:  # no tray to come back from: minimised, not hidden
+            self.window.showMinimized()
         if os.environ.get("VRAMPILOT_REPORT_WINDOW_SHOWN"):
             # For the launch benchmark: the first loop turn after show() has laid the window
             # out and painted it.
@@ -339,10 +373,12 @@ class AppController(QObject):
         if self.api.settings.enabled:
             self.window.serve_action.setChecked(True)  # starts it (toggled -> set_serving)
         if autoload:
-            self.keep(self._autoload(model), "autoload")
+            last = (self.runtime.history_store.last_ready_model()
+                    if startup.load_last_model and model is None else None)
+            self.keep(self._autoload(model, last), "autoload")
 
-    async def _autoload(self, model: str | None) -> None:
-        await self.runtime.autoload(model)
+    async def _autoload(self, model: str | None, last: str | None = None) -> None:
+        await self.runtime.autoload(model, model_id=last)
         then = os.environ.get(SWITCH_AFTER_AUTOLOAD_ENV)
         if then:  # for the quit test: a switch to close the app in
             await self.runtime.manager.switch_to(then, reason="manual")
@@ -407,6 +443,7 @@ class AppController(QObject):
         self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
         self.gpu_status.stop()
+        self.tray.close()
         self.recording.close_all()
         self._api_timer.stop()
         if self.download_dialog is not None:  # a download stops at its next chunk
