@@ -28,7 +28,8 @@ from gui.charts import ChartAnnotations, ChartPanel
 
 GIB = 1024**3
 MIB = 1024**2
-PROCESS_COLUMNS = ("PID", "Process", "User", "GPU memory", "")
+PROCESS_COLUMNS = ("PID", "Process", "User", "GPU memory", "Owner")
+OURS = "vrampilot (ours)"
 # Reasons worth a warning in the log (the rest, such as the routine power cap, are info).
 WARN_REASONS = frozenset({"SwThermal", "HwThermal", "HwSlowdown", "HwPowerBrake"})
 
@@ -86,7 +87,10 @@ class GpuStatusPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        for column in range(len(PROCESS_COLUMNS)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if column == 1
+                                        else QHeaderView.ResizeMode.ResizeToContents)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.processes_title)
@@ -159,7 +163,7 @@ class GpuStatusPanel(QWidget):
         self.table.setRowCount(len(rows))
         for r, proc in enumerate(rows):
             cells = (str(proc.pid), proc.name or "(gone or hidden)", proc.user or "",
-                     used_text(proc), "ours: vrampilot's engine" if proc.ours else "")
+                     used_text(proc), OURS if proc.ours else "")
             for c, text in enumerate(cells):
                 item = self.table.item(r, c)
                 if item is None:

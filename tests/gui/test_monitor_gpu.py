@@ -53,11 +53,11 @@ def test_process_table_names_who_holds_the_vram_and_marks_ours(qtbot: QtBot) -> 
     # Largest holder first; the amount NVML could not give is said, not drawn as zero.
     assert [r[0] for r in rows] == [str(child.pid), "1", str(os.getpid())]
     assert rows[0][3] == "3.00 GiB"
-    assert rows[0][4] == "ours: vrampilot's engine"
+    assert rows[0][4] == "vrampilot (ours)"
     assert rows[1][3] == "512 MiB"
     assert rows[1][4] == ""
     assert rows[2][3] == "not reported"
-    assert rows[2][4].startswith("ours")
+    assert rows[2][4] == "vrampilot (ours)"
     assert panel.table.item(0, 1).font().bold()
     assert not panel.table.item(1, 1).font().bold()
     header = panel.header.text()
