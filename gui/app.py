@@ -31,6 +31,7 @@ from core.runtime import CLOSE_DEADLINE_S, Runtime
 from core.server.service import ApiService
 from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
 from core.telemetry.alerts import AlertEvent
+from core.telemetry.gpu_processes import others_holding
 from core.telemetry.recording import TelemetryRecorder
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
@@ -128,6 +129,7 @@ class AppController(QObject):
         self.monitor = MonitorPanel(self.charts, self.gpu_status)
         self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store)
         self.models.download_handler = self.open_download
+        self.models.vram_holders = self._vram_holders
         self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store)
         self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
@@ -203,6 +205,11 @@ class AppController(QObject):
         if chosen:
             QMessageBox.information(self.window, "Add model directory",
                                     self.add_model_directory(Path(chosen)))
+
+    def _vram_holders(self) -> str | None:
+        latest = self.runtime.sampler.latest
+        gpus = latest.gpus if latest is not None else ()
+        return others_holding(gpus[0].processes) if gpus else None
 
     def switchable_models(self) -> list[str]:
         """Models a switch would accept now (on disk, fits, gate passed): the tray's list."""

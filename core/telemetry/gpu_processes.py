@@ -43,3 +43,16 @@ def describe(pid: int, used_bytes: int | None, own_pid: int | None = None) -> Gp
 def describe_all(used_by_pid: Iterable[tuple[int, int | None]]) -> tuple[GpuProcess, ...]:
     """Every (pid, used bytes), in pid order."""
     return tuple(describe(pid, used) for pid, used in sorted(used_by_pid))
+
+
+def others_holding(processes: Iterable[GpuProcess] | None) -> str | None:
+    """The processes that are not ours holding GPU memory, for a refusal on memory: "other
+    processes hold VRAM: Xorg (pid 4242) 1.0 GiB, …" (None: none, or the list is not reported)."""
+    others = sorted((p for p in processes or () if not p.ours),
+                    key=lambda p: (p.used_bytes is None, -(p.used_bytes or 0), p.pid))
+    if not others:
+        return None
+    parts = [f"{p.name or 'unknown'} (pid {p.pid}) "
+             + ("amount not reported" if p.used_bytes is None
+                else f"{p.used_bytes / 1024**3:.2f} GiB") for p in others]
+    return "other processes hold VRAM: " + ", ".join(parts)

@@ -130,3 +130,27 @@ def test_heating_under_load_shows_thermal_slowdown_by_name(
         await asyncio.wait_for(controller.finished.wait(), 20)
 
     loop.run_until_complete(body())
+
+
+def test_a_refusal_on_memory_names_the_other_processes_holding_vram(
+        runtime: Runtime, qtbot: QtBot) -> None:
+    import psutil
+
+    from core.telemetry.gpu_processes import others_holding
+    from gui.model_switcher import ModelSwitcherPanel
+
+    board = FakeBoard(compute_procs=[(1, 2 * GIB), (os.getpid(), GIB)],
+                      graphics_procs=[(os.getpid() + 10**6, None)])  # a pid that does not exist
+    sampler = _sampler(board)
+    sampler.sample_once()
+    panel = ModelSwitcherPanel(runtime.manager, runtime.history_store)
+    qtbot.addWidget(panel)
+    panel.vram_holders = lambda: others_holding(sampler.latest.gpus[0].processes)  # type: ignore[union-attr]
+    # The 30B at 4 bit does not fit 16 GB: refused on memory.
+    assert not panel.request_switch("qwen3-30b-a3b-instruct-2507")
+    text = panel.refusal.text()
+    assert "FAILED memory" in text
+    assert (f"Other processes hold VRAM: {psutil.Process(1).name()} (pid 1) 2.00 GiB, "
+            f"unknown (pid {os.getpid() + 10**6}) amount not reported") in text
+    assert f"pid {os.getpid()})" not in text  # ours is not "another process"
+    sampler.close()
