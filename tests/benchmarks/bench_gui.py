@@ -233,6 +233,38 @@ def gpu_panel_refresh_ms(repeats: int = 200) -> dict[str, Figure]:
             "baseline_gpu_panel_refresh_same_sample": _figure(same, "ms")}
 
 
+def _whole_hour_peaks(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, ...]:
+    """The baseline: the whole window bucketed again from its newest end on every frame (how
+    the charts decimated before PeakBuckets)."""
+    k = len(y) // buckets
+    m = (len(y) // k) * k
+    head_y = y[len(y) - m:].reshape(-1, k)
+    head_x = x[len(y) - m:].reshape(-1, k)
+    return head_x[:, 0], head_x[:, -1], head_y.min(axis=1), head_y.max(axis=1)
+
+
+def decimation_us(frames: int = 2000, buckets: int = 600) -> dict[str, Figure]:
+    """One curve's decimation per frame with one new 10 Hz row each frame, an hour shown."""
+    from gui.charts import PeakBuckets
+
+    n = HOUR_ROWS
+    t = 1e6 + np.arange(n + frames) / 10
+    v = np.random.default_rng(0).normal(60, 5, n + frames)
+    peaks, width_s = PeakBuckets(), 3600 / buckets
+    peaks.update(t[:n], v[:n], width_s)
+    new, whole = [], []
+    for i in range(1, frames):
+        x, y = t[i:n + i], v[i:n + i]
+        t0 = time.perf_counter()
+        peaks.update(x, y, width_s)
+        new.append((time.perf_counter() - t0) * 1e6)
+        t0 = time.perf_counter()
+        _whole_hour_peaks(x, y, buckets)
+        whole.append((time.perf_counter() - t0) * 1e6)
+    return {"decimate_one_curve_incremental": _figure(new, "us"),
+            "baseline_decimate_one_curve_whole_hour": _figure(whole, "us")}
+
+
 WINDOW_SHOWN_MARKER = "vrampilot: window shown"
 
 
@@ -294,6 +326,7 @@ def run(lag_seconds: float = 10.0) -> dict[str, Figure]:
         "redraw_all_charts_1h_10hz_time_axis_moved": _figure(redraw_ms(row_step_s=4.0), "ms"),
         "baseline_repaint_all_charts_nothing_new": _figure(redraw_ms(new_rows=False), "ms"),
     }
+    figures.update(decimation_us())
     figures.update(gpu_panel_refresh_ms())
     figures.update(launch_s())
     figures.update(event_loop_lag(lag_seconds))
