@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.config_loading import ConfigError, describe_error, read_yaml
 from core.models.catalog import Catalog, default_models_file, load_catalog
@@ -25,9 +25,19 @@ if TYPE_CHECKING:
     from core.telemetry.config import MonitoringConfig
 
 TOP_LEVEL_KEYS = ("hardware_monitoring", "model_switching", "performance_tracking", "models",
-                  "router", "remote", "server")
+                  "router", "remote", "server", "startup")
+S = TypeVar("S", bound=BaseModel)
 # The name a fallback cascade uses for the remote endpoint (the catalog entry of engine "remote").
 REMOTE_ID = "remote"
+
+
+class StartupSettings(BaseModel):
+    """The `startup:` section: what the desktop app does when it starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    minimised: bool = False  # start hidden in the tray (or minimised where there is no tray)
+    load_last_model: bool = False  # load the model last made ready, not the demo model
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class AppConfig:
     # Loaded, but the user should know (the decision record's key names read as ours).
     warnings: tuple[str, ...] = ()
     server: ServerSettings = field(default_factory=ServerSettings)  # the local API (off)
+    startup: StartupSettings = field(default_factory=StartupSettings)
 
     @property
     def fallback_cascade(self) -> tuple[str, ...]:
@@ -65,18 +76,18 @@ def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteConfig | No
         raise ConfigError(user_label, key, describe_error(err)) from None
 
 
-def _server_settings(user: dict[str, Any], user_label: str) -> ServerSettings:
-    """The `server:` section (the local OpenAI-compatible API); absent: off, loopback."""
-    raw = user.get("server")
+def _section(model: type[S], name: str, user: dict[str, Any], user_label: str) -> S:
+    """One self-contained section (`server:`, `startup:`); absent: its defaults."""
+    raw = user.get(name)
     if raw is None:
-        return ServerSettings()
+        return model()
     if not isinstance(raw, dict):
-        raise ConfigError(user_label, "server", f"expected a mapping, got {type(raw).__name__}")
+        raise ConfigError(user_label, name, f"expected a mapping, got {type(raw).__name__}")
     try:
-        return ServerSettings.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(["server", *(str(p) for p in err["loc"])])
+        key = ".".join([name, *(str(p) for p in err["loc"])])
         raise ConfigError(user_label, key, describe_error(err)) from None
 
 
@@ -100,10 +111,17 @@ def load_app_config(user_file: Path | str | None = None, *,
     ConfigError (naming the file and key) for: an unknown top-level key, a bad value in any
     section, a router list or fallback cascade naming a model missing from the catalog.
     """
+    user: dict[str, Any] = read_yaml(user_file) if user_file is not None else {}
+    return build_app_config(user, user_file, models_dir=models_dir, log_warnings=log_warnings)
+
+
+def build_app_config(user: dict[str, Any], user_file: Path | str | None = None, *,
+                     models_dir: Path | None = None, log_warnings: bool = True) -> AppConfig:
+    """The AppConfig of a parsed user file (errors name user_file): the same rules whether the
+    data came from a YAML file or from the settings dialog."""
     from core.telemetry.config import default_path as monitoring_defaults
     from core.telemetry.config import load_monitoring_config, log_warning
 
-    user: dict[str, Any] = read_yaml(user_file) if user_file is not None else {}
     user_label = str(user_file) if user_file is not None else "<user config>"
     for key in user:
         if key not in TOP_LEVEL_KEYS:
@@ -139,4 +157,5 @@ def load_app_config(user_file: Path | str | None = None, *,
         ((user_label,) if user_file is not None else ())
     return AppConfig(monitoring=monitoring, catalog=catalog, router=router, remote=remote,
                      sources=sources, warnings=tuple(warnings),
-                     server=_server_settings(user, user_label))
+                     server=_section(ServerSettings, "server", user, user_label),
+                     startup=_section(StartupSettings, "startup", user, user_label))

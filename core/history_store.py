@@ -260,6 +260,14 @@ class HistoryStore:
                 "SELECT * FROM switches ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [self._record(row) for row in rows]
 
+    def last_ready_model(self) -> str | None:
+        """The model the last successful switch made ready (start-up's "load the last model")."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT to_model FROM switches WHERE outcome = 'ready' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return str(row[0]) if row is not None else None
+
     def count(self) -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM switches").fetchone()[0])

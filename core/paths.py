@@ -61,6 +61,17 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
+def config_dir() -> Path:
+    """Where the user's config file lives: VRAMPILOT_CONFIG_DIR, else the data dir when
+    VRAMPILOT_DATA_DIR is set (tests, a second set-up), else ~/.config/vrampilot."""
+    override = os.environ.get("VRAMPILOT_CONFIG_DIR")
+    if override:
+        return Path(override)
+    if os.environ.get("VRAMPILOT_DATA_DIR"):
+        return data_dir()
+    return Path(platformdirs.user_config_dir(APP_NAME))
+
+
 def models_dir() -> Path:
     """Where locally built demo models live."""
     path = data_dir() / "models"

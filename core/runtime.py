@@ -232,6 +232,22 @@ class Runtime:
             raise ValueError(f"alert policy must be 'act' or 'advise', got {policy!r}")
         self.reactor.monitoring = self.reactor.monitoring.model_copy(update={"policy": policy})
 
+    def apply_config(self, new: AppConfig) -> None:
+        """Settings changed while running (the settings dialog): what can change live does;
+        the catalog (with the models found on disk) stays. The history window, start-up
+        options and the local API's address take effect where their owners read them."""
+        from core.manager.plan import SafetyLimits
+
+        hm = new.monitoring.hardware_monitoring
+        self.sampler.interval_seconds = hm.interval_seconds
+        self.sampler.alerts.reconfigure(hm)
+        self.reactor.monitoring = hm
+        switching = new.monitoring.model_switching
+        self.manager.switching = switching
+        self.manager.limits = SafetyLimits.from_settings(switching)
+        self.router.set_buffer_gib(new.router.selection.buffer_gib)
+        self.config = replace(new, catalog=self.config.catalog)
+
     def add_log_listener(self, listener: LogListener) -> None:
         self._log_listeners.append(listener)
 
@@ -286,13 +302,17 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - an alert reaction must never kill the loop
             self.log("error", f"reacting to an alert failed: {exc}")
 
-    async def autoload(self, model_path: str | Path | None = None) -> None:
-        """Load the model given on the command line, or the built-in demo model."""
+    async def autoload(self, model_path: str | Path | None = None,
+                       model_id: str | None = None) -> None:
+        """Load the model given on the command line, the catalog model model_id (start-up's
+        "load the last model"), or the built-in demo model."""
         try:
             target = DEFAULT_MODEL
             if model_path is not None:
                 target = self._register_custom(Path(model_path))
-            else:
+            elif model_id is not None and model_id in self.manager.catalog:
+                target = model_id
+            if self.manager.catalog.get(target).priority == "DEMO":  # built here, if missing
                 from core.engine.demo_model import ensure_demo_models
 
                 self.log("info", "building the demo models if missing…")

@@ -18,9 +18,11 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QSettings, QTimer
-from PySide6.QtGui import QAction, QIcon
+from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
+from core import settings_file
+from core.config import AppConfig
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
@@ -29,18 +31,22 @@ from core.runtime import CLOSE_DEADLINE_S, Runtime
 from core.server.service import ApiService
 from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
 from core.telemetry.alerts import AlertEvent
+from core.telemetry.gpu_processes import others_holding
 from core.telemetry.recording import TelemetryRecorder
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
 from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
+from gui.gpu_panel import GpuStatusPanel, MonitorPanel, throttle_metric
 from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
 from gui.model_switcher import ModelSwitcherPanel, phase_label
 from gui.playground import PlaygroundPanel
 from gui.recording_controls import RecordingControls
+from gui.settings_dialog import SettingsDialog, open_settings
 from gui.soak_panel import SoakPanel, runner_factory
+from gui.tray import AppTray, TrayModels
 
 if TYPE_CHECKING:
     from core.server.control_server import ControlServer
@@ -70,6 +76,10 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
         p = f"gpu{gpu.index}"
         total_gib = (gpu.vram_total_bytes or 0) / GIB
         lost = (f"{p}.lost",)
+        # Throttle reasons by name, shaded on the charts they explain.
+        thermal = tuple(throttle_metric(gpu.index, e) for e in ("SwThermal", "HwThermal",
+                                                               "HwSlowdown"))
+        power = tuple(throttle_metric(gpu.index, e) for e in ("SwPowerCap", "HwPowerBrake"))
         specs += [
             ChartSpec(f"{gpu.name} VRAM used of {total_gib:.0f} GiB", "GiB",
                       (f"{p}.vram_used_bytes",), 1 / GIB,
@@ -80,11 +90,12 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
                       (("warning", t.temperature.warning), ("critical", t.temperature.critical))
                       + ((("throttle", gpu.throttle_temperature_c),)
                          if gpu.throttle_temperature_c else ()),
-                      alert_metrics=(f"{p}.temperature_c", f"{p}.thermal_throttle", *lost)),
+                      alert_metrics=(f"{p}.temperature_c", f"{p}.thermal_throttle", *thermal,
+                                     *lost)),
             ChartSpec(f"{gpu.name} power (draw, enforced limit)", "W",
                       (f"{p}.power_w", f"{p}.power_limit_w"), 1.0,
                       (("warning", t.power.warning), ("critical", t.power.critical)),
-                      alert_metrics=(f"{p}.power_w", *lost)),
+                      alert_metrics=(f"{p}.power_w", *power, *lost)),
             ChartSpec(f"{gpu.name} utilisation", "%", (f"{p}.gpu_util_percent",),
                       alert_metrics=lost),
         ]
@@ -100,34 +111,50 @@ class AppController(QObject):
     graceful shutdown (cancel generation and switches, shut the engine down, close)."""
 
     def __init__(self, runtime: Runtime, settings: QSettings | None = None,
-                 tray: bool = True, server: ServerSettings | None = None) -> None:
+                 tray: bool = True, server: ServerSettings | None = None,
+                 config_path: Path | None = None) -> None:
         super().__init__()
         self.runtime = runtime
+        # The user's config file: the one given with --config, else the default one; File >
+        # Settings writes it.
+        self.config_path = config_path or settings_file.default_file()
+        self.settings_dialog: SettingsDialog | None = None
         self.api = ApiService(runtime, server or runtime.config.server,
                               routers=[self._control_router])
         self.bridge = CoreBridge()
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
+        self.gpu_status = GpuStatusPanel(lambda: runtime.sampler.latest, self.annotations)
+        self.monitor = MonitorPanel(self.charts, self.gpu_status)
         self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
                                          remote=runtime.config.remote)
         self.models.download_handler = self.open_download
+        self.models.vram_holders = self._vram_holders
         self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store, live_session=runtime.uptime.session)
         self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
-        self.notifier = TrayNotifier(icon) if tray else None
-        self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, self.notifier)
+        self.notifier: TrayNotifier | None = None
+        self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, None)
         self.window = MainWindow(self.charts, self.models, self.history, self.playground,
                                  self.events, settings,
                                  " (simulated GPU)" if runtime.simulated else "",
                                  files=[("history database", runtime.history_store.path),
-                                        ("engine logs", logs_dir())])
+                                        ("engine logs", logs_dir())],
+                                 monitor=self.monitor)
         # Into the window's File menu, first: adding a model folder is a File action.
         file_menu = self.window.file_menu
         add_dir_action = QAction("Add model directory…", self.window)
         add_dir_action.triggered.connect(self._choose_model_directory)
         file_menu.insertAction(file_menu.actions()[0], add_dir_action)
+        settings_action = QAction("Settings…", self.window)
+        settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        settings_action.triggered.connect(lambda _checked=False: self.open_settings())
+        quit_action = self.window.actions_by_name["Quit"]
+        file_menu.insertAction(quit_action, settings_action)
+        file_menu.insertSeparator(quit_action)
+        self.window.actions_by_name["Settings"] = settings_action
         self.soak = SoakPanel(runner_factory(runtime), runtime.chat.model_choices,
                               lambda: runtime.manager.active_model)
         self.window.tabs.insertTab(self.window.tabs.count() - 1, self.soak, "Soak test")
@@ -136,6 +163,16 @@ class AppController(QObject):
         self.recording = RecordingControls(lambda: TelemetryRecorder(runtime.sampler),
                                            lambda: chart_specs(runtime), self.window.tabs)
         self.window.tabs.setCornerWidget(self.recording)
+        # The tray menu always exists; its icon only where there is a tray (and tray=True).
+        self.tray = AppTray(icon, self.window, TrayModels(
+            active=lambda: runtime.manager.active_model, switchable=self.switchable_models,
+            switch=self.models.request_switch, unload=self.models.unload),
+            lambda: runtime.sampler.latest, self.window.close, self, show_icon=tray)
+        if tray:  # critical alerts pop up from the tray icon; a click opens the Events tab
+            self.notifier = TrayNotifier(icon, self.tray.icon)
+            self.events.notifier = self.notifier
+            if self.tray.icon is not None:
+                self.tray.icon.messageClicked.connect(self.show_events)
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
@@ -170,6 +207,60 @@ class AppController(QObject):
             QMessageBox.information(self.window, "Add model directory",
                                     self.add_model_directory(Path(chosen)))
 
+    def _vram_holders(self) -> str | None:
+        latest = self.runtime.sampler.latest
+        gpus = latest.gpus if latest is not None else ()
+        return others_holding(gpus[0].processes) if gpus else None
+
+    def switchable_models(self) -> list[str]:
+        """Models a switch would accept now (on disk, fits, gate passed): the tray's list."""
+        manager = self.runtime.manager
+        out = []
+        for entry in manager.catalog.entries:
+            if entry.is_remote or not entry.enabled:
+                continue
+            try:
+                if manager.plan_switch(entry.id).ok:
+                    out.append(entry.id)
+            except Exception:  # noqa: BLE001 - an entry that cannot be planned is not offered
+                continue
+        return out
+
+    def show_events(self) -> None:
+        self.tray.show_window()
+        self.window.tabs.setCurrentWidget(self.events)
+
+    def open_settings(self) -> SettingsDialog:
+        """File > Settings (Ctrl+,)."""
+        self.settings_dialog = open_settings(self.config_path, self.runtime.config, self.window,
+                                             self.apply_settings)
+        return self.settings_dialog
+
+    def apply_settings(self, config: AppConfig) -> None:
+        """Saved settings, applied to the running app where they can be."""
+        before = self.runtime.config
+        self.runtime.apply_config(config)
+        self.events.policy.blockSignals(True)
+        self.events.policy.setCurrentIndex(0 if self.runtime.alert_policy == "act" else 1)
+        self.events.policy.blockSignals(False)
+        server = config.server
+        if server != before.server:
+            self.api.settings = server
+            if self.api.running and server.enabled:  # a new address: serve there instead
+                self.keep(self._restart_api(), "api-restart")
+            elif self.api.running != server.enabled:
+                self.window.serve_action.setChecked(server.enabled)  # starts or stops it
+        later = [name for name, changed in (
+            ("the history window", config.monitoring.hardware_monitoring.history_seconds
+             != before.monitoring.hardware_monitoring.history_seconds),
+            ("the start-up options", config.startup != before.startup)) if changed]
+        self.events.add("info", f"settings saved to {self.config_path} and applied"
+                        + (f"; {' and '.join(later)} at the next start" if later else ""))
+
+    async def _restart_api(self) -> None:
+        await self.set_serving(False)
+        await self.set_serving(True)
+
     def open_download(self, entry: ModelEntry) -> DownloadDialog:
         """The Models tab's Download button: fit first, then the files (gui/download_dialog.py)."""
         assert entry.hf_repo is not None
@@ -194,6 +285,7 @@ class AppController(QObject):
         self.models.log.connect(self.events.add)
         self.playground.log.connect(self.events.add)
         self.soak.log.connect(self.events.add)
+        self.gpu_status.log.connect(self.events.add)
         self.recording.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
@@ -269,7 +361,13 @@ class AppController(QObject):
         sys.excepthook = self._excepthook
         self.runtime.start()
         self.charts.start()
-        self.window.show()
+        self.gpu_status.start()
+        self.tray.start()
+        startup = self.runtime.config.startup
+        if not startup.minimised:
+            self.window.show()
+        elif not self.tray.available:  # no tray to come back from: minimised, not hidden
+            self.window.showMinimized()
         if os.environ.get("VRAMPILOT_REPORT_WINDOW_SHOWN"):
             # For the launch benchmark: the first loop turn after show() has laid the window
             # out and painted it.
@@ -283,10 +381,12 @@ class AppController(QObject):
         if self.api.settings.enabled:
             self.window.serve_action.setChecked(True)  # starts it (toggled -> set_serving)
         if autoload:
-            self.keep(self._autoload(model), "autoload")
+            last = (self.runtime.history_store.last_ready_model()
+                    if startup.load_last_model and model is None else None)
+            self.keep(self._autoload(model, last), "autoload")
 
-    async def _autoload(self, model: str | None) -> None:
-        await self.runtime.autoload(model)
+    async def _autoload(self, model: str | None, last: str | None = None) -> None:
+        await self.runtime.autoload(model, model_id=last)
         then = os.environ.get(SWITCH_AFTER_AUTOLOAD_ENV)
         if then:  # for the quit test: a switch to close the app in
             await self.runtime.manager.switch_to(then, reason="manual")
@@ -350,6 +450,8 @@ class AppController(QObject):
             report("window hidden" if not self.window.isVisible() else "window still shown")
         self.events.add("info", "shutting down: cancelling generation and switches")
         self.charts.stop()
+        self.gpu_status.stop()
+        self.tray.close()
         self.recording.close_all()
         self._api_timer.stop()
         if self.download_dialog is not None:  # a download stops at its next chunk
@@ -433,7 +535,10 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
     loop = AppEventLoop(app)
     asyncio.set_event_loop(loop)
 
-    runtime = Runtime.create(config_file=args.config, simulate=args.simulate)
+    # Without --config, the user's own file (written by File > Settings) when there is one.
+    config_path = Path(args.config) if args.config else settings_file.default_file()
+    runtime = Runtime.create(config_file=config_path if config_path.exists() else None,
+                             simulate=args.simulate)
     server = server_settings(runtime.config.server, getattr(args, "serve", None))
     if server.enabled:
         try:
@@ -442,7 +547,7 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
             sys.stderr.write(f"vrampilot: {exc}\n")
             return 2
     controller = AppController(runtime, settings=QSettings("vrampilot", "vrampilot"),
-                               server=server)
+                               server=server, config_path=config_path)
     controller.install_signal_handlers()
     config = str(Path(args.config).resolve()) if args.config else None
 

@@ -57,6 +57,7 @@ class AlertPeriod:
     level: str
     start: float
     end: float | None  # None: still active
+    label: str = ""  # the shaded region's tooltip (e.g. the throttle reason by name)
 
 
 @dataclass
@@ -68,17 +69,19 @@ class ChartAnnotations:
     version: int = 0
 
     def alert_changed(self, metric: str, level: str, change: str, started_at: float,
-                      at: float) -> None:
+                      at: float, label: str = "") -> None:
         open_period = next((p for p in reversed(self.alerts)
                             if p.metric == metric and p.end is None), None)
         if change == "ended":
             if open_period is not None:
                 open_period.end = at
         elif open_period is None:
-            self.alerts.append(AlertPeriod(metric, level, started_at, None))
+            self.alerts.append(AlertPeriod(metric, level, started_at, None,
+                                           label or f"{metric}: {level}"))
         elif open_period.level != level:  # escalated / de-escalated: a new shade from now
             open_period.end = at
-            self.alerts.append(AlertPeriod(metric, level, at, None))
+            self.alerts.append(AlertPeriod(metric, level, at, None,
+                                           label or f"{metric}: {level}"))
         self.version += 1
 
     def switch(self, at: float, label: str) -> None:
@@ -88,28 +91,70 @@ class ChartAnnotations:
 
 WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("60 min", 3600))
 PALETTE = ("#4ea1ff", "#ff9f43", "#2ecc71", "#e056fd")
-ALERT_BRUSH = {"warning": (241, 196, 15, 50), "critical": (231, 76, 60, 60)}
+ALERT_BRUSH = {"warning": (241, 196, 15, 50), "critical": (231, 76, 60, 60),
+               "throttle": (52, 152, 219, 45)}
 
 
-def peak_decimate(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most ~2 x buckets points keeping each bucket's min and max (so peaks stay visible).
-    Needs finite y; short series come back unchanged."""
-    n = len(y)
-    k = n // buckets
-    if k < 2:
-        return x, y
-    m = (n // k) * k
-    head_y = y[n - m:].reshape(-1, k)  # the newest m points, in buckets of k
-    head_x = x[n - m:].reshape(-1, k)
-    lo = head_y.min(axis=1)
-    hi = head_y.max(axis=1)
-    xs = np.empty(2 * len(lo))
-    ys = np.empty(2 * len(lo))
-    xs[0::2] = head_x[:, 0]
-    xs[1::2] = head_x[:, -1]
-    ys[0::2] = lo
-    ys[1::2] = hi
-    return xs, ys
+class PeakBuckets:
+    """Min/max buckets of one curve aligned to absolute time, kept between frames: a new row
+    recomputes only the newest bucket and buckets that left the window are dropped, instead of
+    decimating the whole hour on every frame. Each bucket is drawn as its (first x, min) and
+    (last x, max), so a short peak stays visible."""
+
+    def __init__(self) -> None:
+        self.width_s = 0.0
+        self.last_t = -math.inf
+        self.ids = np.empty(0, dtype=np.int64)
+        self.lo = self.hi = self.x0 = self.x1 = np.empty(0)
+
+    @staticmethod
+    def _buckets(x: np.ndarray, y: np.ndarray, width_s: float) -> tuple[np.ndarray, ...]:
+        ids = np.floor(x / width_s).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(ids)) + 1
+        starts = np.concatenate(([0], cuts))
+        ends = np.concatenate((cuts - 1, [len(x) - 1]))
+        return (ids[starts], np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts),
+                x[starts], x[ends])
+
+    def update(self, x: np.ndarray, y: np.ndarray, width_s: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """x ascending and y finite (the window's data); returns (xs, ys) to draw."""
+        start = int(np.searchsorted(x, self.last_t, side="right"))
+        if width_s != self.width_s or not len(self.ids) or x[-1] < self.last_t or start == 0:
+            self.width_s = width_s
+            self.ids, self.lo, self.hi, self.x0, self.x1 = self._buckets(x, y, width_s)
+        elif start < len(x):
+            ids, lo, hi, x0, x1 = self._buckets(x[start:], y[start:], width_s)
+            if ids[0] == self.ids[-1]:  # the newest bucket grew
+                self.lo[-1] = min(self.lo[-1], lo[0])
+                self.hi[-1] = max(self.hi[-1], hi[0])
+                self.x1[-1] = x1[0]
+                ids, lo, hi, x0, x1 = ids[1:], lo[1:], hi[1:], x0[1:], x1[1:]
+            if len(ids):
+                self.ids = np.concatenate((self.ids, ids))
+                self.lo = np.concatenate((self.lo, lo))
+                self.hi = np.concatenate((self.hi, hi))
+                self.x0 = np.concatenate((self.x0, x0))
+                self.x1 = np.concatenate((self.x1, x1))
+        self.last_t = float(x[-1])
+        first = int(np.searchsorted(self.ids, math.floor(x[0] / width_s)))
+        if first:  # buckets that left the window
+            self.ids, self.lo, self.hi = self.ids[first:], self.lo[first:], self.hi[first:]
+            self.x0, self.x1 = self.x0[first:], self.x1[first:]
+        if self.x0[0] < x[0]:  # the oldest bucket is partly out of the window: its rest only
+            # The points up to the next bucket's end, bucketed as a rebuild would.
+            k = int(np.searchsorted(x, (self.ids[0] + 2) * width_s))
+            head = np.floor(x[:k] / width_s).astype(np.int64)
+            n = int(np.searchsorted(head, self.ids[0], side="right"))
+            self.lo[0], self.hi[0] = float(y[:n].min()), float(y[:n].max())
+            self.x0[0], self.x1[0] = x[0], x[n - 1]
+        xs = np.empty(2 * len(self.ids))
+        ys = np.empty(2 * len(self.ids))
+        xs[0::2] = self.x0
+        xs[1::2] = self.x1
+        ys[0::2] = self.lo
+        ys[1::2] = self.hi
+        return xs, ys
 
 
 def nice_range(lo: float, hi: float) -> tuple[float, float]:
@@ -147,6 +192,7 @@ class ChartPanel(QWidget):
         self._drawn_version = -1
         self._last_key: dict[str, tuple[float, float, int]] = {}  # metric -> (newest, window, n)
         self._latest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._peaks: dict[str, PeakBuckets] = {}
         self._y_bounds: dict[str, tuple[float, float]] = {}  # metric -> drawn (min, max)
         self._x_range: tuple[float, float] | None = None
         self._y_ranges: dict[str, tuple[float, float]] = {}  # chart title -> value range shown
@@ -204,7 +250,7 @@ class ChartPanel(QWidget):
             plot.disableAutoRange()
             if row < len(specs) - 1:
                 plot.hideAxis("bottom")
-            # Decimated here (peak_decimate) to about one min/max pair per pixel, before
+            # Decimated here (PeakBuckets) to about one min/max pair per pixel, before
             # pyqtgraph sees the data: its own auto-downsampling re-scans every point per frame.
             plot.setClipToView(False)
             plot.setMouseEnabled(x=False, y=False)
@@ -317,7 +363,10 @@ class ChartPanel(QWidget):
                 all_finite = bool(finite.all())
                 if all_finite:
                     width = int(self.plots[spec.title].getViewBox().width()) or 1000
-                    x, y = peak_decimate(x, y, max(100, width // 2))
+                    buckets = max(100, width // 2)
+                    if len(x) >= 2 * buckets:  # about one min/max pair per pixel
+                        peaks = self._peaks.setdefault(metric, PeakBuckets())
+                        x, y = peaks.update(x, y, self.window_seconds / buckets)
                     self._y_bounds[metric] = (float(y.min()), float(y.max()))
                 else:
                     self._y_bounds[metric] = (float(np.nanmin(y)), float(np.nanmax(y)))
@@ -411,6 +460,7 @@ class ChartPanel(QWidget):
                         brush=pg.mkBrush(*ALERT_BRUSH.get(period.level, ALERT_BRUSH["warning"])),
                         pen=pg.mkPen(None))
                     region.setZValue(-10)
+                    region.setToolTip(period.label)
                     plot.addItem(region, ignoreBounds=True)
                     self._regions[spec.title].append((period, region))
                 y_range = self._y_ranges.get(spec.title, (0.0, 1.0))
@@ -436,6 +486,10 @@ class ChartPanel(QWidget):
     def region_spans(self, title: str) -> list[tuple[float, float]]:
         """The shaded alert periods drawn on one chart (for tests)."""
         return [tuple(r.getRegion()) for _p, r in self._regions[title]]
+
+    def region_tooltips(self, title: str) -> list[str]:
+        """The tooltips of the shaded periods drawn on one chart (for tests)."""
+        return [r.toolTip() for _p, r in self._regions[title]]
 
     def switch_labels(self, title: str) -> list[tuple[float, str]]:
         """The model-switch lines drawn on one chart: (time, label) (for tests)."""

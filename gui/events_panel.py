@@ -41,6 +41,11 @@ def format_value(metric: str, value: float) -> str:
 
 def format_alert(e: AlertEvent) -> str:
     """One alert change for people: what, how bad, the reading and the line it crossed."""
+    if e.kind == "thermal_throttle":  # a yes/no reading: its reasons are logged by name apart
+        gpu = e.metric.split(".", 1)[0]
+        if e.change == "ended":
+            return f"{gpu} thermal throttling alert ended"
+        return f"{gpu} thermal throttling {e.level} ({e.change}): the clocks are held down"
     if e.change == "ended":
         return f"{e.kind} alert ended ({e.metric} = {format_value(e.metric, e.value)})"
     return (f"{e.kind} {e.level} ({e.change}): {e.metric} = {format_value(e.metric, e.value)}, "
@@ -87,10 +92,12 @@ class EventLog(QPlainTextEdit):
 class TrayNotifier:
     """A system-tray icon that pops up critical alerts (only where a tray exists)."""
 
-    def __init__(self, icon: QIcon) -> None:
-        self.tray: QSystemTrayIcon | None = None
+    def __init__(self, icon: QIcon, tray: QSystemTrayIcon | None = None) -> None:
+        """tray: the app's tray icon to pop up from (gui/tray.py), else one of its own."""
+        self.tray: QSystemTrayIcon | None = tray
+        self._own = tray is None
         self.shown: list[str] = []
-        if QSystemTrayIcon.isSystemTrayAvailable():
+        if tray is None and QSystemTrayIcon.isSystemTrayAvailable():
             self.tray = QSystemTrayIcon(icon)
             self.tray.setToolTip("vrampilot")
             self.tray.show()
@@ -101,10 +108,10 @@ class TrayNotifier:
             self.tray.showMessage(title, text, QSystemTrayIcon.MessageIcon.Critical, 8000)
 
     def close(self) -> None:
-        if self.tray is not None:
+        if self.tray is not None and self._own:
             self.tray.hide()
             self.tray.deleteLater()
-            self.tray = None
+        self.tray = None
 
 
 class EventsPanel(QWidget):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
 from core.paths import resource
 from gui.charts import ChartPanel
@@ -27,7 +27,8 @@ class MainWindow(QMainWindow):
     def __init__(self, charts: ChartPanel, models: ModelSwitcherPanel, history: HistoryPanel,
                  playground: PlaygroundPanel, events: EventsPanel,
                  settings: QSettings | None = None, title_suffix: str = "",
-                 files: Sequence[tuple[str, Path]] = ()) -> None:
+                 files: Sequence[tuple[str, Path]] = (),
+                 monitor: QWidget | None = None) -> None:
         super().__init__()
         self.setWindowTitle("vrampilot" + title_suffix)
         self.setWindowIcon(QIcon(str(resource("icons", "vrampilot.svg"))))
@@ -43,7 +44,9 @@ class MainWindow(QMainWindow):
         self.help_box: QMessageBox | None = None
 
         self.tabs = QTabWidget()
-        self.tabs.addTab(charts, "Monitor")
+        # The Monitor tab: the charts, or a page holding them (with the GPU header and processes).
+        self.monitor = monitor or charts
+        self.tabs.addTab(self.monitor, "Monitor")
         self.tabs.addTab(models, "Models")
         self.tabs.addTab(history, "Switch history")
         self.tabs.addTab(playground, "Playground")

@@ -93,6 +93,9 @@ class ModelSwitcherPanel(QWidget):
         self.fallback_target: str | None = None
         self.force_target: str | None = None
         self.confirm_box: QMessageBox | None = None
+        # Who else holds the GPU's memory (the app reads the sampler's latest process list):
+        # named in a refusal on memory.
+        self.vram_holders: Callable[[], str | None] | None = None
 
         self.active_label = QLabel()
         self.active_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -407,6 +410,10 @@ class ModelSwitcherPanel(QWidget):
     def show_refusal(self, plan: SwitchPlan) -> None:
         self.fallback_target = self._manager.first_fallback(plan.target)
         text = f"Switch to {plan.target} refused: {plan.refusal}\n{describe_plan(plan)}"
+        memory_failed = any(c.name == "memory" and not c.passed for c in plan.checks)
+        holders = self.vram_holders() if memory_failed and self.vram_holders else None
+        if holders:
+            text += f"\n{holders[0].upper()}{holders[1:]}"
         if self.fallback_target is None:
             text += "\nNo fallback model can load here now."
         self.refusal.setText(text)

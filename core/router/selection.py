@@ -191,6 +191,12 @@ class Router:
         self._not_on_disk = {i: Rejection(i, "not_on_disk", f"not on disk (no config.json in {d})")
                              for i, d in self._dirs.items()}
 
+    def set_buffer_gib(self, gib: float) -> None:
+        """The memory kept free under a candidate (the settings dialog changes it live)."""
+        self.config = self.config.model_copy(update={
+            "selection": self.config.selection.model_copy(update={"buffer_gib": gib})})
+        self._buffer = int(gib * GIB)
+
     # -- pieces, public so tests and the GUI can ask them separately --
 
     def preference(self, score: float, hardware: HardwareState) -> tuple[bool, str, str,

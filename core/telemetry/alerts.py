@@ -91,6 +91,13 @@ class _LevelTracker:
         self._last_value, self._last_at = value, at
         return self._move(max(raised, held), value, at)
 
+    def retune(self, other: _LevelTracker) -> None:
+        """Take other's thresholds, hysteresis and duration; keep this one's state (a raised
+        alert stays raised until the new levels clear it, and still ends with an event)."""
+        self._levels = other._levels
+        self._hysteresis = other._hysteresis
+        self._min_duration = other._min_duration
+
     def end(self, at: float) -> AlertEvent | None:
         """Force the alert to end (its device is gone)."""
         self._since = [None] * len(self._levels)
@@ -177,25 +184,34 @@ class AlertEvaluator:
                 results.append(trackers[name].update(value, at))
         return [e for e in results if e is not None]
 
+    def reconfigure(self, monitoring: HardwareMonitoring) -> None:
+        """New thresholds from now on (the settings dialog), without forgetting what is raised."""
+        self._config = monitoring
+        for index, trackers in list(self._per_gpu.items()):  # the sampler thread may add one
+            for name, fresh in self._new_trackers(index).items():
+                trackers[name].retune(fresh)
+
     def _trackers(self, index: int) -> dict[str, _LevelTracker]:
         trackers = self._per_gpu.get(index)
         if trackers is None:
-            t = self._config.thresholds
-            prefix = f"gpu{index}."
-
-            def levels(kind: str, metric: str, th: LevelThreshold) -> _LevelTracker:
-                return _LevelTracker(kind, prefix + metric,
-                                     (("warning", th.warning), ("critical", th.critical)),
-                                     th.hysteresis, th.min_duration_seconds)
-
-            trackers = {
-                "vram_usage": levels("vram_overflow", "vram_usage", t.vram_usage),
-                "temperature": levels("temperature", "temperature_c", t.temperature),
-                "power": levels("power_limit", "power_w", t.power),
-                "throttle": _LevelTracker("thermal_throttle", prefix + "thermal_throttle",
-                                          ((t.thermal_throttle.level, 1.0),), 0.0,
-                                          t.thermal_throttle.min_duration_seconds),
-                "lost": _LevelTracker("gpu_lost", prefix + "lost", (("critical", 1.0),), 0.0, 0.0),
-            }
-            self._per_gpu[index] = trackers
+            trackers = self._per_gpu[index] = self._new_trackers(index)
         return trackers
+
+    def _new_trackers(self, index: int) -> dict[str, _LevelTracker]:
+        t = self._config.thresholds
+        prefix = f"gpu{index}."
+
+        def levels(kind: str, metric: str, th: LevelThreshold) -> _LevelTracker:
+            return _LevelTracker(kind, prefix + metric,
+                                 (("warning", th.warning), ("critical", th.critical)),
+                                 th.hysteresis, th.min_duration_seconds)
+
+        return {
+            "vram_usage": levels("vram_overflow", "vram_usage", t.vram_usage),
+            "temperature": levels("temperature", "temperature_c", t.temperature),
+            "power": levels("power_limit", "power_w", t.power),
+            "throttle": _LevelTracker("thermal_throttle", prefix + "thermal_throttle",
+                                      ((t.thermal_throttle.level, 1.0),), 0.0,
+                                      t.thermal_throttle.min_duration_seconds),
+            "lost": _LevelTracker("gpu_lost", prefix + "lost", (("critical", 1.0),), 0.0, 0.0),
+        }

@@ -13,22 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from core.telemetry import gpu_processes
+from core.telemetry.clock_events import decode as decode_clock_events
 from core.telemetry.snapshot import GpuProcess, GpuSnapshot
 
-log = logging.getLogger(__name__)
+__all__ = ["DriverReport", "NvmlDevices", "NvmlGpu", "decode_clock_events", "read_driver_report"]
 
-# Clock-event (throttle) reason bits, from nvml.h (nvmlClocksEventReason*).
-CLOCK_EVENT_BITS: tuple[tuple[int, str], ...] = (
-    (0x1, "Idle"),
-    (0x2, "AppClocksSetting"),
-    (0x4, "SwPowerCap"),
-    (0x8, "HwSlowdown"),
-    (0x10, "SyncBoost"),
-    (0x20, "SwThermal"),
-    (0x40, "HwThermal"),
-    (0x80, "HwPowerBrake"),
-    (0x100, "DisplayClockSetting"),
-)
+log = logging.getLogger(__name__)
 
 # A 4090 Laptop has been seen reporting ~593,000 mW while power-gated; no single GPU draws 1 kW.
 MAX_PLAUSIBLE_POWER_W = 1000.0
@@ -43,11 +34,6 @@ _API_GONE_ERRORS = (
     "NVML_ERROR_DEPRECATED",
     "NVML_ERROR_NOT_SUPPORTED",
 )
-
-
-def decode_clock_events(mask: int) -> tuple[str, ...]:
-    """Names of the clock-event reason bits set in mask (unknown bits are ignored)."""
-    return tuple(name for bit, name in CLOCK_EVENT_BITS if mask & bit)
 
 
 class _GpuLostError(Exception):
@@ -89,6 +75,7 @@ class NvmlGpu:
         self._api_choice: dict[str, str] = {}  # metric -> the API name that worked
         self._throttle_c: float | None = None
         self._throttle_read = False
+        self._max_clocks: tuple[int | None, int | None] | None = None
         self._lost: GpuSnapshot | None = None
         self._closed = False
         nvml = self._nvml
@@ -147,6 +134,7 @@ class NvmlGpu:
         limit_mw = self._call("power_limit", nvml.nvmlDeviceGetEnforcedPowerLimit, h)
         if self._samples % self._process_poll_every == 0:
             self._processes = self._read_processes()
+        sm_max, mem_max = self._max_clock_info()
         return GpuSnapshot(
             timestamp=now,
             index=self.index,
@@ -167,6 +155,8 @@ class NvmlGpu:
                                               nvml.NVML_CLOCK_SM)),
             mem_clock_mhz=self._int(self._call("mem_clock", nvml.nvmlDeviceGetClockInfo, h,
                                                nvml.NVML_CLOCK_MEM)),
+            sm_clock_max_mhz=sm_max,
+            mem_clock_max_mhz=mem_max,
             clock_events=decode_clock_events(int(events_mask)) if events_mask is not None else None,
             fan_percent=self._float(self._call("fan", nvml.nvmlDeviceGetFanSpeed, h)),
             pcie_gen=self._int(self._call("pcie_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)),
@@ -208,6 +198,18 @@ class NvmlGpu:
             )
             self._throttle_c = float(value) if value is not None else None
         return self._throttle_c
+
+    def _max_clock_info(self) -> tuple[int | None, int | None]:
+        """The boards' maximum SM and memory clocks: static, read once (None: not reported)."""
+        if self._max_clocks is None:
+            nvml, h = self._nvml, self._handle
+            self._max_clocks = (
+                self._int(self._call("sm_clock_max", nvml.nvmlDeviceGetMaxClockInfo, h,
+                                     nvml.NVML_CLOCK_SM)),
+                self._int(self._call("mem_clock_max", nvml.nvmlDeviceGetMaxClockInfo, h,
+                                     nvml.NVML_CLOCK_MEM)),
+            )
+        return self._max_clocks
 
     def _power_w(self) -> float | None:
         """Instantaneous power where the field exists, else the driver's 1 s average."""
@@ -268,8 +270,7 @@ class NvmlGpu:
                     found.setdefault(pid, None)
         if not supported:
             return None
-        return tuple(GpuProcess(pid=pid, used_bytes=used, name=_process_name(pid))
-                     for pid, used in sorted(found.items()))
+        return gpu_processes.describe_all(found.items())
 
     # -- NVML call discipline ---------------------------------------------------------------------
 
@@ -330,15 +331,6 @@ class NvmlGpu:
     @staticmethod
     def _float(value: Any) -> float | None:
         return float(value) if value is not None else None
-
-
-def _process_name(pid: int) -> str | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).name()
-    except (psutil.Error, OSError):
-        return None
 
 
 class NvmlDevices:

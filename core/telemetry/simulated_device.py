@@ -9,6 +9,7 @@ than real time. Its name always says "(simulated)" and its snapshots have ``simu
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import time
@@ -16,12 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.config_loading import read_yaml, validate
+from core.engine.processes import looks_like_engine
 from core.paths import resource
+from core.telemetry import gpu_processes
 from core.telemetry.activity import ActivityState, EngineActivity
-from core.telemetry.snapshot import GpuSnapshot
+from core.telemetry.snapshot import GpuProcess, GpuSnapshot
 
 GIB = 1024**3
 MIB = 1024**2
@@ -44,6 +48,17 @@ class ProfileClocks(BaseModel):
     active_sm_mhz: int = Field(gt=0)
     idle_mem_mhz: int = Field(gt=0)
     active_mem_mhz: int = Field(gt=0)
+    # The board's maximum clocks (NVML's MaxClockInfo); default: the active clocks.
+    max_sm_mhz: int | None = Field(default=None, gt=0)
+    max_mem_mhz: int | None = Field(default=None, gt=0)
+
+    @property
+    def sm_max(self) -> int:
+        return self.max_sm_mhz or self.active_sm_mhz
+
+    @property
+    def mem_max(self) -> int:
+        return self.max_mem_mhz or self.active_mem_mhz
 
 
 class DeviceProfile(BaseModel):
@@ -146,6 +161,8 @@ class SimulatedGpu:
 
     # Throttling engages this close to the limit and holds the power whose steady state is it.
     _THROTTLE_MARGIN_C = 0.5
+    # Who holds the memory is looked up every N samples (psutil walks /proc), like NVML's list.
+    PROCESS_POLL_EVERY = 10
 
     def __init__(
         self,
@@ -170,7 +187,10 @@ class SimulatedGpu:
         )
         self._last_time: float | None = None
         self._power = profile.idle_power_w  # held until the next sample
+        self._demanded = profile.idle_power_w
         self._throttling = False
+        self._samples = 0
+        self._processes: tuple[GpuProcess, ...] = ()
 
     @property
     def temperature_c(self) -> float:
@@ -195,7 +215,11 @@ class SimulatedGpu:
                                                    now - self._last_time)
         self._last_time = now
         state = self._activity.state()
+        self._demanded = self._demanded_power(state)
         self._power, self._throttling = self._choose_power(state)
+        if self._samples % self.PROCESS_POLL_EVERY == 0:
+            self._processes = self._engine_processes(state)
+        self._samples += 1
         return self._snapshot(now, state)
 
     def close(self) -> None:
@@ -218,6 +242,27 @@ class SimulatedGpu:
             if demanded > hold:
                 return hold, True
         return demanded, False
+
+    def _engine_processes(self, state: ActivityState) -> tuple[GpuProcess, ...]:
+        """What the manager loaded is held by the engine: vLLM's engine core when one of our
+        descendant processes is one, else this process (an engine running in-process)."""
+        if state.loaded_bytes <= 0:
+            return ()
+        try:
+            children = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            children = []
+        holder = next((c.pid for c in children if looks_like_engine(c)), os.getpid())
+        return gpu_processes.describe_all([(holder, state.loaded_bytes)])
+
+    def _sm_clock(self, active: bool) -> int:
+        """Thermal throttling lowers the SM clock in proportion to the power it holds back."""
+        c = self.profile.clocks
+        if not active:
+            return c.idle_sm_mhz
+        if self._throttling and self._demanded > 0:
+            return max(c.idle_sm_mhz, round(c.active_sm_mhz * self._power / self._demanded))
+        return c.active_sm_mhz
 
     def _snapshot(self, now: float, state: ActivityState) -> GpuSnapshot:
         p = self.profile
@@ -253,11 +298,13 @@ class SimulatedGpu:
             power_limit_w=p.max_power_w,
             gpu_util_percent=gpu_util,
             mem_util_percent=mem_util,
-            sm_clock_mhz=p.clocks.active_sm_mhz if active else p.clocks.idle_sm_mhz,
+            sm_clock_mhz=self._sm_clock(active),
             mem_clock_mhz=p.clocks.active_mem_mhz if active else p.clocks.idle_mem_mhz,
+            sm_clock_max_mhz=p.clocks.sm_max,
+            mem_clock_max_mhz=p.clocks.mem_max,
             clock_events=tuple(events),
             fan_percent=None,  # laptop GPUs do not report their fan through NVML
             pcie_gen=p.pcie_gen,
             pcie_width=p.pcie_width,
-            processes=None,
+            processes=self._processes,
         )

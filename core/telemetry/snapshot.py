@@ -7,11 +7,17 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class GpuProcess:
-    """A process holding memory on the GPU."""
+    """A process holding memory on the GPU.
+
+    used_bytes is None where the driver does not say (NVML_VALUE_NOT_AVAILABLE: WDDM, some
+    laptops); ours: this app or one of its descendants (the engine's processes).
+    """
 
     pid: int
     used_bytes: int | None
     name: str | None = None
+    user: str | None = None
+    ours: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class GpuSnapshot:
     mem_util_percent: float | None = None
     sm_clock_mhz: int | None = None
     mem_clock_mhz: int | None = None
+    sm_clock_max_mhz: int | None = None
+    mem_clock_max_mhz: int | None = None
     clock_events: tuple[str, ...] | None = None
     fan_percent: float | None = None
     pcie_gen: int | None = None

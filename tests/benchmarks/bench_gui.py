@@ -145,11 +145,13 @@ def event_loop_lag(seconds: float = 10.0, stream: bool = True) -> dict[str, Figu
     return figures
 
 
-def redraw_ms(repeats: int = 30, row_step_s: float = 0.1) -> list[float]:
+def redraw_ms(repeats: int = 30, row_step_s: float = 0.1, new_rows: bool = True) -> list[float]:
     """One redraw of all charts (new row for every curve, then a synchronous paint), with a
     model-switch line and an open alert period drawn as in the app. row_step_s: time between
     the rows added; 0.1 is the 10 Hz sampler (the time axis moves one pixel every ~3 s of the
-    60-minute window), 4.0 makes every redraw move the time axis (the worst case)."""
+    60-minute window), 4.0 makes every redraw move the time axis (the worst case).
+    new_rows=False: the same frame with nothing new (redraw returns at once, the paint remains):
+    the baseline, what painting the charts costs by itself."""
     from PySide6.QtWidgets import QApplication
 
     from core.telemetry.history import TelemetryHistory
@@ -177,7 +179,8 @@ def redraw_ms(repeats: int = 30, row_step_s: float = 0.1) -> list[float]:
         app.processEvents()
         out = []
         for i in range(repeats):
-            history.append_values(now + (i + 1) * row_step_s, {m: 50.0 + i for m in metrics})
+            if new_rows:
+                history.append_values(now + (i + 1) * row_step_s, {m: 50.0 + i for m in metrics})
             t0 = time.perf_counter()
             panel.redraw()
             panel.graphics.viewport().repaint()
@@ -185,6 +188,81 @@ def redraw_ms(repeats: int = 30, row_step_s: float = 0.1) -> list[float]:
         panel.close()
         runtime.history_store.close()
     return out
+
+
+def gpu_panel_refresh_ms(repeats: int = 200) -> dict[str, Figure]:
+    """The Monitor's GPU header and process table (three processes) redrawn for a new sample,
+    against the same refresh when the sample was already shown (its 1 Hz timer's idle cost)."""
+    import os as _os
+
+    from PySide6.QtWidgets import QApplication
+
+    from core.telemetry.snapshot import GpuProcess, GpuSnapshot, HostSnapshot, Sample
+    from gui.gpu_panel import GpuStatusPanel
+
+    app = QApplication.instance() or QApplication([])
+    procs = (GpuProcess(_os.getpid(), 3 * 1024**3, "python3", "me", True),
+             GpuProcess(1, 512 * 1024**2, "systemd", "root", False),
+             GpuProcess(4242, None, "Xorg", "root", False))
+    state = {"i": 0}
+
+    def latest() -> Sample:
+        i = state["i"]
+        host = HostSnapshot(float(i), 16 * 1024**3, 8 * 1024**3, 8 * 1024**3, 0, 0, 10.0)
+        gpu = GpuSnapshot(float(i), 0, "GPU", True, 16 * 1024**3, 5 * 1024**3, 11 * 1024**3,
+                          sm_clock_mhz=1500 + i % 500, sm_clock_max_mhz=2040,
+                          mem_clock_mhz=8001, mem_clock_max_mhz=9001,
+                          clock_events=("SwThermal",) if i % 2 else ("Idle",), processes=procs)
+        return Sample(host, (gpu,))
+
+    panel = GpuStatusPanel(latest)
+    panel.show()
+    new, same = [], []
+    for i in range(repeats):
+        state["i"] = i
+        t0 = time.perf_counter()
+        panel.refresh()
+        panel.repaint()
+        new.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        panel.refresh()
+        same.append((time.perf_counter() - t0) * 1000)
+    app.processEvents()
+    panel.close()
+    return {"gpu_panel_refresh_new_sample": _figure(new, "ms"),
+            "baseline_gpu_panel_refresh_same_sample": _figure(same, "ms")}
+
+
+def _whole_hour_peaks(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, ...]:
+    """The baseline: the whole window bucketed again from its newest end on every frame (how
+    the charts decimated before PeakBuckets)."""
+    k = len(y) // buckets
+    m = (len(y) // k) * k
+    head_y = y[len(y) - m:].reshape(-1, k)
+    head_x = x[len(y) - m:].reshape(-1, k)
+    return head_x[:, 0], head_x[:, -1], head_y.min(axis=1), head_y.max(axis=1)
+
+
+def decimation_us(frames: int = 2000, buckets: int = 600) -> dict[str, Figure]:
+    """One curve's decimation per frame with one new 10 Hz row each frame, an hour shown."""
+    from gui.charts import PeakBuckets
+
+    n = HOUR_ROWS
+    t = 1e6 + np.arange(n + frames) / 10
+    v = np.random.default_rng(0).normal(60, 5, n + frames)
+    peaks, width_s = PeakBuckets(), 3600 / buckets
+    peaks.update(t[:n], v[:n], width_s)
+    new, whole = [], []
+    for i in range(1, frames):
+        x, y = t[i:n + i], v[i:n + i]
+        t0 = time.perf_counter()
+        peaks.update(x, y, width_s)
+        new.append((time.perf_counter() - t0) * 1e6)
+        t0 = time.perf_counter()
+        _whole_hour_peaks(x, y, buckets)
+        whole.append((time.perf_counter() - t0) * 1e6)
+    return {"decimate_one_curve_incremental": _figure(new, "us"),
+            "baseline_decimate_one_curve_whole_hour": _figure(whole, "us")}
 
 
 WINDOW_SHOWN_MARKER = "vrampilot: window shown"
@@ -246,7 +324,10 @@ def run(lag_seconds: float = 10.0) -> dict[str, Figure]:
     figures: dict[str, Figure] = {
         "redraw_all_charts_1h_10hz": _figure(redraw_ms(), "ms"),
         "redraw_all_charts_1h_10hz_time_axis_moved": _figure(redraw_ms(row_step_s=4.0), "ms"),
+        "baseline_repaint_all_charts_nothing_new": _figure(redraw_ms(new_rows=False), "ms"),
     }
+    figures.update(decimation_us())
+    figures.update(gpu_panel_refresh_ms())
     figures.update(launch_s())
     figures.update(event_loop_lag(lag_seconds))
     return figures

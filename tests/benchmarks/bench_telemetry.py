@@ -94,6 +94,37 @@ def tick_microseconds(ticks: int = 2000) -> list[float]:
     return out
 
 
+def nvml_sample_microseconds(process_poll_every: int, samples: int = 3000) -> list[float]:
+    """One NvmlGpu.sample through the fake NVML (tests/core/fake_pynvml.py): our Python around
+    the driver (decoding, plausibility, the process list named with psutil), not the driver's
+    own ~0.1 ms. Three processes hold memory: this one, a child of ours and init (not ours)."""
+    import os
+    import subprocess
+    import sys
+
+    from core.telemetry.nvml_device import NvmlDevices
+    from tests.core.fake_pynvml import GIB, FakeBoard, FakeNvml
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        board = FakeBoard(compute_procs=[(child.pid, 3 * GIB), (1, GIB)],
+                          graphics_procs=[(os.getpid(), None)], clock_events=0x4 | 0x20)
+        devices = NvmlDevices.open(FakeNvml([board]), process_poll_every=process_poll_every)
+        assert devices is not None
+        (gpu,) = devices.devices
+        gpu.sample()  # the static reads (name, max clocks, throttle temperature) happen once
+        out = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            gpu.sample()
+            out.append((time.perf_counter() - t0) * 1e6)
+        devices.close()
+        return out
+    finally:
+        child.kill()
+        child.wait()
+
+
 def full_hour_history(hz: float = 10.0, wrap_offset: int = 0) -> TelemetryHistory:
     """1 h at hz of every charted metric of the host and one GPU, wrapped by wrap_offset rows."""
     monitoring = load_monitoring_config(
@@ -132,6 +163,19 @@ def run(seconds_per_rate: float = 10.0, repeats: int = 3) -> dict[str, Figure]:
         figures[f"baseline_idle_thread_cpu_{hz}hz"] = _figure(
             [idle_thread_cpu_percent(hz, each) for _ in range(repeats)], "% of one core")
     figures["tick_cost"] = _figure(tick_microseconds(), "us per sample")
+    # The process list's cost, amortised as the sampler polls it (every 10th sample by default),
+    # against the same sample with the list never re-read.
+    every_10th = nvml_sample_microseconds(10)
+    # Mean over each run of 10 samples: one of them re-reads the list (a median would hide it).
+    figures["nvml_sample_processes_every_10th"] = _figure(
+        [statistics.fmean(every_10th[i:i + 10]) for i in range(0, len(every_10th) - 9, 10)],
+        "us per sample (mean of 10)")
+    figures["nvml_sample_processes_every_sample"] = _figure(nvml_sample_microseconds(1),
+                                                            "us per sample")
+    without = nvml_sample_microseconds(10**9)
+    figures["baseline_nvml_sample_without_processes"] = _figure(
+        [statistics.fmean(without[i:i + 10]) for i in range(0, len(without) - 9, 10)],
+        "us per sample (mean of 10)")
     aligned = full_hour_history()
     mb = aligned.nbytes() / 1e6
     figures["history_1h_10hz_memory"] = _figure([mb], "MB")

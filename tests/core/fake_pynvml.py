@@ -10,7 +10,11 @@ reproduced:
   ones with NVML_ERROR_DEPRECATED, an older driver the new ones with NVML_ERROR_FUNCTION_NOT_FOUND;
 - a GPU that falls off the bus raises NVMLError_GpuIsLost from every call;
 - no driver: nvmlInit raises NVML_ERROR_DRIVER_NOT_LOADED (or LIBRARY_NOT_FOUND);
-- power in milliwatts, memory in bytes, clock-event reasons as a bit mask.
+- power in milliwatts, memory in bytes, clock-event reasons as a bit mask, clocks in MHz (current
+  from nvmlDeviceGetClockInfo, the board's maximum from nvmlDeviceGetMaxClockInfo);
+- the running-process lists hold (pid, usedGpuMemory); nvidia-ml-py turns the driver's
+  NVML_VALUE_NOT_AVAILABLE into usedGpuMemory None (WDDM, some laptops): a None here stands
+  for it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class FakeBoard:
     mem_util: int = 5
     sm_clock: int = 1500
     mem_clock: int = 8001
+    sm_clock_max: int = 2040
+    mem_clock_max: int = 9001
     fan: int = 40
     pcie_gen: int = 4
     pcie_width: int = 16
@@ -199,6 +205,11 @@ class FakeNvml:
     def nvmlDeviceGetClockInfo(self, handle: Any, clock_type: int) -> int:
         b = self._board(handle, "nvmlDeviceGetClockInfo")
         return {real.NVML_CLOCK_SM: b.sm_clock, real.NVML_CLOCK_MEM: b.mem_clock}[clock_type]
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, clock_type: int) -> int:
+        b = self._board(handle, "nvmlDeviceGetMaxClockInfo")
+        maximum = {real.NVML_CLOCK_SM: b.sm_clock_max, real.NVML_CLOCK_MEM: b.mem_clock_max}
+        return maximum[clock_type]
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
         return self._board(handle, "nvmlDeviceGetCurrentClocksEventReasons").clock_events

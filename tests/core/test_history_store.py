@@ -79,3 +79,16 @@ def test_history_cli_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert data["pairs"][0]["mean_s"] == 1.5
     assert main(["history"]) == 0
     assert "a -> b [alert] ready 1.50s" in capsys.readouterr().out
+
+
+def test_last_ready_model_is_the_newest_ready_switch(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    assert store.last_ready_model() is None
+    store.record_switch(from_model=None, to_model="a", reason="manual", outcome="ready",
+                        total_s=1.0, phases={})
+    store.record_switch(from_model="a", to_model="b", reason="manual", outcome="ready",
+                        total_s=1.0, phases={})
+    store.record_switch(from_model="b", to_model="c", reason="manual", outcome="failed",
+                        total_s=1.0, phases={}, error="boom")
+    assert store.last_ready_model() == "b"  # a failed switch never becomes "the last model"
+    store.close()

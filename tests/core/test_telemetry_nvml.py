@@ -225,3 +225,98 @@ def test_sampling_after_close_is_an_error() -> None:
     assert fake.initialised == 0
     with pytest.raises(RuntimeError, match="closed"):
         gpu.sample()
+
+
+def test_processes_named_with_their_user_and_ours_marked() -> None:
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        # pid 1 (init) is not ours; this test process and its child are.
+        board = FakeBoard(compute_procs=[(child.pid, 2 * GIB), (1, GIB)],
+                          graphics_procs=[(os.getpid(), None)])
+        (gpu,) = open_fake(FakeNvml([board]), process_poll_every=1).devices
+        snap = gpu.sample()
+    finally:
+        child.kill()
+        child.wait()
+    assert snap.processes is not None
+    by_pid = {p.pid: p for p in snap.processes}
+    assert by_pid[child.pid].ours
+    assert by_pid[child.pid].used_bytes == 2 * GIB
+    assert by_pid[child.pid].name == psutil.Process(os.getpid()).name()  # the same interpreter
+    assert by_pid[child.pid].user == psutil.Process().username()
+    assert by_pid[os.getpid()].ours
+    assert by_pid[os.getpid()].used_bytes is None
+    assert not by_pid[1].ours
+
+
+def test_a_process_gone_before_it_is_named_keeps_its_pid_and_memory() -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    board = FakeBoard(compute_procs=[(gone.pid, GIB)])
+    (gpu,) = open_fake(FakeNvml([board]), process_poll_every=1).devices
+    (proc,) = gpu.sample().processes or ()
+    assert (proc.pid, proc.used_bytes, proc.name, proc.ours) == (gone.pid, GIB, None, False)
+
+
+def test_clocks_current_and_maximum_read_once() -> None:
+    board = FakeBoard(sm_clock=1200, mem_clock=8001, sm_clock_max=2040, mem_clock_max=9001)
+    fake = FakeNvml([board])
+    (gpu,) = open_fake(fake).devices
+    snaps = [gpu.sample() for _ in range(3)]
+    assert [(s.sm_clock_mhz, s.sm_clock_max_mhz) for s in snaps] == [(1200, 2040)] * 3
+    assert snaps[0].mem_clock_max_mhz == 9001
+    assert fake.calls["nvmlDeviceGetMaxClockInfo"] == 2  # SM and memory, once each: static
+
+
+def test_max_clocks_not_supported_are_none() -> None:
+    board = FakeBoard(unsupported={"GetMaxClockInfo"})
+    (gpu,) = open_fake(FakeNvml([board])).devices
+    snap = gpu.sample()
+    assert (snap.sm_clock_max_mhz, snap.mem_clock_max_mhz) == (None, None)
+    assert snap.sm_clock_mhz == 1500  # the current clock still reads
+
+
+@pytest.mark.parametrize(("bit", "name", "said"), [
+    (0x1, "Idle", "idle"),
+    (0x2, "AppClocksSetting", "application clocks setting"),
+    (0x4, "SwPowerCap", "power cap"),
+    (0x8, "HwSlowdown", "HW slowdown"),
+    (0x10, "SyncBoost", "sync boost"),
+    (0x20, "SwThermal", "thermal slowdown"),
+    (0x40, "HwThermal", "HW thermal slowdown"),
+    (0x80, "HwPowerBrake", "HW power brake"),
+    (0x100, "DisplayClockSetting", "display clock setting"),
+])
+def test_each_clock_event_bit_is_named(bit: int, name: str, said: str) -> None:
+    from core.telemetry.clock_events import reason_name
+
+    for api in ("nvmlDeviceGetCurrentClocksEventReasons",
+                "nvmlDeviceGetCurrentClocksThrottleReasons"):
+        # A driver that answers only one of the two names (newer: DEPRECATED for the old one).
+        other = ({"nvmlDeviceGetCurrentClocksThrottleReasons"} if api.endswith("EventReasons")
+                 else {"nvmlDeviceGetCurrentClocksEventReasons"})
+        (gpu,) = open_fake(FakeNvml([FakeBoard(clock_events=bit)], deprecated=other)).devices
+        assert gpu.sample().clock_events == (name,)
+    assert reason_name(name) == said
+
+
+def test_clock_event_reasons_not_supported_are_not_reported() -> None:
+    from core.telemetry.clock_events import describe
+
+    board = FakeBoard(unsupported={"GetCurrentClocksEventReasons",
+                                   "GetCurrentClocksThrottleReasons"})
+    (gpu,) = open_fake(FakeNvml([board])).devices
+    snap = gpu.sample()
+    assert snap.clock_events is None
+    assert describe(snap.clock_events) == "not reported"
+    assert describe(("Idle",)) == "none"
+    assert describe(("SwPowerCap", "SwThermal")) == "power cap, thermal slowdown"

@@ -201,3 +201,50 @@ def test_a_profile_file_of_ones_own_is_read_and_checked(tmp_path: Path) -> None:
     bad.write_text(data.read_text().replace("ambient_c: 37", "ambient_c: 70"))
     with pytest.raises(ConfigError, match=r"bad\.yaml.*throttle_temperature_c must be above"):
         load_profile(str(bad))
+
+
+def test_heating_under_load_raises_thermal_slowdown_and_lowers_the_sm_clock() -> None:
+    """The simulator's own dynamics: streams draw power, power heats the card, and at the
+    throttle point the reason appears and the SM clock falls below its maximum."""
+    profile = load_profile(str(Path(__file__).parents[1] / "data" / "soak_fast_thermal.yaml"))
+    clock = DrivenClock()
+    activity = EngineActivity()
+    gpu = SimulatedGpu(profile, activity, clock=clock)
+    cool = gpu.sample()
+    assert "SwThermal" not in (cool.clock_events or ())
+    for _ in range(4):
+        activity.stream_started()
+    first_hot = None
+    for step in range(1, 200):
+        clock.now = step * 0.1
+        snap = gpu.sample()
+        if "SwThermal" in (snap.clock_events or ()):
+            first_hot = snap
+            break
+    assert first_hot is not None, "never throttled"
+    assert first_hot.temperature_c is not None
+    assert first_hot.temperature_c >= profile.throttle_temperature_c - 0.5
+    clock.now += 0.1
+    held = gpu.sample()
+    assert held.sm_clock_mhz is not None
+    assert held.sm_clock_max_mhz == profile.clocks.sm_max
+    assert held.sm_clock_mhz < held.sm_clock_max_mhz
+    for _ in range(4):
+        activity.stream_ended()
+    clock.now += 30.0
+    gpu.sample()
+    clock.now += 0.1
+    assert "SwThermal" not in (gpu.sample().clock_events or ())
+
+
+def test_what_the_manager_loaded_is_held_by_our_process(profile: DeviceProfile) -> None:
+    import os
+
+    activity = EngineActivity()
+    gpu = SimulatedGpu(profile, activity, clock=DrivenClock())
+    assert gpu.sample().processes == ()
+    activity.set_loaded("demo-tiny-a", 3 * 1024**3)
+    for _ in range(SimulatedGpu.PROCESS_POLL_EVERY):
+        snap = gpu.sample()
+    (proc,) = snap.processes or ()
+    assert (proc.pid, proc.used_bytes, proc.ours) == (os.getpid(), 3 * 1024**3, True)

@@ -48,7 +48,7 @@ def test_menus_hold_the_actions_with_their_shortcuts(controller: AppController,
     assert shortcuts["Quit"] == "Ctrl+Q"
     assert shortcuts["vrampilot help"] == "F1"
     # The window's five panels; the app's own tabs (Soak test) come without a shortcut.
-    panels = [w.charts, w.models, w.history, w.playground, w.events]
+    panels = [w.monitor, w.models, w.history, w.playground, w.events]
     for i, panel in enumerate(panels):
         assert shortcuts[w.tabs.tabText(w.tabs.indexOf(panel))] == f"Ctrl+{i + 1}"
     assert "Export telemetry (CSV)" in shortcuts  # the runtime's history exports CSV
@@ -60,7 +60,7 @@ def test_ctrl_digits_show_the_panels(controller: AppController, loop: qasync.QEv
                                      qtbot: QtBot) -> None:
     _shown(controller, qtbot)
     w = controller.window
-    panels = [w.charts, w.models, w.history, w.playground, w.events]
+    panels = [w.monitor, w.models, w.history, w.playground, w.events]
     for i in (4, 2, 0, 3, 1):
         qtbot.keyClick(w, getattr(Qt.Key, f"Key_{i + 1}"), CTRL)
         assert w.tabs.currentWidget() is panels[i]

@@ -1,0 +1,148 @@
+"""File > Settings through the real dialog: a change is validated by the YAML's rules, written to
+the user's config file (keeping what the dialog does not edit) and applied to the running app."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import qasync
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLineEdit
+from pytestqt.qtbot import QtBot
+
+from core import settings_file
+from core.config import load_app_config
+from core.config_loading import ConfigError
+from core.runtime import Runtime
+from gui.app import AppController
+from gui.settings_dialog import SettingsDialog
+from tests.gui.conftest import wait_until
+
+HAND_WRITTEN = """\
+# my vrampilot settings (written by hand)
+hardware_monitoring:
+  # keep the charts smooth
+  interval_seconds: 0.5
+performance_tracking:
+  track_routing: false   # a key the dialog does not edit
+"""
+
+
+def _type(qtbot: QtBot, dialog: SettingsDialog, key: str, text: str) -> None:
+    field = dialog.inputs[key]
+    assert isinstance(field, QLineEdit)
+    field.selectAll()
+    qtbot.keyClicks(field, text)
+
+
+def test_a_changed_setting_is_written_and_applied_live(
+        data_dir: Path, runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot) -> None:
+    path = settings_file.default_file()
+    assert path.parent == data_dir  # VRAMPILOT_DATA_DIR keeps tests out of ~/.config
+    path.write_text(HAND_WRITTEN, encoding="utf-8")
+    controller = AppController(runtime, settings=None, tray=False)
+
+    async def body() -> None:
+        controller.start(autoload=False)
+        controller.window.actions_by_name["Settings"].trigger()  # File > Settings (Ctrl+,)
+        dialog = controller.settings_dialog
+        assert dialog is not None
+        assert dialog.isVisible()
+        assert dialog.window().windowTitle() == "vrampilot settings"
+        assert controller.window.actions_by_name["Settings"].shortcut().toString() == "Ctrl+,"
+        # The idle simulated card sits at ~41.5 C: a warning line at 40 with no minimum
+        # duration must raise an alert once applied.
+        _type(qtbot, dialog, "hardware_monitoring.thresholds.temperature.warning", "40")
+        _type(qtbot, dialog, "hardware_monitoring.thresholds.temperature.min_duration_seconds",
+              "0")
+        _type(qtbot, dialog, "hardware_monitoring.interval_seconds", "0.2")
+        _type(qtbot, dialog, "router.selection.buffer_gib", "2.5")
+        dialog.set_value("hardware_monitoring.policy", "advise")
+        dialog.set_value("startup.load_last_model", True)
+        await wait_until(lambda: dialog.save_button.isEnabled() and dialog.config is not None,
+                         5, "validated")
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+        assert not dialog.isVisible()
+
+        text = path.read_text(encoding="utf-8")
+        assert "# my vrampilot settings (written by hand)" in text
+        assert "# keep the charts smooth" in text
+        assert "track_routing: false   # a key the dialog does not edit" in text
+        saved = load_app_config(path)
+        hm = saved.monitoring.hardware_monitoring
+        assert (hm.thresholds.temperature.warning, hm.interval_seconds, hm.policy) == (
+            40, 0.2, "advise")
+        assert saved.router.selection.buffer_gib == 2.5
+        assert saved.startup.load_last_model
+        assert not saved.monitoring.performance_tracking.track_routing
+        assert "critical" not in text  # only what changed is written
+
+        # Applied to the running app, not only written.
+        assert runtime.sampler.interval_seconds == 0.2
+        assert runtime.alert_policy == "advise"
+        assert controller.events.policy.currentData() == "advise"
+        assert runtime.router.config.selection.buffer_gib == 2.5
+        log = controller.events.log
+        await wait_until(lambda: "temperature warning (started)" in log.toPlainText(), 10,
+                         "an alert at the new line")
+        assert "line 40 °C" in log.toPlainText()
+        assert "the start-up options at the next start" in log.toPlainText()
+        controller.window.close()
+        await asyncio.wait_for(controller.finished.wait(), 20)
+
+    loop.run_until_complete(body())
+
+
+def test_a_bad_value_is_refused_with_the_yaml_message(tmp_path: Path, qtbot: QtBot) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(HAND_WRITTEN, encoding="utf-8")
+    dialog = SettingsDialog(path, load_app_config(path), validate_delay_ms=10)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    _type(qtbot, dialog, "server.port", "eighty")
+    _type(qtbot, dialog, "hardware_monitoring.thresholds.power.warning", "150")  # > critical 140
+    _type(qtbot, dialog, "hardware_monitoring.interval_seconds", "0.01")
+    qtbot.waitUntil(lambda: dialog.error_text("server.port") != "", timeout=5000)
+    assert not dialog.save_button.isEnabled()
+
+    # The same values in the YAML file get the same sentences.
+    for key, yaml_text in (
+            ("server.port", "server: {port: eighty}\n"),
+            ("hardware_monitoring.thresholds.power.warning",
+             "hardware_monitoring: {thresholds: {power: {warning: 150}}}\n"),
+            ("hardware_monitoring.interval_seconds",
+             "hardware_monitoring: {interval_seconds: 0.01}\n")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml_text, encoding="utf-8")
+        with pytest.raises(ConfigError) as caught:
+            load_app_config(bad, log_warnings=False)
+        assert dialog.error_text(key) == f"{caught.value.key}: {caught.value.problem}"
+        assert dialog.errors[key].isVisible()
+    assert "greater than or equal to 0.1" in dialog.error_text(
+        "hardware_monitoring.interval_seconds")
+
+    # Saving is refused and the file is left as it was; fixing the fields clears the messages.
+    dialog.save()
+    assert path.read_text(encoding="utf-8") == HAND_WRITTEN
+    _type(qtbot, dialog, "server.port", "8123")
+    _type(qtbot, dialog, "hardware_monitoring.thresholds.power.warning", "120")
+    _type(qtbot, dialog, "hardware_monitoring.interval_seconds", "0.25")
+    qtbot.waitUntil(dialog.save_button.isEnabled, timeout=5000)
+    assert all(not label.isVisible() for label in dialog.errors.values())
+    dialog.save()
+    assert load_app_config(path).server.port == 8123
+
+
+def test_a_broken_file_is_named_and_never_overwritten(tmp_path: Path, qtbot: QtBot) -> None:
+    path = tmp_path / "config.yaml"
+    broken = "hardware_monitoring:\n  interval_seconds: [unclosed\n"
+    path.write_text(broken, encoding="utf-8")
+    dialog = SettingsDialog(path, load_app_config(), validate_delay_ms=10)
+    qtbot.addWidget(dialog)
+    assert str(path) in dialog.banner.text()
+    assert "not valid YAML" in dialog.banner.text()
+    assert not dialog.save_button.isEnabled()
+    dialog.save()
+    assert path.read_text(encoding="utf-8") == broken
