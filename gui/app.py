@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import sys
@@ -21,15 +20,25 @@ from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
-from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
-from core.models.added_dirs import add_dir
-from core.models.catalog import ModelEntry
-from core.paths import logs_dir, resource
-from core.runtime import CLOSE_DEADLINE_S, Runtime
-from core.server.service import ApiService
-from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
-from core.telemetry.alerts import AlertEvent
-from core.telemetry.recording import TelemetryRecorder
+from core.facade import (
+    CLOSE_DEADLINE_S,
+    STATE_PHASES,
+    TERMINAL_PHASES,
+    AlertEvent,
+    ApiService,
+    ModelEntry,
+    Runtime,
+    ServerConfigError,
+    ServerSettings,
+    SwitchEvent,
+    SwitchPhase,
+    TelemetryRecorder,
+    add_dir,
+    import_control_server,
+    logs_dir,
+    resolve_api_key,
+    resource,
+)
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
 from gui.download_dialog import DownloadDialog
@@ -43,8 +52,7 @@ from gui.recording_controls import RecordingControls
 from gui.soak_panel import SoakPanel, runner_factory
 
 if TYPE_CHECKING:
-    from core.server.control_server import ControlServer
-    from core.server.instance_lock import InstanceLock
+    from core.facade import ControlServer, InstanceLock
 
 GIB = 1024**3
 # Quitting ends within 3 s: the panels' tasks get CANCEL_WAIT_S to unwind, the core's close the
@@ -331,7 +339,7 @@ class AppController(QObject):
     def _control_router(self) -> Any:
         # vrampilot's own routes (status, switch, unload, events...) on the API too, under
         # /vrampilot, behind the same key as the OpenAI routes.
-        from core.server.control_routes import Owner, control_router
+        from core.facade import Owner, control_router
 
         return control_router(self.runtime, Owner("app", raise_window=self.bring_to_front))
 
@@ -394,9 +402,8 @@ async def serve_control(controller: AppController, lock: InstanceLock, simulate:
     are imported in a worker thread once the window is up: FastAPI alone takes 0.3-1 s."""
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(None, importlib.import_module, "core.server.control_server")
-        from core.server.control_routes import Owner
-        from core.server.control_server import ControlServer
+        await loop.run_in_executor(None, import_control_server)
+        from core.facade import ControlServer, Owner
 
         control = ControlServer(controller.runtime, lock, Owner(
             "app", simulate, config, raise_window=controller.bring_to_front))

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
+from core.facade import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
 
 COLUMNS = ("When", "From", "To", "Reason", *(p.replace("_", " ") for p in PHASE_COLUMNS),
            "Total s", "Outcome", "Error")

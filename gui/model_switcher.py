@@ -24,11 +24,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.history_store import HistoryStore
-from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
-from core.manager.manager import ManagerState, ModelManager, SwitchResult
-from core.manager.plan import SwitchPlan
-from core.models.catalog import ModelEntry
+from core.facade import (
+    STATE_PHASES,
+    TERMINAL_PHASES,
+    HistoryStore,
+    ManagerState,
+    ModelEntry,
+    ModelManager,
+    SwitchEvent,
+    SwitchPhase,
+    SwitchPlan,
+    SwitchResult,
+)
 
 GIB = 1024**3
 DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes is noise, "
