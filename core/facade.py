@@ -65,6 +65,7 @@ from core.soak.series import SoakSeries, series_of
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
 from core.telemetry.recording import TelemetryRecorder, recordings_dir
+from core.telemetry.snapshot import gpu_metric
 
 if TYPE_CHECKING:
     from core.server.control_routes import Owner, control_router
@@ -146,6 +147,7 @@ __all__ = [
     "ensure_demo_models",
     "fit_verdict",
     "fmt_bytes",
+    "gpu_metric",
     "import_control_server",
     "load_catalog",
     "load_run",

@@ -12,6 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ from core.facade import (
     SwitchPhase,
     TelemetryRecorder,
     add_dir,
+    gpu_metric,
     import_control_server,
     logs_dir,
     resolve_api_key,
@@ -75,25 +77,25 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
     t = runtime.config.monitoring.hardware_monitoring.thresholds
     specs: list[ChartSpec] = []
     for gpu in runtime.gpu_snapshots():
-        p = f"gpu{gpu.index}"
+        m = partial(gpu_metric, gpu.index)  # m("power_w") -> "gpu0.power_w"
         total_gib = (gpu.vram_total_bytes or 0) / GIB
-        lost = (f"{p}.lost",)
+        lost = (m("lost"),)
         specs += [
             ChartSpec(f"{gpu.name} VRAM used of {total_gib:.0f} GiB", "GiB",
-                      (f"{p}.vram_used_bytes",), 1 / GIB,
+                      (m("vram_used_bytes"),), 1 / GIB,
                       (("warning", t.vram_usage.warning * total_gib),
                        ("critical", t.vram_usage.critical * total_gib)),
-                      alert_metrics=(f"{p}.vram_usage", *lost)),
-            ChartSpec(f"{gpu.name} temperature", "°C", (f"{p}.temperature_c",), 1.0,
+                      alert_metrics=(m("vram_usage"), *lost)),
+            ChartSpec(f"{gpu.name} temperature", "°C", (m("temperature_c"),), 1.0,
                       (("warning", t.temperature.warning), ("critical", t.temperature.critical))
                       + ((("throttle", gpu.throttle_temperature_c),)
                          if gpu.throttle_temperature_c else ()),
-                      alert_metrics=(f"{p}.temperature_c", f"{p}.thermal_throttle", *lost)),
+                      alert_metrics=(m("temperature_c"), m("thermal_throttle"), *lost)),
             ChartSpec(f"{gpu.name} power (draw, enforced limit)", "W",
-                      (f"{p}.power_w", f"{p}.power_limit_w"), 1.0,
+                      (m("power_w"), m("power_limit_w")), 1.0,
                       (("warning", t.power.warning), ("critical", t.power.critical)),
-                      alert_metrics=(f"{p}.power_w", *lost)),
-            ChartSpec(f"{gpu.name} utilisation", "%", (f"{p}.gpu_util_percent",),
+                      alert_metrics=(m("power_w"), *lost)),
+            ChartSpec(f"{gpu.name} utilisation", "%", (m("gpu_util_percent"),),
                       alert_metrics=lost),
         ]
     specs += [
@@ -180,7 +182,7 @@ class AppController(QObject):
     def open_download(self, entry: ModelEntry) -> DownloadDialog:
         """The Models tab's Download button: fit first, then the files (gui/download_dialog.py)."""
         assert entry.hf_repo is not None
-        buffer = int(self.runtime.config.router.selection.buffer_gib * 1024**3)
+        buffer = self.runtime.config.buffer_bytes
         dialog = DownloadDialog(entry.hf_repo, entry, self.runtime.manager.catalog,
                                 self.runtime.hardware_state, buffer, self.window)
         dialog.downloaded.connect(lambda _path: self.models.refresh())

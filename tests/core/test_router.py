@@ -427,8 +427,8 @@ def test_shipped_defaults_blamed_for_their_own_names(tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(data))
     catalog = load_catalog(defaults_path=broken, models_dir=tmp_path)
     with pytest.raises(ConfigError) as info:
-        load_router_config(catalog, {"selection": {"buffer_gib": 2}}, tmp_path / "u.yaml",
-                           defaults_path=broken)
+        load_router_config(catalog, {"selection": {"min_context_tokens": 2048}},
+                           tmp_path / "u.yaml", defaults_path=broken)
     assert info.value.path == str(broken)
     assert info.value.key == "router.selection.local_tier.0"
 
@@ -452,7 +452,10 @@ def test_shipped_defaults_blamed_for_their_own_names(tmp_path: Path) -> None:
                                               {"prefer": ["qwen3-14b"]}]}]}},
      "router.selection.vram_bands.0.rules.0.above_free_gib"),
     ({"selection": {"remote_first": True}}, "router.selection.remote_first"),
-    ({"selection": {"cascade": ["remote"]}}, "router.selection.cascade.0"),
+    # One setting with the manager's now (model_switching.fallback_cascade, .vram_buffer_gb):
+    # load_app_config reads them there; the router's own section refuses them.
+    ({"selection": {"cascade": ["qwen3-8b"]}}, "router.selection.cascade"),
+    ({"selection": {"buffer_gib": 2}}, "router.selection.buffer_gib"),
 ])
 def test_bad_router_config(catalog: Catalog, tmp_path: Path, user: dict[str, Any],
                            key: str) -> None:
