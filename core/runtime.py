@@ -25,7 +25,7 @@ from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryProbe
 from core.manager.plan import effective_cascade
-from core.models.catalog import ModelEntry
+from core.models.catalog import Catalog, ModelEntry
 from core.models.estimator import Estimator, EstimatorSettings
 from core.models.on_disk import with_models_on_disk
 from core.router.selection import HardwareState, Router
@@ -201,7 +201,10 @@ class Runtime:
 
     def refresh_models_on_disk(self) -> None:
         """Offer models that appeared since the start (a download, an added directory)."""
-        catalog = with_models_on_disk(self.manager.catalog, paths.models_dir())
+        self.set_catalog(with_models_on_disk(self.manager.catalog, paths.models_dir()))
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Hand a new catalog to everything that reads it (the manager and the router)."""
         self.manager.catalog = catalog
         self.router.catalog = catalog
 
@@ -307,9 +310,7 @@ class Runtime:
             "id": CUSTOM_MODEL_ID, "display_name": path.name, "path": path.resolve(),
             "priority": "CUSTOM", "quantization": "none",
             "default_context": _max_context_of(path) or base.default_context})
-        catalog = self.config.catalog.with_entry(entry)
-        self.manager.catalog = catalog
-        self.router.catalog = catalog
+        self.set_catalog(self.config.catalog.with_entry(entry))
         return CUSTOM_MODEL_ID
 
     async def close(self, deadline_s: float = CLOSE_DEADLINE_S) -> None:

@@ -164,12 +164,9 @@ class Router:
     def __init__(self, config: RouterConfig, catalog: Catalog, *,
                  estimator: Estimator | None = None,
                  loadable_engines: frozenset[str] = LOADABLE_ENGINES) -> None:
-        if catalog.models_dir is None:
-            # Resolve the models directory once, not per candidate per decision.
-            catalog = Catalog(catalog.entries, paths.models_dir(), catalog.sources)
         self.config = config
-        self.catalog = catalog
-        self.estimator = estimator if estimator is not None else Estimator(catalog)
+        self.catalog = catalog  # the setter below builds what is derived from it
+        self.estimator = estimator if estimator is not None else Estimator(self.catalog)
         self.loadable_engines = loadable_engines
         self.analyzer = ComplexityAnalyzer(config.complexity)
         sel = config.selection
@@ -181,7 +178,19 @@ class Router:
              f"< {b.below_gib:g} GiB" if b.below_gib is not None else f">= {last_bound:g} GiB",
              b.rules)
             for b in sel.vram_bands)
-        self._candidates: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, catalog: Catalog) -> None:
+        """A new catalog (a model added or found on disk): what is derived from it is rebuilt
+        here, so a decision never sees entries of the catalog before."""
+        if catalog.models_dir is None:
+            # Resolve the models directory once, not per candidate per decision.
+            catalog = Catalog(catalog.entries, paths.models_dir(), catalog.sources)
+        self._catalog = catalog
         self._remote = tuple(e for e in catalog.entries if e.is_remote)
         # One os.stat per candidate per decision: config.json paths resolved once, as strings.
         self._dirs = {e.id: str(catalog.local_path(e)) for e in catalog.entries

@@ -477,3 +477,23 @@ def test_decision_on_50k_chars_is_fast(config: RouterConfig, catalog: Catalog) -
         router.route(text, "salary_analysis", IDLE)
         runs.append(time.perf_counter() - start)
     assert sorted(runs)[len(runs) // 2] < 1e-3
+
+
+def test_the_router_sees_a_catalog_changed_after_construction(
+        config: RouterConfig, catalog: Catalog, tmp_path: Path) -> None:
+    """The runtime hands the router a new catalog when a model is added or found on disk;
+    nothing the router derived from the old one (directories, remote entries) may stay."""
+    router = Router(config, catalog)
+    assert router.route("x", "simple_extraction", IDLE).model_id is None  # nothing on disk
+    elsewhere = tmp_path / "added" / "qwen3-4b"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "config.json").write_text('{"model_type": "qwen3"}')
+    moved = catalog.get("qwen3-4b-instruct-2507").model_copy(update={"path": elsewhere})
+    router.catalog = catalog.with_entry(moved)
+    decision = router.route("x", "simple_extraction", IDLE)
+    assert decision.model_id == "qwen3-4b-instruct-2507"
+    # A remote endpoint enabled in the new catalog is offered too.
+    remote = catalog.get("remote").model_copy(update={
+        "enabled": True, "base_url": "http://gpu-box:8000/v1", "remote_model": "m"})
+    router.catalog = catalog.with_entry(remote)
+    assert router.route("x", "simple_extraction", IDLE).model_id == "remote"
