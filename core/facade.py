@@ -38,7 +38,7 @@ from core.engine.demo_model import build_demo_model, ensure_demo_models
 from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.manager.manager import ManagerState, ModelManager, SwitchResult
-from core.manager.plan import SwitchPlan
+from core.manager.plan import DeviceReading, SwitchPlan
 from core.models.added_dirs import add_dir
 from core.models.catalog import Catalog, ModelEntry, load_catalog
 from core.models.estimator import GIB, fmt_bytes
@@ -107,6 +107,7 @@ __all__ = [
     "Catalog",
     "ChatMessage",
     "ControlServer",
+    "DeviceReading",
     "EngineError",
     "GenerationDelta",
     "GenerationRequest",

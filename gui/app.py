@@ -119,7 +119,8 @@ class AppController(QObject):
         self.annotations = ChartAnnotations()
         self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
-        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store)
+        self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
+                                         device=runtime.latest_reading)
         self.models.download_handler = self.open_download
         self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store)

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from core.facade import (
     STATE_PHASES,
     TERMINAL_PHASES,
+    DeviceReading,
     HistoryStore,
     ManagerState,
     ModelEntry,
@@ -73,10 +74,15 @@ class ModelSwitcherPanel(QWidget):
     switch_finished = Signal(object)  # SwitchResult, or an Exception
 
     def __init__(self, manager: ModelManager, history: HistoryStore,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *,
+                 device: Callable[[], DeviceReading] | None = None) -> None:
         super().__init__(parent)
         self._manager = manager
         self._history = history
+        # The device as last sampled (Runtime.latest_reading): the fit column plans every row
+        # against one reading per refresh. None: the manager reads its probe per row.
+        self._device = device
+        self._reading: DeviceReading | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._measured: dict[str, float | None] = {}
         self.fallback_target: str | None = None
@@ -164,6 +170,7 @@ class ModelSwitcherPanel(QWidget):
     def refresh(self) -> None:
         """Re-read the catalog, the plans on this device, and the measured throughput."""
         self._measured = {t.model: t.mean_tokens_per_s for t in self._history.throughput()}
+        self._reading = self._device() if self._device is not None else None
         selected = self.selected_model()
         entries = list(self._manager.catalog)
         self.table.setRowCount(len(entries))
@@ -214,7 +221,7 @@ class ModelSwitcherPanel(QWidget):
             return "remote endpoint" + ("" if self._manager.remote_configured(entry)
                                         else " (not configured)")
         try:
-            plan = self._manager.plan_switch(entry.id)
+            plan = self._manager.plan_switch(entry.id, reading=self._reading)
         except Exception as exc:  # noqa: BLE001 - one bad entry must not blank the table
             return f"unknown: {exc}"
         fit = plan.fit

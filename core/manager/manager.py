@@ -40,6 +40,7 @@ from core.history_store import NO_MODEL, HistoryStore
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
 from core.manager.plan import (
+    DeviceReading,
     FitEstimate,
     FitEstimator,
     SafetyLimits,
@@ -299,14 +300,17 @@ class ModelManager:
         return entry.is_remote and entry.enabled and bool(entry.base_url)
 
     # -- planning -------------------------------------------------------------------------------
-    def plan_switch(self, target: str, private: bool = False, force: bool = False) -> SwitchPlan:
+    def plan_switch(self, target: str, private: bool = False, force: bool = False,
+                    reading: DeviceReading | None = None) -> SwitchPlan:
         """The plan for switching to target now (pure: reads the device, changes nothing).
-        force: skip the temperature and power gate (never the memory check)."""
+        force: skip the temperature and power gate (never the memory check). reading: the
+        device as already read (a display planning every catalog row against one sample)."""
         entry = self.catalog.get(target)
         loaded = self._loaded
         return plan_switch(
             entry, active_model=loaded.entry.id if loaded else None,
-            active_loaded_bytes=loaded.measured_bytes if loaded else 0, reading=self._probe.read(),
+            active_loaded_bytes=loaded.measured_bytes if loaded else 0,
+            reading=reading if reading is not None else self._probe.read(),
             limits=self.limits, estimate=self._fit,
             on_disk=not entry.is_remote and self._on_disk(entry), private=private,
             remote_configured=self.remote_configured(entry),

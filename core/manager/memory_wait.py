@@ -25,16 +25,21 @@ class MemoryProbe(Protocol):
     def read(self) -> DeviceReading: ...
 
 
+def reading_of(s: GpuSnapshot) -> DeviceReading:
+    """What a switch needs from one GPU snapshot."""
+    return DeviceReading(s.vram_free_bytes, s.vram_total_bytes, s.temperature_c, s.power_w,
+                         s.simulated)
+
+
 class GpuSnapshotProbe:
-    """A probe over anything that returns a GpuSnapshot (NVML device, simulated device)."""
+    """A probe over anything that returns a GpuSnapshot taken now (the app: the sampler's
+    `fresh`, so the sampler stays the device's only reader; tests: a device)."""
 
     def __init__(self, sample: Callable[[], GpuSnapshot]) -> None:
         self._sample = sample
 
     def read(self) -> DeviceReading:
-        s = self._sample()
-        return DeviceReading(s.vram_free_bytes, s.vram_total_bytes, s.temperature_c, s.power_w,
-                             s.simulated)
+        return reading_of(self._sample())
 
 
 class HostMemoryProbe:

@@ -117,3 +117,25 @@ def test_thread_samples_and_stops() -> None:
     before = count
     sampler.sample_once()  # allowed again once stopped
     assert count == before
+
+
+def test_a_fresh_sample_is_taken_after_the_call_by_whoever_owns_the_device() -> None:
+    activity = EngineActivity()
+    sampler = Sampler(open_gpu_devices("rtx4090-laptop", activity), HostSampler(),
+                      config(interval=30.0))
+    stopped = sampler.fresh()  # no thread yet: taken here, and recorded like any tick
+    assert len(sampler.history) == 1
+    assert sampler.latest is stopped
+    ticks: list[str] = []
+    sampler.subscribe(lambda s, e: ticks.append(threading.current_thread().name))
+    sampler.start()
+    try:
+        for _ in range(3):
+            before = len(ticks)
+            sample = sampler.fresh(timeout_s=10)
+            assert len(ticks) > before  # a tick of its own, not the 30 s pace
+            assert sample is sampler.latest
+        assert set(ticks) == {"vrampilot-sampler"}
+    finally:
+        sampler.stop()
+    assert not sampler.running
