@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from core.config_loading import ConfigError, describe_error, read_yaml
 from core.models.catalog import Catalog, default_models_file, load_catalog
-from core.models.estimator import GIB
 from core.router import RouterConfig, load_router_config
 from core.server.settings import ServerSettings
+from core.units import GIB
 
 if TYPE_CHECKING:
     from core.engine.remote_engine import RemoteConfig

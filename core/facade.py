@@ -41,7 +41,7 @@ from core.manager.manager import ManagerState, ModelManager, SwitchResult
 from core.manager.plan import DeviceReading, SwitchPlan
 from core.models.added_dirs import add_dir
 from core.models.catalog import Catalog, ModelEntry, load_catalog
-from core.models.estimator import GIB, fmt_bytes
+from core.models.estimator import fmt_bytes
 from core.models.pull import (
     Progress,
     PullCancelled,
@@ -66,6 +66,7 @@ from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
 from core.telemetry.recording import TelemetryRecorder, recordings_dir
 from core.telemetry.snapshot import gpu_metric
+from core.units import GIB
 
 if TYPE_CHECKING:
     from core.server.control_routes import Owner, control_router

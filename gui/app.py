@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from core.facade import (
     CLOSE_DEADLINE_S,
+    GIB,
     STATE_PHASES,
     TERMINAL_PHASES,
     AlertEvent,
@@ -56,7 +57,6 @@ from gui.soak_panel import SoakPanel, runner_factory
 if TYPE_CHECKING:
     from core.facade import ControlServer, InstanceLock
 
-GIB = 1024**3
 # Quitting ends within 3 s: the panels' tasks get CANCEL_WAIT_S to unwind, the core's close the
 # rest of CLOSE_DEADLINE_S.
 CANCEL_WAIT_S = 0.3
@@ -167,7 +167,7 @@ class AppController(QObject):
         entry = next(e for e in self.runtime.manager.catalog if e.path == where)
         fit = self.runtime.manager.plan_switch(entry.id).fit
         verdict = ("fit unknown" if fit is None else
-                   f"fits here: {fit.needed_bytes / 1024**3:.2f} GiB at context {fit.context}"
+                   f"fits here: {fit.needed_bytes / GIB:.2f} GiB at context {fit.context}"
                    if fit.fits else f"does not fit here: {fit.detail}")
         text = f"Added {entry.id} ({where}): {verdict}"
         self.events.add("info", text)

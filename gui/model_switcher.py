@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import (
+    GIB,
     STATE_PHASES,
     TERMINAL_PHASES,
     DeviceReading,
@@ -38,7 +39,6 @@ from core.facade import (
     SwitchResult,
 )
 
-GIB = 1024**3
 DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes is noise, "
                "not an answer. It exercises loading, streaming and switching for real.")
 COLUMNS = ("Model", "Engine / quant.", "Fits here", "On disk", "Expected tok/s",

@@ -16,8 +16,7 @@ from core.config import AppConfig, load_app_config
 from core.models.catalog import UnknownModelError
 from core.models.estimator import Estimator, EstimatorSettings, fmt_bytes
 from core.router.selection import HardwareState
-
-MIB = 1024**2
+from core.units import MIB
 
 
 def profile_state(name: str) -> HardwareState:

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.manager.plan import GIB, DeviceReading
+from core.manager.plan import DeviceReading
 from core.telemetry.snapshot import GpuSnapshot
+from core.units import GIB
 
 # Fraction of the unloaded model's memory that must be free again (Ollama uses 75 %).
 RETURN_FRACTION = 0.75

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.models.catalog import ModelEntry
-
-GIB = 1024**3
+from core.units import GIB
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from core.models.catalog import Architecture, Catalog, ModelEntry
+from core.units import GIB
 
-GIB = 1024**3
 DEFAULT_BUFFER_BYTES = GIB
 
 # Effective bits per parameter of the GGUF quantizations we know.

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.config_loading import ConfigError, describe_error
 from core.models.catalog import Catalog, key_origin, merge_sections
-from core.models.estimator import GIB
+from core.units import GIB
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from core import paths
 from core.models.catalog import Catalog, ModelEntry
-from core.models.estimator import GIB, Estimate, Estimator, fit_footprint, fmt_bytes
+from core.models.estimator import Estimate, Estimator, fit_footprint, fmt_bytes
 from core.router.complexity import Complexity, ComplexityAnalyzer
 from core.router.config import RouterConfig, SelectionRule
+from core.units import GIB
 
 # Engines this app drives. llama.cpp entries (GGUF) are listed for the record but not loadable here.
 LOADABLE_ENGINES = frozenset({"vllm", "remote"})
