@@ -19,7 +19,7 @@ from core.chat_session import ChatSession
 from core.config import AppConfig, load_app_config
 from core.engine.base import Engine
 from core.history_store import HistoryStore
-from core.manager.alert_policy import AlertReactor
+from core.manager.alert_policy import AlertReactor, Reaction
 from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryProbe, reading_of
@@ -31,6 +31,7 @@ from core.router.selection import HardwareState, Router
 from core.scheduler import RequestScheduler
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
+from core.telemetry.config import AlertPolicy
 from core.telemetry.history import TelemetryHistory
 from core.telemetry.host import HostSampler
 from core.telemetry.sampler import Sampler, SerializedDevice, open_gpu_devices
@@ -210,9 +211,10 @@ class Runtime:
 
     def set_alert_policy(self, policy: str) -> None:
         """Switch the alert reactor between "act" and "advise" (the GUI's policy switch)."""
-        if policy not in ("act", "advise"):
+        if policy not in tuple(AlertPolicy):
             raise ValueError(f"alert policy must be 'act' or 'advise', got {policy!r}")
-        self.reactor.monitoring = self.reactor.monitoring.model_copy(update={"policy": policy})
+        self.reactor.monitoring = self.reactor.monitoring.model_copy(
+            update={"policy": AlertPolicy(policy)})
 
     def add_log_listener(self, listener: LogListener) -> None:
         self._log_listeners.append(listener)
@@ -260,7 +262,7 @@ class Runtime:
             reactions = await (self.reactor.handle(events) if events else self.reactor.tick())
             for reaction in reactions:
                 key = (reaction.action, reaction.kind, reaction.target)
-                if reaction.action != "none" and key != self._last_reaction:
+                if reaction.action != Reaction.NONE and key != self._last_reaction:
                     verb = "action" if reaction.applied else "advice"
                     self.log(verb, f"{reaction.kind}: {reaction.reason}")
                 self._last_reaction = key
