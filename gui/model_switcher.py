@@ -356,7 +356,7 @@ class ModelSwitcherPanel(QWidget):
 
     def confirm_force(self) -> None:
         """Ask before skipping the gate. Non-modal (open(), not exec()): exec() inside the
-        qasync loop fails (FACTS.md), and the window keeps painting meanwhile."""
+        qasync loop fails ("Cannot enter into task"), and the window keeps painting meanwhile."""
         target = self.force_target
         if target is None or self.busy:
             return

@@ -126,7 +126,8 @@ def _build_weights(target: Path, seed: int, eos_id: int, pad_id: int,
         num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads,
         num_key_value_heads=shape.kv_heads,
-        head_dim=64,  # CPU attention rejects head_dim 16 (FACTS.md)
+        # vLLM's CPU attention rejects head_dim 16 ("Unsupported CPU attention configuration").
+        head_dim=64,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         eos_token_id=eos_id,

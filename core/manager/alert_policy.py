@@ -1,11 +1,11 @@
 """Reacting to hardware alerts: step down to a smaller model, or first lower the concurrency.
 
-From the decision record: VRAM critical -> switch to a smaller model at once, and with nothing
-smaller, unload (its "emergency unload"); thermal ("gradual": the temperature alert and clock
+The policy: VRAM critical -> switch to a smaller model at once, and with nothing smaller, unload
+(an "emergency unload"); thermal ("gradual": the temperature alert and clock
 throttling) -> step 1 lowers how many requests the engine gets at once, step 2, if it persists for
 `thermal_persist_seconds` after step 1, steps down a model; power critical -> step down; GPU lost
 -> hand the work to the remote endpoint when one is configured and the task is not private,
-otherwise unload. A step-down is forced (the record's force_switch): it skips the temperature and
+otherwise unload. A step-down is forced: it skips the temperature and
 power gate that would refuse it in exactly these conditions, never the memory check. A cooldown
 after each alert-driven switch prevents flapping. With policy "advise", nothing is changed:
 advice events only.

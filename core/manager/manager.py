@@ -343,7 +343,7 @@ class ModelManager:
 
         Serialised with every other switch; a request for a target already in flight joins it.
         Cancelling the caller that started a switch cancels it and leaves nothing half-loaded.
-        force: skip the temperature and power gate (the record's force_switch: an alert's
+        force: skip the temperature and power gate (an alert's
         step-down, a confirmed "Switch anyway"); the memory check always runs. The history row
         says `forced`.
         """
@@ -380,8 +380,8 @@ class ModelManager:
             await self._unload_current()
 
     async def emergency_unload(self, why: str) -> float | None:
-        """Unload now because an alert left nothing smaller to go to (the record's "emergency
-        unload"): a history row (outcome `unloaded`) and an event say why. Returns the seconds
+        """Unload now because an alert left nothing smaller to go to (an emergency
+        unload): a history row (outcome `unloaded`) and an event say why. Returns the seconds
         the unload took (None: nothing was loaded)."""
         async with self._lock:
             loaded = self._loaded

@@ -1,7 +1,8 @@
 """Wait until an unloaded model's memory is actually back: poll the device, bounded by a timeout.
 
-Like Ollama (FACTS.md), done once most of the expected memory is free again; never a fixed sleep,
-so the wait ends within one poll interval of the memory coming back.
+Like Ollama (which polls free memory every 250 ms until 75 % of the expected memory is back), done
+once most of the expected memory is free again; never a fixed sleep, so the wait ends within one
+poll interval of the memory coming back.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Router settings (the `router:` section of models.yaml, overridable by the user's file).
 
-Every weight, band and model list of the decision record lives here, not in code. Every model
+Every weight, band and model list of the routing policy lives here, not in code. Every model
 name a list can hold must be in the catalog: `load_router_config` checks it and names file and key.
 """
 
@@ -74,7 +74,7 @@ class ComplexityConfig(BaseModel):
 class SelectionRule(BaseModel):
     """One row of the router table: it applies when every condition it sets holds.
 
-    The comparisons are strict, as in the record's `select_optimal_model`: below_complexity is
+    The comparisons are strict (the policy's table uses `>` and `<`): below_complexity is
     score < x, above_complexity is score > x, above_free_gib is free memory > x GiB. A rule that
     sets no condition always applies: the last rule of a band, and only that one.
     """

@@ -1,4 +1,4 @@
-"""Hardware-aware model selection: the decision record's temperature and free-VRAM bands.
+"""Hardware-aware model selection: temperature and free-VRAM bands, each with its rules.
 
 A decision takes a complexity score and the device's state, picks the configured preference list,
 and chooses the first candidate that an engine here can load, that is on disk and that fits free
@@ -22,7 +22,7 @@ from core.router.complexity import Complexity, ComplexityAnalyzer
 from core.router.config import RouterConfig, SelectionRule
 from core.units import GIB
 
-# Engines this app drives. llama.cpp entries (GGUF) are listed for the record but not loadable here.
+# Engines this app drives. llama.cpp entries (GGUF) are listed in the catalog, not loadable here.
 LOADABLE_ENGINES = frozenset({"vllm", "remote"})
 
 
