@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from core.config_loading import ConfigError, describe_error, read_yaml
 from core.models.catalog import Catalog, default_models_file, load_catalog
 from core.router import RouterConfig, load_router_config
+from core.router.config import FROM_MODEL_SWITCHING
 from core.server.settings import ServerSettings
 from core.units import GIB
 
@@ -30,9 +31,6 @@ TOP_LEVEL_KEYS = ("hardware_monitoring", "model_switching", "performance_trackin
                   "router", "remote", "server")
 # The name a fallback cascade uses for the remote endpoint (the catalog entry of engine "remote").
 REMOTE_ID = "remote"
-# Former router keys, now one setting each with the manager's: read as the new key, with a warning.
-# The router's cascade never named the remote endpoint, the manager's ends with it.
-MOVED_ROUTER_KEYS = {"buffer_gib": "vram_buffer_gb", "cascade": "fallback_cascade"}
 
 
 @dataclass(frozen=True)
@@ -60,10 +58,14 @@ class AppConfig:
 
 def move_router_keys(user: dict[str, Any], label: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The user's data with router.selection.buffer_gib / cascade moved to model_switching,
-    and what was moved (new dotted key -> the old one). Given both ways: a ConfigError."""
+    and what was moved (new dotted key -> the old one). Given both ways: a ConfigError.
+
+    These were the router's own settings; the router and the manager share them now. The
+    router's cascade never named the remote endpoint (use_remote adds it), the manager's ends
+    with it, so it is appended."""
     router = user.get("router")
     selection = router.get("selection") if isinstance(router, dict) else None
-    if not isinstance(selection, dict) or not set(MOVED_ROUTER_KEYS) & set(selection):
+    if not isinstance(selection, dict) or not set(FROM_MODEL_SWITCHING) & set(selection):
         return user, {}
     user = copy.deepcopy(user)
     selection = user["router"]["selection"]
@@ -72,7 +74,7 @@ def move_router_keys(user: dict[str, Any], label: str) -> tuple[dict[str, Any], 
         raise ConfigError(label, "model_switching",
                           f"expected a mapping, got {type(switching).__name__}")
     moved: dict[str, str] = {}
-    for old, new in MOVED_ROUTER_KEYS.items():
+    for old, new in FROM_MODEL_SWITCHING.items():
         if old not in selection:
             continue
         if new in switching:
