@@ -141,6 +141,8 @@ class Sampler:
         deliver within timeout_s (a hung driver), the latest sample."""
         if not self.running:
             return self._tick()
+        if threading.current_thread() is self._thread and self._latest is not None:
+            return self._latest  # a subscriber asking: the sample it is being given is fresh
         with self._ticked:
             # A tick already under way started before this call: the one after it counts.
             wanted = self._ticks_started + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -139,3 +140,26 @@ def test_a_fresh_sample_is_taken_after_the_call_by_whoever_owns_the_device() -> 
     finally:
         sampler.stop()
     assert not sampler.running
+
+
+def test_a_subscriber_asking_for_a_fresh_sample_gets_the_one_it_is_given() -> None:
+    sampler = Sampler(open_gpu_devices("rtx4090-laptop", EngineActivity()), HostSampler(),
+                      config(interval=0.1))
+    answers: list[tuple[bool, float]] = []
+    done = threading.Event()
+
+    def subscriber(sample: Sample, _events: list[AlertEvent]) -> None:
+        started = time.monotonic()
+        fresh = sampler.fresh(timeout_s=5)
+        answers.append((fresh is sample, time.monotonic() - started))
+        done.set()
+
+    sampler.subscribe(subscriber)
+    sampler.start()
+    try:
+        assert done.wait(10)
+    finally:
+        sampler.stop()
+    same, took = answers[0]
+    assert same
+    assert took < 1.0  # not a wait for a tick its own thread cannot take
