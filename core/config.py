@@ -9,6 +9,7 @@ catalog here.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from core.config_loading import ConfigError, describe_error, read_yaml
 from core.models.catalog import Catalog, default_models_file, load_catalog
 from core.router import RouterConfig, load_router_config
+from core.router.config import FROM_MODEL_SWITCHING
 from core.server.settings import ServerSettings
+from core.units import GIB
 
 if TYPE_CHECKING:
     from core.engine.remote_engine import RemoteConfig
@@ -57,6 +60,43 @@ class AppConfig:
     @property
     def fallback_cascade(self) -> tuple[str, ...]:
         return tuple(self.monitoring.model_switching.fallback_cascade)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Free memory every fit check keeps back (model_switching.vram_buffer_gb)."""
+        return int(self.monitoring.model_switching.vram_buffer_gb * GIB)
+
+
+def move_router_keys(user: dict[str, Any], label: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The user's data with router.selection.buffer_gib / cascade moved to model_switching,
+    and what was moved (new dotted key -> the old one). Given both ways: a ConfigError.
+
+    These were the router's own settings; the router and the manager share them now. The
+    router's cascade never named the remote endpoint (use_remote adds it), the manager's ends
+    with it, so it is appended."""
+    router = user.get("router")
+    selection = router.get("selection") if isinstance(router, dict) else None
+    if not isinstance(selection, dict) or not set(FROM_MODEL_SWITCHING) & set(selection):
+        return user, {}
+    user = copy.deepcopy(user)
+    selection = user["router"]["selection"]
+    switching = user.setdefault("model_switching", {})
+    if not isinstance(switching, dict):
+        raise ConfigError(label, "model_switching",
+                          f"expected a mapping, got {type(switching).__name__}")
+    moved: dict[str, str] = {}
+    for old, new in FROM_MODEL_SWITCHING.items():
+        if old not in selection:
+            continue
+        if new in switching:
+            raise ConfigError(label, f"router.selection.{old}", f"given twice: here and as "
+                              f"model_switching.{new} (one setting now); keep that one")
+        value = selection.pop(old)
+        if old == "cascade" and isinstance(value, list) and REMOTE_ID not in value:
+            value = [*value, REMOTE_ID]
+        switching[new] = value
+        moved[f"model_switching.{new}"] = f"router.selection.{old}"
+    return user, moved
 
 
 def _remote_settings(user: dict[str, Any], user_label: str) -> RemoteConfig | None:
@@ -133,8 +173,6 @@ def build_app_config(user: dict[str, Any], user_file: Path | str | None = None, 
                            models_dir=models_dir)
     remote = _remote_settings(user, user_label)
     catalog = _apply_remote(catalog, remote)
-    router = load_router_config(catalog, user.get("router"), user_file,
-                                defaults_path=models_path)
     warnings: list[str] = []
 
     def warn(text: str) -> None:
@@ -142,7 +180,17 @@ def build_app_config(user: dict[str, Any], user_file: Path | str | None = None, 
             log_warning(text)
         warnings.append(text)
 
-    monitoring = load_monitoring_config(user, user_file, warn=warn)
+    user, moved = move_router_keys(user, user_label)
+    if moved:
+        warn(f"{user_label}: read " + "; ".join(f"{old} as {new}" for new, old in moved.items())
+             + " (the router and the manager share one setting now; rename to silence this)")
+    try:
+        monitoring = load_monitoring_config(user, user_file, warn=warn)
+    except ConfigError as exc:  # a moved key is named as the user wrote it
+        for new, old in moved.items():
+            if exc.key == new or exc.key.startswith(new + "."):
+                raise ConfigError(exc.path, old + exc.key[len(new):], exc.problem) from None
+        raise
 
     cascade = monitoring.model_switching.fallback_cascade
     user_sets_cascade = isinstance(user.get("model_switching"), dict) and \
@@ -150,9 +198,12 @@ def build_app_config(user: dict[str, Any], user_file: Path | str | None = None, 
     for i, name in enumerate(cascade):
         if name not in catalog:
             where = user_label if user_sets_cascade else str(monitoring_defaults())
-            raise ConfigError(where, f"model_switching.fallback_cascade.{i}",
+            key = "model_switching.fallback_cascade"
+            raise ConfigError(where, f"{moved.get(key, key)}.{i}",
                               f"model {name!r} is not in the catalog "
                               f"(known: {', '.join(catalog.ids)})")
+    router = load_router_config(catalog, user.get("router"), user_file,
+                                defaults_path=models_path, switching=monitoring.model_switching)
     sources = (str(monitoring_defaults()), str(models_path)) + \
         ((user_label,) if user_file is not None else ())
     return AppConfig(monitoring=monitoring, catalog=catalog, router=router, remote=remote,

@@ -15,18 +15,40 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from core import paths
+from core.manager.events import TIMED_PHASES
 
-PHASE_COLUMNS = ("planning", "unloading", "waiting_for_memory", "checking", "loading",
-                 "warming_up")
-# crash: the engine died on its own (outcome "crashed", the error says the exit code or signal).
-REASONS = ("manual", "router", "alert", "fallback", "crash")
-# unloaded: an emergency unload with nothing smaller to go to; timed_out: the switch's deadline
-# (model_switching.switch_timeout_seconds, for the whole switch) ran out.
-OUTCOMES = ("ready", "failed", "refused", "cancelled", "crashed", "unloaded", "timed_out")
+PHASE_COLUMNS = tuple(p.value for p in TIMED_PHASES)
+
+
+class SwitchReason(StrEnum):
+    """Why a switch ran (stored as its value)."""
+
+    MANUAL = "manual"
+    ROUTER = "router"
+    ALERT = "alert"
+    FALLBACK = "fallback"
+    CRASH = "crash"  # the engine died on its own (outcome "crashed": exit code or signal)
+
+
+class SwitchOutcome(StrEnum):
+    """How a recorded switch ended (stored as its value)."""
+
+    READY = "ready"
+    FAILED = "failed"
+    REFUSED = "refused"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+    UNLOADED = "unloaded"  # an emergency unload with nothing smaller to go to
+    TIMED_OUT = "timed_out"  # the whole switch's deadline (switch_timeout_seconds) ran out
+
+
+REASONS = tuple(SwitchReason)
+OUTCOMES = tuple(SwitchOutcome)
 # to_model of a row that left no model loaded (a crash, an emergency unload).
 NO_MODEL = "(none)"
 
@@ -227,9 +249,9 @@ class HistoryStore:
                       forced: bool = False) -> int:
         """Store one finished switch and commit; returns its row id."""
         if reason not in REASONS:
-            raise ValueError(f"reason must be one of {REASONS}, got {reason!r}")
+            raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {reason!r}")
         if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
         unknown = set(phases) - set(PHASE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown phases {sorted(unknown)}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,12 +19,12 @@ from core.chat_session import ChatSession
 from core.config import AppConfig, load_app_config
 from core.engine.base import Engine
 from core.history_store import HistoryStore
-from core.manager.alert_policy import AlertReactor
+from core.manager.alert_policy import AlertReactor, Reaction
 from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
 from core.manager.manager import ModelManager
-from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryProbe
-from core.manager.plan import effective_cascade
-from core.models.catalog import ModelEntry
+from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryProbe, reading_of
+from core.manager.plan import DeviceReading, effective_cascade
+from core.models.catalog import Catalog, ModelEntry
 from core.models.estimator import Estimator, EstimatorSettings
 from core.models.on_disk import with_models_on_disk
 from core.router.selection import HardwareState, Router
@@ -33,9 +32,10 @@ from core.routing_log import RoutingLog
 from core.scheduler import RequestScheduler
 from core.telemetry.activity import EngineActivity
 from core.telemetry.alerts import AlertEvent
+from core.telemetry.config import AlertPolicy
 from core.telemetry.history import TelemetryHistory
 from core.telemetry.host import HostSampler
-from core.telemetry.sampler import GpuDevice, Sampler, open_gpu_devices
+from core.telemetry.sampler import Sampler, SerializedDevice, open_gpu_devices
 from core.telemetry.snapshot import GpuSnapshot, Sample
 from core.uptime import UptimeRecorder
 
@@ -55,23 +55,6 @@ CLOSE_FORCE_AT_S = 1.0
 # At close vLLM's processes get this long after SIGTERM, then SIGKILL: nothing in them needs
 # saving, and a graceful engine teardown takes seconds.
 ENGINE_EXIT_GRACE_S = 0.5
-
-
-class SerializedDevice:
-    """Lets the manager's memory probe and the sampler thread read one device without racing
-    (the simulated device integrates its thermal state on every read)."""
-
-    def __init__(self, device: GpuDevice) -> None:
-        self._device = device
-        self._lock = threading.Lock()
-
-    def sample(self) -> GpuSnapshot:
-        with self._lock:
-            return self._device.sample()
-
-    def close(self) -> None:
-        with self._lock:
-            self._device.close()
 
 
 def nvidia_gpu_present() -> bool:
@@ -127,6 +110,7 @@ class Runtime:
     scheduler: RequestScheduler
     uptime: UptimeRecorder
     simulated: bool
+    device_label: str = "host RAM (CPU engine)"  # the engine's device, for people
     engines: weakref.WeakSet[Engine] = field(default_factory=weakref.WeakSet)
     # Child processes that were there before this runtime: not its engines, close() spares them.
     children_before: set[int] = field(default_factory=set)
@@ -154,7 +138,8 @@ class Runtime:
         devices = [SerializedDevice(d) for d in open_gpu_devices(simulate, activity)]
         sampler = Sampler(devices, HostSampler(), config.monitoring.hardware_monitoring)
         # The engine lives where the memory is: the first GPU, else (CPU build) the host's RAM.
-        probe: MemoryProbe = (GpuSnapshotProbe(devices[0].sample) if devices
+        # The GPU is read by the sampler alone: the probe asks it for a sample taken now.
+        probe: MemoryProbe = (GpuSnapshotProbe(lambda: sampler.fresh().gpus[0]) if devices
                               else HostMemoryProbe())
         store = HistoryStore(history_path)
         on_host = not devices
@@ -182,7 +167,7 @@ class Runtime:
 
         manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
                                new_engine, store, activity, fit, cascade=cascade)
-        label = devices[0].sample().name if devices else "host RAM (CPU engine)"
+        label = sampler.fresh().gpus[0].name if devices else "host RAM (CPU engine)"
         # Every generation (playground, CLI, local API) is admitted by this one scheduler.
         scheduler = RequestScheduler(manager, max_queue=config.server.max_queue)
         tracking = config.monitoring.performance_tracking
@@ -195,31 +180,38 @@ class Runtime:
                                 lambda: manager.state.switching_to is not None)
         manager.subscribe(uptime.on_event)
         return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
-                   reactor, scheduler, uptime, simulated=bool(simulate), engines=engines,
-                   children_before=children_before)
+                   reactor, scheduler, uptime, simulated=bool(simulate), device_label=label,
+                   engines=engines, children_before=children_before)
 
     @property
     def history(self) -> TelemetryHistory:
         return self.sampler.history
 
     def gpu_snapshots(self) -> list[GpuSnapshot]:
-        latest = self.sampler.latest
-        if latest is not None:
-            return list(latest.gpus)
-        return [d.sample() for d in self.devices]
+        return list((self.sampler.latest or self.sampler.fresh()).gpus)
+
+    def latest_reading(self) -> DeviceReading:
+        """The engine's device as the sampler last read it, for displays (the Models tab plans
+        every row against it; no device read per row). Host RAM: read now (psutil)."""
+        if not self.devices:
+            return self.probe.read()
+        return reading_of((self.sampler.latest or self.sampler.fresh()).gpus[0])
 
     def refresh_models_on_disk(self) -> None:
         """Offer models that appeared since the start (a download, an added directory)."""
-        catalog = with_models_on_disk(self.manager.catalog, paths.models_dir())
+        self.set_catalog(with_models_on_disk(self.manager.catalog, paths.models_dir()))
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Hand a new catalog to everything that reads it (the manager and the router)."""
         self.manager.catalog = catalog
         self.router.catalog = catalog
 
     def hardware_state(self) -> HardwareState:
         """The engine's device now, as the estimator's verdicts need it (download dialog)."""
         reading = self.probe.read()
-        label = self.devices[0].sample().name if self.devices else "host RAM (CPU engine)"
         return HardwareState(reading.free_bytes or 0, reading.total_bytes or 1,
-                             reading.temperature_c, label, host_memory=not self.devices)
+                             reading.temperature_c, self.device_label,
+                             host_memory=not self.devices)
 
     @property
     def alert_policy(self) -> str:
@@ -228,9 +220,10 @@ class Runtime:
 
     def set_alert_policy(self, policy: str) -> None:
         """Switch the alert reactor between "act" and "advise" (the GUI's policy switch)."""
-        if policy not in ("act", "advise"):
+        if policy not in tuple(AlertPolicy):
             raise ValueError(f"alert policy must be 'act' or 'advise', got {policy!r}")
-        self.reactor.monitoring = self.reactor.monitoring.model_copy(update={"policy": policy})
+        self.reactor.monitoring = self.reactor.monitoring.model_copy(
+            update={"policy": AlertPolicy(policy)})
 
     def apply_config(self, new: AppConfig) -> None:
         """Settings changed while running (the settings dialog): what can change live does;
@@ -295,7 +288,7 @@ class Runtime:
             reactions = await (self.reactor.handle(events) if events else self.reactor.tick())
             for reaction in reactions:
                 key = (reaction.action, reaction.kind, reaction.target)
-                if reaction.action != "none" and key != self._last_reaction:
+                if reaction.action != Reaction.NONE and key != self._last_reaction:
                     verb = "action" if reaction.applied else "advice"
                     self.log(verb, f"{reaction.kind}: {reaction.reason}")
                 self._last_reaction = key
@@ -337,9 +330,7 @@ class Runtime:
             "id": CUSTOM_MODEL_ID, "display_name": path.name, "path": path.resolve(),
             "priority": "CUSTOM", "quantization": "none",
             "default_context": _max_context_of(path) or base.default_context})
-        catalog = self.config.catalog.with_entry(entry)
-        self.manager.catalog = catalog
-        self.router.catalog = catalog
+        self.set_catalog(self.config.catalog.with_entry(entry))
         return CUSTOM_MODEL_ID
 
     async def close(self, deadline_s: float = CLOSE_DEADLINE_S) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -21,18 +21,30 @@ from PySide6.QtCore import QObject, QSettings, QTimer
 from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
-from core import settings_file
-from core.config import AppConfig
-from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
-from core.models.added_dirs import add_dir
-from core.models.catalog import ModelEntry
-from core.paths import logs_dir, resource
-from core.runtime import CLOSE_DEADLINE_S, Runtime
-from core.server.service import ApiService
-from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
-from core.telemetry.alerts import AlertEvent
-from core.telemetry.gpu_processes import others_holding
-from core.telemetry.recording import TelemetryRecorder
+from core.facade import (
+    CLOSE_DEADLINE_S,
+    GIB,
+    STATE_PHASES,
+    TERMINAL_PHASES,
+    AlertEvent,
+    ApiService,
+    AppConfig,
+    ModelEntry,
+    Runtime,
+    ServerConfigError,
+    ServerSettings,
+    SwitchEvent,
+    SwitchPhase,
+    TelemetryRecorder,
+    add_dir,
+    gpu_metric,
+    import_control_server,
+    logs_dir,
+    others_holding,
+    resolve_api_key,
+    resource,
+    settings_file,
+)
 from gui.bridge import CoreBridge
 from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
 from gui.download_dialog import DownloadDialog
@@ -49,10 +61,8 @@ from gui.soak_panel import SoakPanel, runner_factory
 from gui.tray import AppTray, TrayModels
 
 if TYPE_CHECKING:
-    from core.server.control_server import ControlServer
-    from core.server.instance_lock import InstanceLock
+    from core.facade import ControlServer, InstanceLock
 
-GIB = 1024**3
 # Quitting ends within 3 s: the panels' tasks get CANCEL_WAIT_S to unwind, the core's close the
 # rest of CLOSE_DEADLINE_S.
 CANCEL_WAIT_S = 0.3
@@ -73,30 +83,30 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
     t = runtime.config.monitoring.hardware_monitoring.thresholds
     specs: list[ChartSpec] = []
     for gpu in runtime.gpu_snapshots():
-        p = f"gpu{gpu.index}"
+        m = partial(gpu_metric, gpu.index)  # m("power_w") -> "gpu0.power_w"
         total_gib = (gpu.vram_total_bytes or 0) / GIB
-        lost = (f"{p}.lost",)
+        lost = (m("lost"),)
         # Throttle reasons by name, shaded on the charts they explain.
         thermal = tuple(throttle_metric(gpu.index, e) for e in ("SwThermal", "HwThermal",
                                                                "HwSlowdown"))
         power = tuple(throttle_metric(gpu.index, e) for e in ("SwPowerCap", "HwPowerBrake"))
         specs += [
             ChartSpec(f"{gpu.name} VRAM used of {total_gib:.0f} GiB", "GiB",
-                      (f"{p}.vram_used_bytes",), 1 / GIB,
+                      (m("vram_used_bytes"),), 1 / GIB,
                       (("warning", t.vram_usage.warning * total_gib),
                        ("critical", t.vram_usage.critical * total_gib)),
-                      alert_metrics=(f"{p}.vram_usage", *lost)),
-            ChartSpec(f"{gpu.name} temperature", "°C", (f"{p}.temperature_c",), 1.0,
+                      alert_metrics=(m("vram_usage"), *lost)),
+            ChartSpec(f"{gpu.name} temperature", "°C", (m("temperature_c"),), 1.0,
                       (("warning", t.temperature.warning), ("critical", t.temperature.critical))
                       + ((("throttle", gpu.throttle_temperature_c),)
                          if gpu.throttle_temperature_c else ()),
-                      alert_metrics=(f"{p}.temperature_c", f"{p}.thermal_throttle", *thermal,
+                      alert_metrics=(m("temperature_c"), m("thermal_throttle"), *thermal,
                                      *lost)),
             ChartSpec(f"{gpu.name} power (draw, enforced limit)", "W",
-                      (f"{p}.power_w", f"{p}.power_limit_w"), 1.0,
+                      (m("power_w"), m("power_limit_w")), 1.0,
                       (("warning", t.power.warning), ("critical", t.power.critical)),
-                      alert_metrics=(f"{p}.power_w", *power, *lost)),
-            ChartSpec(f"{gpu.name} utilisation", "%", (f"{p}.gpu_util_percent",),
+                      alert_metrics=(m("power_w"), *power, *lost)),
+            ChartSpec(f"{gpu.name} utilisation", "%", (m("gpu_util_percent"),),
                       alert_metrics=lost),
         ]
     specs += [
@@ -128,6 +138,7 @@ class AppController(QObject):
         self.gpu_status = GpuStatusPanel(lambda: runtime.sampler.latest, self.annotations)
         self.monitor = MonitorPanel(self.charts, self.gpu_status)
         self.models = ModelSwitcherPanel(runtime.manager, runtime.history_store,
+                                         device=runtime.latest_reading,
                                          remote=runtime.config.remote)
         self.models.download_handler = self.open_download
         self.models.vram_holders = self._vram_holders
@@ -194,7 +205,7 @@ class AppController(QObject):
         entry = next(e for e in self.runtime.manager.catalog if e.path == where)
         fit = self.runtime.manager.plan_switch(entry.id).fit
         verdict = ("fit unknown" if fit is None else
-                   f"fits here: {fit.needed_bytes / 1024**3:.2f} GiB at context {fit.context}"
+                   f"fits here: {fit.needed_bytes / GIB:.2f} GiB at context {fit.context}"
                    if fit.fits else f"does not fit here: {fit.detail}")
         text = f"Added {entry.id} ({where}): {verdict}"
         self.events.add("info", text)
@@ -264,7 +275,7 @@ class AppController(QObject):
     def open_download(self, entry: ModelEntry) -> DownloadDialog:
         """The Models tab's Download button: fit first, then the files (gui/download_dialog.py)."""
         assert entry.hf_repo is not None
-        buffer = int(self.runtime.config.router.selection.buffer_gib * 1024**3)
+        buffer = self.runtime.config.buffer_bytes
         dialog = DownloadDialog(entry.hf_repo, entry, self.runtime.manager.catalog,
                                 self.runtime.hardware_state, buffer, self.window)
         dialog.downloaded.connect(lambda _path: self.models.refresh())
@@ -432,7 +443,7 @@ class AppController(QObject):
     def _control_router(self) -> Any:
         # vrampilot's own routes (status, switch, unload, events...) on the API too, under
         # /vrampilot, behind the same key as the OpenAI routes.
-        from core.server.control_routes import Owner, control_router
+        from core.facade import Owner, control_router
 
         return control_router(self.runtime, Owner("app", raise_window=self.bring_to_front))
 
@@ -497,9 +508,8 @@ async def serve_control(controller: AppController, lock: InstanceLock, simulate:
     are imported in a worker thread once the window is up: FastAPI alone takes 0.3-1 s."""
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(None, importlib.import_module, "core.server.control_server")
-        from core.server.control_routes import Owner
-        from core.server.control_server import ControlServer
+        await loop.run_in_executor(None, import_control_server)
+        from core.facade import ControlServer, Owner
 
         control = ControlServer(controller.runtime, lock, Owner(
             "app", simulate, config, raise_window=controller.bring_to_front))

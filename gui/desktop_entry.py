@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from core.paths import resource
+from core.facade import resource
 
 
 def install_desktop_entry(home: Path | None = None) -> list[Path]:

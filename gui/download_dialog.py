@@ -24,9 +24,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.models.catalog import Catalog, ModelEntry
-from core.models.estimator import fmt_bytes
-from core.models.pull import (
+from core.facade import (
+    Catalog,
+    HardwareState,
+    ModelEntry,
     Progress,
     PullCancelled,
     PullError,
@@ -34,9 +35,9 @@ from core.models.pull import (
     check_disk,
     download,
     fit_verdict,
+    fmt_bytes,
     plan_pull,
 )
-from core.router.selection import HardwareState
 
 
 def progress_text(p: Progress) -> str:

@@ -19,10 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.manager.events import SwitchEvent, SwitchPhase
-from core.telemetry.alerts import AlertEvent
+from core.facade import GIB, AlertEvent, SwitchEvent, SwitchPhase
 
-GIB = 1024**3
 POLICIES = (("Act: switch or limit automatically", "act"),
             ("Advise only: never change the model", "advise"))
 

@@ -10,7 +10,7 @@ from typing import Protocol
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from core.routing_log import RoutedRequest
+from core.facade import RoutedRequest
 
 
 class FeedbackBackend(Protocol):

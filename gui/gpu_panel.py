@@ -22,8 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.telemetry import clock_events
-from core.telemetry.snapshot import GpuProcess, GpuSnapshot, Sample
+from core.facade import GpuProcess, GpuSnapshot, Sample, clock_events, gpu_metric
 from gui.charts import ChartAnnotations, ChartPanel
 
 GIB = 1024**3
@@ -36,7 +35,7 @@ WARN_REASONS = frozenset({"SwThermal", "HwThermal", "HwSlowdown", "HwPowerBrake"
 
 def throttle_metric(index: int, event: str) -> str:
     """The annotation metric of one GPU's throttle reason (shaded on its charts)."""
-    return f"gpu{index}.clock_event.{event}"
+    return gpu_metric(index, f"clock_event.{event}")
 
 
 def _mhz(current: int | None, maximum: int | None) -> str:

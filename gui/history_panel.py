@@ -22,8 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
-from core.routing_report import build_report
+from core.facade import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord, build_report
 from gui.routing_panel import RoutingPanel
 
 COLUMNS = ("When", "From", "To", "Reason", *(p.replace("_", " ") for p in PHASE_COLUMNS),

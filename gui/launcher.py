@@ -125,7 +125,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     if args.model:
         from core.engine.base import ModelDirectoryError
-        from core.engine.demo_model import check_model_dir
+        from core.engine.model_dir import check_model_dir
 
         try:
             check_model_dir(Path(args.model))

@@ -10,7 +10,7 @@ from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
-from core.paths import resource
+from core.facade import resource
 from gui.charts import ChartPanel
 from gui.events_panel import EventsPanel
 from gui.history_panel import HistoryPanel

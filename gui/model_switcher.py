@@ -28,15 +28,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.engine.remote_engine import RemoteConfig
-from core.engine.remote_health import RemoteHealth, RemoteState, check_remote_health
-from core.history_store import HistoryStore
-from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
-from core.manager.manager import ManagerState, ModelManager, SwitchResult
-from core.manager.plan import SwitchPlan
-from core.models.catalog import ModelEntry
+from core.facade import (
+    GIB,
+    STATE_PHASES,
+    TERMINAL_PHASES,
+    DeviceReading,
+    HistoryStore,
+    ManagerState,
+    ModelEntry,
+    ModelManager,
+    RemoteConfig,
+    RemoteHealth,
+    RemoteState,
+    SwitchEvent,
+    SwitchPhase,
+    SwitchPlan,
+    SwitchResult,
+    check_remote_health,
+)
 
-GIB = 1024**3
 DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes is noise, "
                "not an answer. It exercises loading, streaming and switching for real.")
 COLUMNS = ("Model", "Engine / quant.", "Fits here", "On disk", "Expected tok/s",
@@ -75,11 +85,17 @@ class ModelSwitcherPanel(QWidget):
     remote_checked = Signal(object)
 
     def __init__(self, manager: ModelManager, history: HistoryStore,
-                 parent: QWidget | None = None, *, remote: RemoteConfig | None = None,
+                 parent: QWidget | None = None, *,
+                 device: Callable[[], DeviceReading] | None = None,
+                 remote: RemoteConfig | None = None,
                  remote_check_s: float = REMOTE_CHECK_S) -> None:
         super().__init__(parent)
         self._manager = manager
         self._history = history
+        # The device as last sampled (Runtime.latest_reading): the fit column plans every row
+        # against one reading per refresh. None: the manager reads its probe per row.
+        self._device = device
+        self._reading: DeviceReading | None = None
         self._remote = remote
         self.remote_health: RemoteHealth | None = None
         self._remote_worker: threading.Thread | None = None
@@ -181,6 +197,7 @@ class ModelSwitcherPanel(QWidget):
     def refresh(self) -> None:
         """Re-read the catalog, the plans on this device, and the measured throughput."""
         self._measured = {t.model: t.mean_tokens_per_s for t in self._history.throughput()}
+        self._reading = self._device() if self._device is not None else None
         selected = self.selected_model()
         entries = list(self._manager.catalog)
         self.table.setRowCount(len(entries))
@@ -288,7 +305,7 @@ class ModelSwitcherPanel(QWidget):
             return "remote endpoint" + ("" if self._manager.remote_configured(entry)
                                         else " (not configured)")
         try:
-            plan = self._manager.plan_switch(entry.id)
+            plan = self._manager.plan_switch(entry.id, reading=self._reading)
         except Exception as exc:  # noqa: BLE001 - one bad entry must not blank the table
             return f"unknown: {exc}"
         fit = plan.fit
@@ -427,7 +444,7 @@ class ModelSwitcherPanel(QWidget):
 
     def confirm_force(self) -> None:
         """Ask before skipping the gate. Non-modal (open(), not exec()): exec() inside the
-        qasync loop fails (FACTS.md), and the window keeps painting meanwhile."""
+        qasync loop fails ("Cannot enter into task"), and the window keeps painting meanwhile."""
         target = self.force_target
         if target is None or self.busy:
             return

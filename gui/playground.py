@@ -25,10 +25,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.engine.base import ChatMessage, GenerationDelta, GenerationRequest
-from core.manager.events import SwitchEvent
-from core.models.estimator import GIB
-from core.router.selection import RoutingDecision
+from core.facade import (
+    GIB,
+    ChatMessage,
+    GenerationDelta,
+    GenerationRequest,
+    RoutingDecision,
+    SwitchEvent,
+)
 from gui.feedback_bar import FeedbackBackend, FeedbackBar
 
 DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "

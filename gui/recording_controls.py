@@ -10,8 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from core.telemetry.history import TelemetryHistory
-from core.telemetry.recording import TelemetryRecorder, recordings_dir
+from core.facade import TelemetryHistory, TelemetryRecorder, recordings_dir
 from gui.charts import ChartPanel, ChartSpec
 
 

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.routing_report import RoutingReport
+from core.facade import RoutingReport
 
 MEASURED_COLOR = "#4ea1ff"
 ESTIMATE_COLOR = "#adb5bd"

@@ -20,9 +20,7 @@ def main(out: str) -> int:
     from PySide6.QtWidgets import QApplication
     from safetensors.numpy import save
 
-    from core.cli.estimate import profile_state
-    from core.engine.demo_model import build_demo_model
-    from core.models.catalog import load_catalog
+    from core.facade import GIB, build_demo_model, load_catalog, profile_state
     from tests.hub_server import HubServer, Repo, repo_from_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="vrampilot-download-shot-"))
@@ -38,7 +36,7 @@ def main(out: str) -> int:
     app = QApplication(sys.argv[:1])
     state = profile_state("rtx4090-laptop")
     dialog = DownloadDialog("vrampilot-demo/demo-tiny-padded", None, load_catalog(),
-                            lambda: state, 1024**3)
+                            lambda: state, GIB)
     dialog.resize(760, 230)
     dialog.show()
 

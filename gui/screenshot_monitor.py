@@ -23,8 +23,7 @@ FAST_THERMAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "soak_fa
 
 
 def main(out_dir: str) -> int:
-    from core import paths
-    from core.engine.demo_model import ensure_demo_models
+    from core.facade import ensure_demo_models, paths
 
     ensure_demo_models()
     user_models = paths.models_dir()
@@ -37,7 +36,7 @@ def main(out_dir: str) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from core.runtime import Runtime
+    from core.facade import Runtime
     from gui.app import AppController
     from gui.event_loop import AppEventLoop
 

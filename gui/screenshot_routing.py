@@ -36,8 +36,7 @@ PROMPTS = (
 
 
 def main(out: str) -> int:
-    from core import paths
-    from core.engine.demo_model import ensure_demo_models
+    from core.facade import ensure_demo_models, paths
 
     ensure_demo_models()
     user_models = paths.models_dir()
@@ -48,7 +47,7 @@ def main(out: str) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from core.runtime import Runtime
+    from core.facade import Runtime
     from gui.app import AppController
     from gui.event_loop import AppEventLoop
 
@@ -72,7 +71,7 @@ def main(out: str) -> int:
         # No autoload: the first routed prompt loads the router's model (start-up, not counted
         # in uptime); a load of another model first would be a switch, counted against it.
         controller.start(autoload=False)
-        from core.engine.demo_model import ensure_demo_models
+        from core.facade import ensure_demo_models
 
         await asyncio.get_running_loop().run_in_executor(None, ensure_demo_models)
         pg = controller.playground

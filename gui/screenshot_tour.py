@@ -21,8 +21,7 @@ TABS = (("monitor", "Monitor"), ("models", "Models"), ("history", "Switch histor
 
 
 def main(out_dir: str) -> int:
-    from core import paths
-    from core.engine.demo_model import ensure_demo_models
+    from core.facade import ensure_demo_models, paths
 
     ensure_demo_models()
     user_models = paths.models_dir()
@@ -33,7 +32,7 @@ def main(out_dir: str) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from core.runtime import Runtime
+    from core.facade import Runtime
     from gui.app import AppController
     from gui.event_loop import AppEventLoop
 

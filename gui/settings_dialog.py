@@ -26,10 +26,7 @@ from PySide6.QtWidgets import (
 )
 from ruamel.yaml.comments import CommentedMap
 
-from core import settings_file
-from core.config import AppConfig
-from core.config_loading import ConfigError
-from core.settings_file import FIELDS, SettingField
+from core.facade import FIELDS, AppConfig, ConfigError, SettingField, settings_file
 
 ERROR_STYLE = "color: #e74c3c"
 

@@ -26,10 +26,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.engine.base import EngineError
-from core.soak.report import CHART_FILE, SoakRun, describe, load_run, save_run, soak_dir
-from core.soak.runner import MAX_CONCURRENCY, SoakInputError, SoakRunner, SoakSettings
-from core.soak.series import series_of
+from core.facade import (
+    CHART_FILE,
+    MAX_CONCURRENCY,
+    EngineError,
+    SoakInputError,
+    SoakRun,
+    SoakRunner,
+    SoakSettings,
+    describe_soak_run,
+    load_run,
+    save_run,
+    series_of,
+    soak_dir,
+)
 from gui.soak_view import SoakCharts
 
 RunnerFactory = Callable[[SoakSettings], SoakRunner]
@@ -218,7 +228,7 @@ class SoakPanel(QWidget):
     def show_runs(self, runs: list[SoakRun]) -> None:
         self.runs = runs
         self.charts.show_runs([(r.label, r.series) for r in runs])
-        self.summary.setPlainText("\n\n".join(describe(r.report) for r in runs))
+        self.summary.setPlainText("\n\n".join(describe_soak_run(r.report) for r in runs))
         self.overlay_button.setEnabled(bool(runs))
 
     def _ask_run(self, overlay: bool) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
-from core.soak.report import CHART_FILE, load_run
+from core.facade import CHART_FILE, load_run
 from gui.soak_view import SoakCharts
 
 

@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from core.soak.series import SoakSeries
+from core.facade import SoakSeries
 
 
 @dataclass(frozen=True)

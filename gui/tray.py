@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject, QRect, Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QFont, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon, QWidget
 
-from core.telemetry.snapshot import Sample
+from core.facade import Sample
 
 GIB = 1024**3
 

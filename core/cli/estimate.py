@@ -14,10 +14,9 @@ from typing import Any
 
 from core.config import AppConfig, load_app_config
 from core.models.catalog import UnknownModelError
-from core.models.estimator import GIB, Estimator, EstimatorSettings, fmt_bytes
+from core.models.estimator import Estimator, EstimatorSettings, fmt_bytes
 from core.router.selection import HardwareState
-
-MIB = 1024**2
+from core.units import MIB
 
 
 def profile_state(name: str) -> HardwareState:
@@ -123,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"vrampilot estimate: --context must not be negative (got {args.context})",
               file=sys.stderr)
         return 2
-    buffer = int(config.router.selection.buffer_gib * GIB)
+    buffer = config.buffer_bytes
     estimator = Estimator(config.catalog, settings_for(state))
     if args.context is None:
         est = estimator.fit_context(entry, state.total_bytes, state.free_bytes, buffer)

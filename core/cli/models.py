@@ -9,7 +9,7 @@ from typing import Any
 from core import paths
 from core.cli.estimate import load_config_and_state, settings_for
 from core.models.catalog import Catalog
-from core.models.estimator import GIB, Estimator, EstimatorSettings, fmt_bytes
+from core.models.estimator import Estimator, EstimatorSettings, fmt_bytes
 from core.models.on_disk import as_entry, scan_other_models
 from core.router.selection import HardwareState
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             return loaded
         config, state = loaded
         report = models_report(config.catalog, Estimator(config.catalog, settings_for(state)),
-                               state, int(config.router.selection.buffer_gib * GIB))
+                               state, config.buffer_bytes)
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -18,7 +18,7 @@ from typing import Any
 
 from core.cli.estimate import load_config_and_state
 from core.models.catalog import Catalog, ModelEntry, UnknownModelError
-from core.models.estimator import GIB, fmt_bytes
+from core.models.estimator import fmt_bytes
 from core.models.on_disk import find_repo
 from core.models.pull import (
     Progress,
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     config, state = loaded
     out = _Reporter(args.json)
     try:
-        return _pull(args, config.catalog, state, int(config.router.selection.buffer_gib * GIB),
+        return _pull(args, config.catalog, state, config.buffer_bytes,
                      out)
     except PullError as exc:
         out.end_progress()

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.estimate import load_config_and_state, settings_for
-from core.models.estimator import GIB, Estimator, fmt_bytes
+from core.models.estimator import Estimator, fmt_bytes
 from core.router import Router
+from core.units import GIB
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

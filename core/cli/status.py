@@ -15,11 +15,11 @@ from core.telemetry.host import HostSampler
 from core.telemetry.sampler import Sampler, open_gpu_devices
 from core.telemetry.simulated_device import UnknownProfileError
 from core.telemetry.snapshot import GpuSnapshot, HostSnapshot, Sample
+from core.units import GIB
 
 if TYPE_CHECKING:
     from core.server.control_client import ControlClient
 
-GIB = 1024**3
 # CPU % is a delta between two reads; the first read of a fresh process needs a short baseline.
 _FIRST_READ_GAP_S = 0.25
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from core import paths
 from core.doctor.report import Check, Status
+from core.units import GIB
 
-GIB = 1024**3
 # The demo models and the history need a few MB; a real model a few GB (a 4B at 4 bit: ~3 GB).
 FAIL_BELOW_BYTES = 256 * 1024**2
 WARN_BELOW_BYTES = 10 * GIB

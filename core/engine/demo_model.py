@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core import paths
 from core.engine.base import ModelDirectoryError
+from core.engine.model_dir import check_model_dir
 
 DEMO_FORMAT_VERSION = 1
 MARKER_FILE = "vrampilot-demo.json"
@@ -125,7 +126,8 @@ def _build_weights(target: Path, seed: int, eos_id: int, pad_id: int,
         num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads,
         num_key_value_heads=shape.kv_heads,
-        head_dim=64,  # CPU attention rejects head_dim 16 (FACTS.md)
+        # vLLM's CPU attention rejects head_dim 16 ("Unsupported CPU attention configuration").
+        head_dim=64,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         eos_token_id=eos_id,
@@ -197,30 +199,3 @@ def ensure_demo_models(root: Path | None = None) -> list[Path]:
             build_demo_model(target, seed=seed, name=name, shape=shape)
         out.append(target)
     return out
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model")
-
-
-def check_model_dir(path: Path | str) -> None:
-    """Raise ModelDirectoryError naming what is missing or corrupt in a local model directory."""
-    p = Path(path)
-    if not p.is_dir():
-        raise ModelDirectoryError(str(p), "the directory does not exist")
-    config = p / "config.json"
-    if not config.is_file():
-        raise ModelDirectoryError(str(p), "config.json is missing")
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelDirectoryError(str(p), f"config.json is corrupt ({exc})") from exc
-    if not isinstance(data, dict) or not (data.get("architectures") or data.get("model_type")):
-        raise ModelDirectoryError(str(p), "config.json names no architecture or model_type")
-    weights = [*p.glob("*.safetensors"), *p.glob("*.bin"), *p.glob("*.pt"), *p.glob("*.gguf")]
-    if not weights:
-        raise ModelDirectoryError(str(p), "no weight files (*.safetensors or *.bin)")
-    if not any(w.stat().st_size > 0 for w in weights):
-        raise ModelDirectoryError(str(p), "the weight files are empty")
-    if not any((p / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelDirectoryError(
-            str(p), "no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")

@@ -44,8 +44,8 @@ from core.engine.base import (
     LoadSpec,
     PromptTooLongError,
 )
-from core.engine.demo_model import check_model_dir
 from core.engine.errors import map_vllm_error
+from core.engine.model_dir import check_model_dir
 from core.engine.processes import (
     EngineProcessRegistry,
     alive,

@@ -1,12 +1,5 @@
-"""Single active model: switch planning and execution, memory wait, alert reactions."""
+"""Single active model: switch planning and execution, memory wait, alert reactions.
 
-from core.manager.events import SwitchEvent, SwitchPhase
-from core.manager.manager import ManagerState, ModelManager, SwitchResult
-from core.manager.memory_wait import GpuSnapshotProbe, HostMemoryProbe, MemoryProbe
-from core.manager.plan import DeviceReading, FitEstimate, SafetyLimits, SwitchPlan, plan_switch
-
-__all__ = [
-    "DeviceReading", "FitEstimate", "GpuSnapshotProbe", "HostMemoryProbe", "ManagerState",
-    "MemoryProbe", "ModelManager", "SafetyLimits", "SwitchEvent", "SwitchPhase", "SwitchPlan",
-    "SwitchResult", "plan_switch",
-]
+Import the modules themselves (front ends: core.facade); the package imports nothing, so
+core.history_store can use core.manager.events without a cycle.
+"""

@@ -1,11 +1,11 @@
 """Reacting to hardware alerts: step down to a smaller model, or first lower the concurrency.
 
-From the decision record: VRAM critical -> switch to a smaller model at once, and with nothing
-smaller, unload (its "emergency unload"); thermal ("gradual": the temperature alert and clock
+The policy: VRAM critical -> switch to a smaller model at once, and with nothing smaller, unload
+(an "emergency unload"); thermal ("gradual": the temperature alert and clock
 throttling) -> step 1 lowers how many requests the engine gets at once, step 2, if it persists for
 `thermal_persist_seconds` after step 1, steps down a model; power critical -> step down; GPU lost
 -> hand the work to the remote endpoint when one is configured and the task is not private,
-otherwise unload. A step-down is forced (the record's force_switch): it skips the temperature and
+otherwise unload. A step-down is forced: it skips the temperature and
 power gate that would refuse it in exactly these conditions, never the memory check. A cooldown
 after each alert-driven switch prevents flapping. With policy "advise", nothing is changed:
 advice events only.
@@ -17,11 +17,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.manager import ModelManager
 from core.telemetry.alerts import AlertEvent
-from core.telemetry.config import AlertAction, HardwareMonitoring
+from core.telemetry.config import AlertAction, AlertPolicy, HardwareMonitoring
 
 THERMAL_KINDS = frozenset({"temperature", "thermal_throttle"})
 # The concurrency the engine is limited to while it is too hot.
@@ -30,16 +31,27 @@ THERMAL_MAX_CONCURRENT = 1
 log = logging.getLogger(__name__)
 
 
+class Reaction(StrEnum):
+    """What the policy does about the alerts active now."""
+
+    SWITCH_SMALLER = "switch_smaller"
+    SWITCH_REMOTE = "switch_remote"
+    UNLOAD = "unload"
+    LIMIT_CONCURRENCY = "limit_concurrency"  # thermal step 1
+    RESTORE_CONCURRENCY = "restore_concurrency"  # the thermal alert ended
+    COOLDOWN = "cooldown"  # too soon after the last alert-driven switch
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class AlertReaction:
     """What the policy decided for the alerts active now.
 
-    action: "switch_smaller" | "switch_remote" | "unload" | "limit_concurrency" |
-    "restore_concurrency" | "cooldown" | "none"; applied: False in advise-only mode (or when
+    action: what was done (or, advise-only, would be); applied: False in advise-only mode (or when
     there was nothing to do, or the switch failed).
     """
 
-    action: str
+    action: Reaction
     kind: str
     reason: str
     target: str | None = None
@@ -71,7 +83,7 @@ class AlertReactor:
 
     @property
     def advise_only(self) -> bool:
-        return self.monitoring.policy == "advise"
+        return self.monitoring.policy == AlertPolicy.ADVISE
 
     async def handle(self, events: Sequence[AlertEvent]) -> list[AlertReaction]:
         """Take in alert changes, then react to the alerts active now."""
@@ -88,8 +100,8 @@ class AlertReactor:
         now = self._clock()
         reactions: list[AlertReaction] = []
         if not any(k in THERMAL_KINDS for k in self._critical) and self._limited_at is not None:
-            reactions.append(await self._limit(None, "thermal", "thermal alert ended: "
-                                               "concurrency restored", "restore_concurrency"))
+            reactions.append(await self._limit(None, "thermal", "thermal alert ended: concurrency "
+                                               "restored", Reaction.RESTORE_CONCURRENCY))
         stepped = False
         for kind, since in sorted(self._critical.items()):
             action = self.monitoring.action_for(kind)
@@ -99,7 +111,7 @@ class AlertReactor:
                 if self._limited_at is None:
                     reactions.append(await self._limit(
                         THERMAL_MAX_CONCURRENT, kind, f"{kind}: step 1, at most "
-                        f"{THERMAL_MAX_CONCURRENT} request at a time", "limit_concurrency"))
+                        f"{THERMAL_MAX_CONCURRENT} request at a time", Reaction.LIMIT_CONCURRENCY))
                     continue
                 persisted = now - max(since, self._limited_at)
                 if persisted < self.thermal_persist_s:
@@ -114,11 +126,12 @@ class AlertReactor:
             reaction = await self._switch_smaller(kind, why, now,
                                                   action == AlertAction.SWITCH_IMMEDIATELY)
             reactions.append(reaction)
-            stepped = reaction.action != "cooldown"  # one switch per tick, whatever raised it
+            # One switch per tick, whatever raised it.
+            stepped = reaction.action != Reaction.COOLDOWN
         return reactions
 
     async def _limit(self, limit: int | None, kind: str, reason: str,
-                     action: str) -> AlertReaction:
+                     action: Reaction) -> AlertReaction:
         if self.advise_only:
             self._advise(reason)
             return AlertReaction(action, kind, reason)
@@ -134,27 +147,29 @@ class AlertReactor:
                               unload_if_none: bool) -> AlertReaction:
         if self._last_switch is not None and now - self._last_switch < self.cooldown_s:
             left = self.cooldown_s - (now - self._last_switch)
-            return AlertReaction("cooldown", kind, f"{why}; cooling down ({left:.0f} s left)")
+            return AlertReaction(Reaction.COOLDOWN, kind,
+                                 f"{why}; cooling down ({left:.0f} s left)")
         active = self.manager.active_model
         target = self.manager.smaller_model()
         if active is None:
-            return AlertReaction("none", kind, why)
+            return AlertReaction(Reaction.NONE, kind, why)
         if target is None:
             if unload_if_none:
                 return await self._unload(kind, f"{why}; no smaller model than {active}")
             reason = f"{why}; no smaller model than {active} is available"
             self._advise(reason)
-            return AlertReaction("none", kind, reason)
+            return AlertReaction(Reaction.NONE, kind, reason)
         reason = f"{why}: switch {active} -> {target}"
         if self.advise_only:
             self._advise(f"{reason} (advise only)")
-            return AlertReaction("switch_smaller", kind, reason, target)
+            return AlertReaction(Reaction.SWITCH_SMALLER, kind, reason, target)
         self._last_switch = now
         log.warning("%s (forced: the temperature/power gate is skipped)", reason)
         result = await self.manager.switch_to(target, reason="alert", force=True)
         if not result.ok:
             reason += " failed: " + "; ".join(result.errors)
-        return AlertReaction("switch_smaller", kind, reason, result.active, applied=result.ok)
+        return AlertReaction(Reaction.SWITCH_SMALLER, kind, reason, result.active,
+                             applied=result.ok)
 
     async def _to_remote(self, kind: str) -> AlertReaction:
         active = self.manager.active_model
@@ -168,23 +183,23 @@ class AlertReactor:
         reason = f"{kind}: hand the work from {active} to the remote endpoint {remote}"
         if self.advise_only:
             self._advise(f"{reason} (advise only)")
-            return AlertReaction("switch_remote", kind, reason, remote)
+            return AlertReaction(Reaction.SWITCH_REMOTE, kind, reason, remote)
         log.warning("%s", reason)
         result = await self.manager.switch_to(remote, reason="alert", force=True)
         if not result.ok:
             reason += " failed: " + "; ".join(result.errors)
-        return AlertReaction("switch_remote", kind, reason, result.active, applied=result.ok)
+        return AlertReaction(Reaction.SWITCH_REMOTE, kind, reason, result.active, applied=result.ok)
 
     async def _unload(self, kind: str, why: str) -> AlertReaction:
         reason = f"{why}: unloading it"
         if self.advise_only:
             self._advise(f"{reason} (advise only)")
-            return AlertReaction("unload", kind, reason)
+            return AlertReaction(Reaction.UNLOAD, kind, reason)
         self._last_switch = self._clock()
         took = await self.manager.emergency_unload(why)
         if took is not None:
             reason = f"{why}: unloaded in {took:.1f} s"
-        return AlertReaction("unload", kind, reason, applied=took is not None)
+        return AlertReaction(Reaction.UNLOAD, kind, reason, applied=took is not None)
 
     def smaller_model(self) -> str | None:
         """The step-down target now (the manager decides: `ModelManager.smaller_model`)."""

@@ -24,6 +24,9 @@ class SwitchPhase(StrEnum):
     CONCURRENCY = "concurrency"  # the thermal policy changed how many requests run at once
 
 
+# A switch's own steps, in order: the history keeps each one's duration (a column per phase).
+TIMED_PHASES = (SwitchPhase.PLANNING, SwitchPhase.UNLOADING, SwitchPhase.WAITING_FOR_MEMORY,
+                SwitchPhase.CHECKING, SwitchPhase.LOADING, SwitchPhase.WARMING_UP)
 TERMINAL_PHASES = frozenset({SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED})
 # Events about the active model that are not part of a switch's progress.
 STATE_PHASES = frozenset({SwitchPhase.ADVICE, SwitchPhase.CRASHED, SwitchPhase.UNLOADED,

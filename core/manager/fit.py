@@ -7,7 +7,7 @@ from core.models.catalog import ModelEntry
 from core.models.estimator import Estimator
 
 # vLLM's CPU build reads gpu_memory_utilization as a share of host memory and takes the KV cache
-# from it after the model's own use: small shares leave it negative (FACTS.md: 0.1 works here).
+# from it after the worker's own RSS: small shares leave it negative (0.1 of 7.84 GiB worked here).
 CPU_MIN_UTILIZATION = 0.1
 
 

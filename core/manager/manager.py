@@ -40,6 +40,7 @@ from core.history_store import NO_MODEL, HistoryStore
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
 from core.manager.plan import (
+    DeviceReading,
     FitEstimate,
     FitEstimator,
     SafetyLimits,
@@ -299,14 +300,17 @@ class ModelManager:
         return entry.is_remote and entry.enabled and bool(entry.base_url)
 
     # -- planning -------------------------------------------------------------------------------
-    def plan_switch(self, target: str, private: bool = False, force: bool = False) -> SwitchPlan:
+    def plan_switch(self, target: str, private: bool = False, force: bool = False,
+                    reading: DeviceReading | None = None) -> SwitchPlan:
         """The plan for switching to target now (pure: reads the device, changes nothing).
-        force: skip the temperature and power gate (never the memory check)."""
+        force: skip the temperature and power gate (never the memory check). reading: the
+        device as already read (a display planning every catalog row against one sample)."""
         entry = self.catalog.get(target)
         loaded = self._loaded
         return plan_switch(
             entry, active_model=loaded.entry.id if loaded else None,
-            active_loaded_bytes=loaded.measured_bytes if loaded else 0, reading=self._probe.read(),
+            active_loaded_bytes=loaded.measured_bytes if loaded else 0,
+            reading=reading if reading is not None else self._probe.read(),
             limits=self.limits, estimate=self._fit,
             on_disk=not entry.is_remote and self._on_disk(entry), private=private,
             remote_configured=self.remote_configured(entry),
@@ -339,7 +343,7 @@ class ModelManager:
 
         Serialised with every other switch; a request for a target already in flight joins it.
         Cancelling the caller that started a switch cancels it and leaves nothing half-loaded.
-        force: skip the temperature and power gate (the record's force_switch: an alert's
+        force: skip the temperature and power gate (an alert's
         step-down, a confirmed "Switch anyway"); the memory check always runs. The history row
         says `forced`.
         """
@@ -376,8 +380,8 @@ class ModelManager:
             await self._unload_current()
 
     async def emergency_unload(self, why: str) -> float | None:
-        """Unload now because an alert left nothing smaller to go to (the record's "emergency
-        unload"): a history row (outcome `unloaded`) and an event say why. Returns the seconds
+        """Unload now because an alert left nothing smaller to go to (an emergency
+        unload): a history row (outcome `unloaded`) and an event say why. Returns the seconds
         the unload took (None: nothing was loaded)."""
         async with self._lock:
             loaded = self._loaded

@@ -1,7 +1,8 @@
 """Wait until an unloaded model's memory is actually back: poll the device, bounded by a timeout.
 
-Like Ollama (FACTS.md), done once most of the expected memory is free again; never a fixed sleep,
-so the wait ends within one poll interval of the memory coming back.
+Like Ollama (which polls free memory every 250 ms until 75 % of the expected memory is back), done
+once most of the expected memory is free again; never a fixed sleep, so the wait ends within one
+poll interval of the memory coming back.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.manager.plan import GIB, DeviceReading
+from core.manager.plan import DeviceReading
 from core.telemetry.snapshot import GpuSnapshot
+from core.units import GIB
 
 # Fraction of the unloaded model's memory that must be free again (Ollama uses 75 %).
 RETURN_FRACTION = 0.75
@@ -25,16 +27,21 @@ class MemoryProbe(Protocol):
     def read(self) -> DeviceReading: ...
 
 
+def reading_of(s: GpuSnapshot) -> DeviceReading:
+    """What a switch needs from one GPU snapshot."""
+    return DeviceReading(s.vram_free_bytes, s.vram_total_bytes, s.temperature_c, s.power_w,
+                         s.simulated)
+
+
 class GpuSnapshotProbe:
-    """A probe over anything that returns a GpuSnapshot (NVML device, simulated device)."""
+    """A probe over anything that returns a GpuSnapshot taken now (the app: the sampler's
+    `fresh`, so the sampler stays the device's only reader; tests: a device)."""
 
     def __init__(self, sample: Callable[[], GpuSnapshot]) -> None:
         self._sample = sample
 
     def read(self) -> DeviceReading:
-        s = self._sample()
-        return DeviceReading(s.vram_free_bytes, s.vram_total_bytes, s.temperature_c, s.power_w,
-                             s.simulated)
+        return reading_of(self._sample())
 
 
 class HostMemoryProbe:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.models.catalog import ModelEntry
-
-GIB = 1024**3
+from core.units import GIB
 
 
 @dataclass(frozen=True)
@@ -205,8 +204,8 @@ def next_models(current: str, cascade: Sequence[str], size: Callable[[str], int 
     next" (the manager's fallback after a failed switch, the alert policy's step-down, the
     Models tab's offer after a refusal). Callers then drop models that are not usable here.
 
-    The cascade's entries after `current` (smaller ones, by the record's 30B -> 14B -> 8B -> 4B ->
-    remote), then entries before it that need no more memory than it does (peers such as two
+    The cascade's entries after `current` (smaller ones: 30B -> 14B -> 8B -> 4B -> remote by
+    default), then entries before it that need no more memory than it does (peers such as two
     demo models). A model not in the cascade falls back to the whole cascade.
     smaller_only (a step-down): only local models that need strictly less memory than `current`.
     size: a model's own memory need (None: unknown, or remote).

@@ -2,7 +2,7 @@
 
 Device-agnostic: it takes the device's total and free bytes. On a GPU those are NVML's
 device-wide figures; with vLLM's CPU build the "device" is host memory (gpu_memory_utilization is
-then a fraction of host RAM, see FACTS.md).
+then a fraction of host RAM: vLLM's CPU backend says so in its own error message).
 
 Model memory = weights + KV cache (context x bytes per token) + engine overhead:
 - weights: parameters x bytes per parameter for the quantization. AWQ/GPTQ 4-bit store each
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from core.models.catalog import Architecture, Catalog, ModelEntry
+from core.units import GIB
 
-GIB = 1024**3
 DEFAULT_BUFFER_BYTES = GIB
 
 # Effective bits per parameter of the GGUF quantizations we know.
@@ -62,8 +62,8 @@ class EstimatorSettings:
 
         Its worker reserves utilization x node memory and gives the KV cache that minus its own
         RSS (vllm/v1/worker/cpu_worker.py), so the fixed overhead is the worker's RSS: ~0.6 GiB
-        after importing torch and vLLM here, ~0.8 GiB once running (FACTS.md: 0.1 x 7.84 GiB
-        worked for the tiny model). 1.25 GiB keeps a margin.
+        after importing torch and vLLM here, ~0.8 GiB once running (0.1 x 7.84 GiB worked for
+        the tiny model). 1.25 GiB keeps a margin.
         """
         return cls(base_overhead_bytes=5 * GIB // 4)
 

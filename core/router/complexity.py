@@ -1,4 +1,4 @@
-"""Task complexity per the decision record: task type + content length + content signals, capped.
+"""Task complexity: task type + content length + content signals, capped (weights: the config).
 
 Fast on long texts: the text is lower-cased once, then every signal is one `in` or `str.count`.
 """

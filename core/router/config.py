@@ -1,22 +1,31 @@
 """Router settings (the `router:` section of models.yaml, overridable by the user's file).
 
-Every weight, band and model list of the decision record lives here, not in code. Every model
+Every weight, band and model list of the routing policy lives here, not in code. Every model
 name a list can hold must be in the catalog: `load_router_config` checks it and names file and key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.config_loading import ConfigError, describe_error
 from core.models.catalog import Catalog, key_origin, merge_sections
-from core.models.estimator import GIB
+from core.units import GIB
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class SwitchingShared(Protocol):
+    """What the router shares with model_switching (core.telemetry.config.ModelSwitching)."""
+
+    @property
+    def vram_buffer_gb(self) -> float: ...
+    @property
+    def fallback_cascade(self) -> Sequence[str]: ...
 
 
 class LengthBand(BaseModel):
@@ -65,7 +74,7 @@ class ComplexityConfig(BaseModel):
 class SelectionRule(BaseModel):
     """One row of the router table: it applies when every condition it sets holds.
 
-    The comparisons are strict, as in the record's `select_optimal_model`: below_complexity is
+    The comparisons are strict (the policy's table uses `>` and `<`): below_complexity is
     score < x, above_complexity is score > x, above_free_gib is free memory > x GiB. A rule that
     sets no condition always applies: the last rule of a band, and only that one.
     """
@@ -130,13 +139,18 @@ class VramBand(BaseModel):
         return self
 
 
+# Filled from model_switching (one setting each for the router and the manager), never read from
+# the `router:` section: `build_router_config` refuses them there.
+FROM_MODEL_SWITCHING = {"buffer_gib": "vram_buffer_gb", "cascade": "fallback_cascade"}
+
+
 class SelectionConfig(BaseModel):
     model_config = _FROZEN
-    buffer_gib: float = Field(default=1.0, ge=0)
+    buffer_gib: float = Field(default=1.0, ge=0)  # model_switching.vram_buffer_gb
     min_context_tokens: int = Field(default=1024, ge=1)
     hot: HotBand
     vram_bands: tuple[VramBand, ...] = Field(min_length=1)
-    cascade: tuple[str, ...] = ()
+    cascade: tuple[str, ...] = ()  # model_switching.fallback_cascade without the remote endpoint
     local_tier: tuple[str, ...] = ()
     use_remote: bool = True
 
@@ -169,20 +183,34 @@ class RouterConfig(BaseModel):
             for r, rule in enumerate(band.rules):
                 for i, name in enumerate(rule.prefer):
                     yield ("selection", "vram_bands", b, "rules", r, "prefer", i), name
-        for i, name in enumerate(sel.cascade):
-            yield ("selection", "cascade", i), name
         for i, name in enumerate(sel.local_tier):
             yield ("selection", "local_tier", i), name
 
 
 def build_router_config(defaults: Mapping[str, Any], catalog: Catalog, *,
-                        defaults_path: Path | str,
+                        defaults_path: Path | str, switching: SwitchingShared,
                         user_router: Mapping[str, Any] | None = None,
                         user_path: Path | str | None = None) -> RouterConfig:
-    """Merge the user's `router:` over the defaults, validate, and check every model name."""
+    """Merge the user's `router:` over the defaults, validate, and check every model name.
+
+    The buffer and the cascade come from `switching` (model_switching); the remote endpoint is
+    left out of the cascade (the router adds it by selection.use_remote).
+    """
     if user_router is not None and not isinstance(user_router, Mapping):
         raise ConfigError(user_path or "<user config>", "router", "expected a mapping")
+    for source, path in ((defaults, defaults_path), (user_router, user_path)):
+        selection = source.get("selection") if isinstance(source, Mapping) else None
+        for key, ours in FROM_MODEL_SWITCHING.items():
+            if isinstance(selection, Mapping) and key in selection:
+                raise ConfigError(path or "<user config>", f"router.selection.{key}",
+                                  f"moved to model_switching.{ours} (one setting for the "
+                                  "router and the manager)")
     merged = merge_sections(defaults, user_router)
+    if isinstance(merged.get("selection"), Mapping):
+        merged["selection"] = {
+            **merged["selection"], "buffer_gib": switching.vram_buffer_gb,
+            "cascade": tuple(m for m in switching.fallback_cascade
+                             if m not in catalog or not catalog.get(m).is_remote)}
     try:
         config = RouterConfig.model_validate(merged)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Hardware-aware model selection: the decision record's temperature and free-VRAM bands.
+"""Hardware-aware model selection: temperature and free-VRAM bands, each with its rules.
 
 A decision takes a complexity score and the device's state, picks the configured preference list,
 and chooses the first candidate that an engine here can load, that is on disk and that fits free
@@ -17,11 +17,12 @@ from typing import Any
 
 from core import paths
 from core.models.catalog import Catalog, ModelEntry
-from core.models.estimator import GIB, Estimate, Estimator, fit_footprint, fmt_bytes
+from core.models.estimator import Estimate, Estimator, fit_footprint, fmt_bytes
 from core.router.complexity import Complexity, ComplexityAnalyzer
 from core.router.config import RouterConfig, SelectionRule
+from core.units import GIB
 
-# Engines this app drives. llama.cpp entries (GGUF) are listed for the record but not loadable here.
+# Engines this app drives. llama.cpp entries (GGUF) are listed in the catalog, not loadable here.
 LOADABLE_ENGINES = frozenset({"vllm", "remote"})
 
 
@@ -164,12 +165,9 @@ class Router:
     def __init__(self, config: RouterConfig, catalog: Catalog, *,
                  estimator: Estimator | None = None,
                  loadable_engines: frozenset[str] = LOADABLE_ENGINES) -> None:
-        if catalog.models_dir is None:
-            # Resolve the models directory once, not per candidate per decision.
-            catalog = Catalog(catalog.entries, paths.models_dir(), catalog.sources)
         self.config = config
-        self.catalog = catalog
-        self.estimator = estimator if estimator is not None else Estimator(catalog)
+        self.catalog = catalog  # the setter below builds what is derived from it
+        self.estimator = estimator if estimator is not None else Estimator(self.catalog)
         self.loadable_engines = loadable_engines
         self.analyzer = ComplexityAnalyzer(config.complexity)
         sel = config.selection
@@ -181,7 +179,19 @@ class Router:
              f"< {b.below_gib:g} GiB" if b.below_gib is not None else f">= {last_bound:g} GiB",
              b.rules)
             for b in sel.vram_bands)
-        self._candidates: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, catalog: Catalog) -> None:
+        """A new catalog (a model added or found on disk): what is derived from it is rebuilt
+        here, so a decision never sees entries of the catalog before."""
+        if catalog.models_dir is None:
+            # Resolve the models directory once, not per candidate per decision.
+            catalog = Catalog(catalog.entries, paths.models_dir(), catalog.sources)
+        self._catalog = catalog
         self._remote = tuple(e for e in catalog.entries if e.is_remote)
         # One os.stat per candidate per decision: config.json paths resolved once, as strings.
         self._dirs = {e.id: str(catalog.local_path(e)) for e in catalog.entries

@@ -26,7 +26,6 @@ from core.chat_stream import reply_events, switch_event_json
 from core.engine.base import ChatMessage, GenerationRequest
 from core.manager.events import SwitchEvent
 from core.models.catalog import UnknownModelError
-from core.models.estimator import GIB
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.snapshot import Sample
 
@@ -126,7 +125,7 @@ def control_router(runtime: Runtime, owner: Owner) -> APIRouter:
     @router.get("/models")
     async def models() -> dict[str, Any]:
         """The catalog against the device now (the active model's memory counts as free)."""
-        buffer = int(runtime.config.router.selection.buffer_gib * GIB)
+        buffer = runtime.config.buffer_bytes
         return models_report(runtime.manager.catalog, runtime.router.estimator,
                              runtime.chat.hardware_state(), buffer)
 

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.scheduler import RequestRecord, RequestScheduler
+from core.telemetry.snapshot import gpu_label
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -42,7 +43,7 @@ class _LiveCollector(Collector):
         power = GaugeMetricFamily("vrampilot_power_watts", "Device power draw",
                                   labels=["device"])
         for gpu in self._runtime.gpu_snapshots():
-            name = f"gpu{gpu.index}"
+            name = gpu_label(gpu.index)
             for family, value in ((used, gpu.vram_used_bytes), (total, gpu.vram_total_bytes),
                                   (temp, gpu.temperature_c), (power, gpu.power_w)):
                 if value is not None:  # a metric the device does not report is left out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.telemetry.config import HardwareMonitoring, LevelThreshold
-from core.telemetry.snapshot import GpuSnapshot, Sample
+from core.telemetry.snapshot import GpuSnapshot, Sample, gpu_metric
 
 Level = Literal["warning", "critical"]
 Change = Literal["started", "escalated", "deescalated", "ended"]
@@ -199,10 +199,9 @@ class AlertEvaluator:
 
     def _new_trackers(self, index: int) -> dict[str, _LevelTracker]:
         t = self._config.thresholds
-        prefix = f"gpu{index}."
 
         def levels(kind: str, metric: str, th: LevelThreshold) -> _LevelTracker:
-            return _LevelTracker(kind, prefix + metric,
+            return _LevelTracker(kind, gpu_metric(index, metric),
                                  (("warning", th.warning), ("critical", th.critical)),
                                  th.hysteresis, th.min_duration_seconds)
 
@@ -210,8 +209,9 @@ class AlertEvaluator:
             "vram_usage": levels("vram_overflow", "vram_usage", t.vram_usage),
             "temperature": levels("temperature", "temperature_c", t.temperature),
             "power": levels("power_limit", "power_w", t.power),
-            "throttle": _LevelTracker("thermal_throttle", prefix + "thermal_throttle",
+            "throttle": _LevelTracker("thermal_throttle", gpu_metric(index, "thermal_throttle"),
                                       ((t.thermal_throttle.level, 1.0),), 0.0,
                                       t.thermal_throttle.min_duration_seconds),
-            "lost": _LevelTracker("gpu_lost", prefix + "lost", (("critical", 1.0),), 0.0, 0.0),
+            "lost": _LevelTracker("gpu_lost", gpu_metric(index, "lost"), (("critical", 1.0),),
+                                  0.0, 0.0),
         }

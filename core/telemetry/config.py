@@ -84,6 +84,13 @@ class AlertAction(StrEnum):
     NOTIFY = "notify"  # only report it
 
 
+class AlertPolicy(StrEnum):
+    """Whether the alert actions are carried out."""
+
+    ACT = "act"  # the manager switches models or lowers concurrency
+    ADVISE = "advise"  # it only says what it would do
+
+
 # vram_overflow: VRAM use; temperature: the temperature thresholds; thermal_throttle: the
 # clock-event reasons; power_limit: power draw; gpu_lost: the GPU fell off the bus.
 AlertKind = Literal["vram_overflow", "temperature", "thermal_throttle", "power_limit", "gpu_lost"]
@@ -95,7 +102,7 @@ class HardwareMonitoring(_Frozen):
     process_poll_every: int = Field(default=10, ge=1)
     thresholds: Thresholds
     alerts: dict[AlertKind, AlertAction] = Field(default_factory=dict)
-    policy: Literal["act", "advise"] = "act"
+    policy: AlertPolicy = AlertPolicy.ACT
 
     def action_for(self, kind: str) -> AlertAction:
         """The configured action for an alert kind; NOTIFY when none is configured."""

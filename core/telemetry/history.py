@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from core.telemetry.snapshot import GpuSnapshot, HostSnapshot, Sample
+from core.telemetry.snapshot import GpuSnapshot, HostSnapshot, Sample, gpu_metric
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -48,8 +48,7 @@ def host_metrics(host: HostSnapshot) -> dict[str, float]:
 
 def gpu_metrics(gpu: GpuSnapshot) -> dict[str, float]:
     """A GPU's charted metrics, named ``gpu<index>.<field>`` (all NaN once the GPU is lost)."""
-    prefix = f"gpu{gpu.index}."
-    return {prefix + f: _number(getattr(gpu, f)) for f in _GPU_FIELDS}
+    return {gpu_metric(gpu.index, f): _number(getattr(gpu, f)) for f in _GPU_FIELDS}
 
 
 def sample_metrics(sample: Sample) -> dict[str, float]:

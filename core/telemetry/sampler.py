@@ -1,8 +1,11 @@
 """Sampling loop: one dedicated thread reads the host and every GPU at the configured rate.
 
-That thread is the only caller of the devices (the one NVML owner). Each tick it appends to the
-history, evaluates alerts and calls the subscribers, from the sampler thread: a GUI marshals the
-callback to its own thread (a queued Qt signal), the core never touches widgets.
+That thread is the only caller of the devices (the one NVML owner): whoever needs the device now
+(the manager's memory probe, the memory-return wait) asks it for a fresh sample (`fresh`), and
+displays read the latest one (`latest`). Each tick it appends to the history, evaluates alerts and
+calls the subscribers, from the sampler thread: a GUI marshals the callback to its own thread (a
+queued Qt signal), the core never touches widgets. Before the thread starts (the CLI, tests) a
+fresh sample is taken on the calling thread.
 """
 
 from __future__ import annotations
@@ -58,6 +61,24 @@ def open_gpu_devices(
     return list(devices.devices) if devices is not None else []
 
 
+class SerializedDevice:
+    """One device read by one caller at a time: the sampler thread, or (before it starts, or
+    after it stops) the thread asking for a fresh sample. The simulated device integrates its
+    thermal state on every read."""
+
+    def __init__(self, device: GpuDevice) -> None:
+        self._device = device
+        self._lock = threading.Lock()
+
+    def sample(self) -> GpuSnapshot:
+        with self._lock:
+            return self._device.sample()
+
+    def close(self) -> None:
+        with self._lock:
+            self._device.close()
+
+
 class Sampler:
     """Reads, records, evaluates and publishes one Sample per tick."""
 
@@ -79,6 +100,10 @@ class Sampler:
         self._subscribers: list[Subscriber] = []
         self._subscribers_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a fresh sample is wanted: tick now
+        self._ticked = threading.Condition()
+        self._ticks_started = 0
+        self._ticks_done = 0
         self._thread: threading.Thread | None = None
         self._latest: Sample | None = None
 
@@ -110,6 +135,25 @@ class Sampler:
             raise RuntimeError("the sampler thread owns the devices; use subscribe() instead")
         return self._tick()
 
+    def fresh(self, timeout_s: float = 2.0) -> Sample:
+        """A sample taken after this call. The sampler thread takes it at once when it runs
+        (and keeps its pace from there); otherwise it is taken here. If the thread does not
+        deliver within timeout_s (a hung driver), the latest sample."""
+        if not self.running:
+            return self._tick()
+        if threading.current_thread() is self._thread and self._latest is not None:
+            return self._latest  # a subscriber asking: the sample it is being given is fresh
+        with self._ticked:
+            # A tick already under way started before this call: the one after it counts.
+            wanted = self._ticks_started + 1
+            self._wake.set()
+            self._ticked.wait_for(lambda: self._ticks_done >= wanted or not self.running,
+                                  timeout_s)
+        latest = self._latest
+        if latest is None or not self.running:
+            return self._tick()
+        return latest
+
     def start(self) -> None:
         """Start the sampler thread (idempotent)."""
         if self.running:
@@ -121,6 +165,7 @@ class Sampler:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and wait for it (at most timeout seconds)."""
         self._stop.set()
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout)
@@ -144,9 +189,22 @@ class Sampler:
             now = time.monotonic()
             if deadline < now:  # fell behind (suspend, slow driver): skip, don't burst
                 deadline = now + self.interval_seconds
-            self._stop.wait(deadline - now)
+            if self._wake.wait(deadline - now):  # a fresh sample wanted (or stop)
+                self._wake.clear()
+                deadline = time.monotonic() - self.interval_seconds  # tick now, pace from it
 
     def _tick(self) -> Sample:
+        with self._ticked:
+            self._ticks_started += 1
+        try:
+            sample = self._read()
+        finally:
+            with self._ticked:
+                self._ticks_done += 1
+                self._ticked.notify_all()
+        return sample
+
+    def _read(self) -> Sample:
         host = self._host.sample()
         sample = Sample(host=host, gpus=tuple(d.sample() for d in self.devices))
         self.history.append(sample)

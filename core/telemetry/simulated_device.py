@@ -26,9 +26,8 @@ from core.paths import resource
 from core.telemetry import gpu_processes
 from core.telemetry.activity import ActivityState, EngineActivity
 from core.telemetry.snapshot import GpuProcess, GpuSnapshot
+from core.units import GIB, MIB
 
-GIB = 1024**3
-MIB = 1024**2
 _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 

@@ -86,3 +86,14 @@ class Sample:
 
     host: HostSnapshot
     gpus: tuple[GpuSnapshot, ...] = field(default_factory=tuple)
+
+
+def gpu_label(index: int) -> str:
+    """A GPU's name in metric keys and metric labels: "gpu0"."""
+    return f"gpu{index}"
+
+
+def gpu_metric(index: int, name: str) -> str:
+    """The key of a GPU's metric in the history, the alerts and the charts:
+    "gpu0.vram_used_bytes" (a snapshot field), "gpu0.vram_usage" (an alert's own metric)."""
+    return f"{gpu_label(index)}.{name}"

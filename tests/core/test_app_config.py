@@ -138,3 +138,55 @@ def test_bad_server_section_names_the_key(tmp_path: Path, section: object, key: 
         load_app_config(path, models_dir=tmp_path)
     assert info.value.path == str(path)
     assert info.value.key == key
+
+
+# -- one setting each for the router and the manager: the memory buffer and the cascade ---------
+def test_the_router_and_the_manager_share_the_buffer_and_the_cascade(tmp_path: Path) -> None:
+    shipped = load_app_config(None, models_dir=tmp_path)
+    assert shipped.router.selection.buffer_gib == \
+        shipped.monitoring.model_switching.vram_buffer_gb
+    assert shipped.router.selection.cascade == tuple(
+        m for m in shipped.fallback_cascade if m != "remote")
+    path = write(tmp_path, {"model_switching": {
+        "vram_buffer_gb": 2.5, "fallback_cascade": ["qwen3-14b", "qwen3-8b", "remote"]}})
+    config = load_app_config(path, models_dir=tmp_path)
+    assert config.router.selection.buffer_gib == 2.5
+    assert config.buffer_bytes == int(2.5 * 1024**3)
+    assert config.router.selection.cascade == ("qwen3-14b", "qwen3-8b")
+    assert config.warnings == ()
+
+
+def test_the_router_keys_of_before_are_read_as_the_shared_ones_with_a_warning(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, {"router": {"selection": {
+        "buffer_gib": 2, "cascade": ["qwen3-14b", "qwen3-8b"], "use_remote": False}}})
+    config = load_app_config(path, models_dir=tmp_path, log_warnings=False)
+    switching = config.monitoring.model_switching
+    assert switching.vram_buffer_gb == 2
+    # The router's cascade never named the remote endpoint; the manager's ends with it.
+    assert switching.fallback_cascade == ("qwen3-14b", "qwen3-8b", "remote")
+    assert config.router.selection.cascade == ("qwen3-14b", "qwen3-8b")
+    assert config.router.selection.buffer_gib == 2
+    assert config.router.selection.use_remote is False  # the rest of the section stays
+    (warning,) = config.warnings
+    assert warning.startswith(f"{path}: read router.selection.buffer_gib as "
+                              "model_switching.vram_buffer_gb; router.selection.cascade as "
+                              "model_switching.fallback_cascade")
+
+
+@pytest.mark.parametrize(("user", "key", "problem"), [
+    ({"router": {"selection": {"buffer_gib": 2}}, "model_switching": {"vram_buffer_gb": 1}},
+     "router.selection.buffer_gib", "given twice"),
+    ({"router": {"selection": {"buffer_gib": -1}}}, "router.selection.buffer_gib",
+     "greater than or equal to 0"),
+    ({"router": {"selection": {"cascade": ["qwen3-14b", "qwen3-8b-base"]}}},
+     "router.selection.cascade.1", "'qwen3-8b-base' is not in the catalog"),
+])
+def test_a_bad_router_key_of_before_is_named_as_written(
+        tmp_path: Path, user: dict[str, Any], key: str, problem: str) -> None:
+    path = write(tmp_path, user)
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path, models_dir=tmp_path, log_warnings=False)
+    assert info.value.path == str(path)
+    assert info.value.key == key
+    assert problem in info.value.problem

@@ -13,9 +13,9 @@ from core.engine.demo_model import (
     MARKER_FILE,
     VOCAB_SIZE,
     build_demo_model,
-    check_model_dir,
     ensure_demo_models,
 )
+from core.engine.model_dir import check_model_dir
 
 
 def _files(path: Path) -> dict[str, bytes]:

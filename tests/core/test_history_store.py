@@ -92,3 +92,28 @@ def test_last_ready_model_is_the_newest_ready_switch(tmp_path: Path) -> None:
                         total_s=1.0, phases={}, error="boom")
     assert store.last_ready_model() == "b"  # a failed switch never becomes "the last model"
     store.close()
+
+
+def test_enum_names_store_the_same_strings_as_before(tmp_path: Path) -> None:
+    """Outcomes, reasons and phases are enums in code; the database keeps the plain strings."""
+    from core.history_store import PHASE_COLUMNS, SwitchOutcome, SwitchReason
+
+    assert PHASE_COLUMNS == ("planning", "unloading", "waiting_for_memory", "checking",
+                             "loading", "warming_up")
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    try:
+        store.record_switch(from_model=None, to_model="a", reason=SwitchReason.ALERT,
+                            outcome=SwitchOutcome.TIMED_OUT, total_s=1.0,
+                            phases={"loading": 0.5})
+        store.record_switch(from_model="a", to_model="b", reason="manual", outcome="ready",
+                            total_s=2.0, phases={})
+        with pytest.raises(ValueError, match="outcome must be one of ready, failed"):
+            store.record_switch(from_model="a", to_model="b", reason="manual", outcome="done",
+                                total_s=2.0, phases={})
+    finally:
+        store.close()
+    conn = sqlite3.connect(tmp_path / "h.sqlite3")
+    rows = conn.execute("SELECT reason, outcome, typeof(outcome), loading_s FROM switches "
+                        "ORDER BY id").fetchall()
+    conn.close()
+    assert rows == [("alert", "timed_out", "text", 0.5), ("manual", "ready", "text", None)]

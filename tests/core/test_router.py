@@ -427,8 +427,8 @@ def test_shipped_defaults_blamed_for_their_own_names(tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(data))
     catalog = load_catalog(defaults_path=broken, models_dir=tmp_path)
     with pytest.raises(ConfigError) as info:
-        load_router_config(catalog, {"selection": {"buffer_gib": 2}}, tmp_path / "u.yaml",
-                           defaults_path=broken)
+        load_router_config(catalog, {"selection": {"min_context_tokens": 2048}},
+                           tmp_path / "u.yaml", defaults_path=broken)
     assert info.value.path == str(broken)
     assert info.value.key == "router.selection.local_tier.0"
 
@@ -452,7 +452,10 @@ def test_shipped_defaults_blamed_for_their_own_names(tmp_path: Path) -> None:
                                               {"prefer": ["qwen3-14b"]}]}]}},
      "router.selection.vram_bands.0.rules.0.above_free_gib"),
     ({"selection": {"remote_first": True}}, "router.selection.remote_first"),
-    ({"selection": {"cascade": ["remote"]}}, "router.selection.cascade.0"),
+    # One setting with the manager's now (model_switching.fallback_cascade, .vram_buffer_gb):
+    # load_app_config reads them there; the router's own section refuses them.
+    ({"selection": {"cascade": ["qwen3-8b"]}}, "router.selection.cascade"),
+    ({"selection": {"buffer_gib": 2}}, "router.selection.buffer_gib"),
 ])
 def test_bad_router_config(catalog: Catalog, tmp_path: Path, user: dict[str, Any],
                            key: str) -> None:
@@ -474,3 +477,23 @@ def test_decision_on_50k_chars_is_fast(config: RouterConfig, catalog: Catalog) -
         router.route(text, "salary_analysis", IDLE)
         runs.append(time.perf_counter() - start)
     assert sorted(runs)[len(runs) // 2] < 1e-3
+
+
+def test_the_router_sees_a_catalog_changed_after_construction(
+        config: RouterConfig, catalog: Catalog, tmp_path: Path) -> None:
+    """The runtime hands the router a new catalog when a model is added or found on disk;
+    nothing the router derived from the old one (directories, remote entries) may stay."""
+    router = Router(config, catalog)
+    assert router.route("x", "simple_extraction", IDLE).model_id is None  # nothing on disk
+    elsewhere = tmp_path / "added" / "qwen3-4b"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "config.json").write_text('{"model_type": "qwen3"}')
+    moved = catalog.get("qwen3-4b-instruct-2507").model_copy(update={"path": elsewhere})
+    router.catalog = catalog.with_entry(moved)
+    decision = router.route("x", "simple_extraction", IDLE)
+    assert decision.model_id == "qwen3-4b-instruct-2507"
+    # A remote endpoint enabled in the new catalog is offered too.
+    remote = catalog.get("remote").model_copy(update={
+        "enabled": True, "base_url": "http://gpu-box:8000/v1", "remote_model": "m"})
+    router.catalog = catalog.with_entry(remote)
+    assert router.route("x", "simple_extraction", IDLE).model_id == "remote"

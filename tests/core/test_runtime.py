@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +58,56 @@ def test_remote_engine_needs_a_configured_endpoint(runtime: Runtime) -> None:
     entry = runtime.config.catalog.get("remote")
     with pytest.raises(EngineError, match="remote"):
         make_engine(entry, runtime.activity, runtime.config)
+
+
+# -- one reader of the device: the sampler --------------------------------------------------------
+class ReadsOf:
+    """The runtime's device, recording the thread of every read (the hardware seam)."""
+
+    def __init__(self, device: Any) -> None:
+        self._device = device
+        self.threads: list[str] = []
+
+    def sample(self) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self._device.sample()
+
+    def close(self) -> None:
+        self._device.close()
+
+
+def test_the_manager_reads_a_fresh_sample_taken_by_the_sampler_thread(runtime: Runtime) -> None:
+    device = ReadsOf(runtime.sampler.devices[0])
+    runtime.sampler.devices = (device,)
+    runtime.sampler.interval_seconds = 30.0  # its own pace would never answer in time
+    runtime.sampler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while runtime.sampler.latest is None or not device.threads:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        first = runtime.sampler.latest
+        runtime.activity.set_loaded("demo-tiny-a", 4 * 1024**3)  # the engine takes memory
+        started = time.monotonic()
+        reading = runtime.probe.read()  # what the manager and the memory-return wait read
+        assert time.monotonic() - started < 5  # fresh at once, not at the next 30 s tick
+        latest = runtime.sampler.latest
+        assert latest is not first
+        assert latest.gpus[0].timestamp > first.gpus[0].timestamp
+        assert reading.free_bytes == latest.gpus[0].vram_free_bytes
+        assert reading.free_bytes is not None
+        assert first.gpus[0].vram_free_bytes is not None
+        assert reading.free_bytes < first.gpus[0].vram_free_bytes  # the 4 GiB are seen
+        assert set(device.threads) == {"vrampilot-sampler"}
+    finally:
+        runtime.sampler.stop()
+
+
+def test_the_latest_reading_reads_no_device(runtime: Runtime) -> None:
+    runtime.sampler.sample_once()
+    device = ReadsOf(runtime.sampler.devices[0])
+    runtime.sampler.devices = (device,)
+    for _ in range(20):  # e.g. one per catalog row
+        plan = runtime.manager.plan_switch("qwen3-8b", reading=runtime.latest_reading())
+        assert plan.fit is not None
+    assert device.threads == []

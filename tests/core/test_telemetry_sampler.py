@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -117,3 +118,48 @@ def test_thread_samples_and_stops() -> None:
     before = count
     sampler.sample_once()  # allowed again once stopped
     assert count == before
+
+
+def test_a_fresh_sample_is_taken_after_the_call_by_whoever_owns_the_device() -> None:
+    activity = EngineActivity()
+    sampler = Sampler(open_gpu_devices("rtx4090-laptop", activity), HostSampler(),
+                      config(interval=30.0))
+    stopped = sampler.fresh()  # no thread yet: taken here, and recorded like any tick
+    assert len(sampler.history) == 1
+    assert sampler.latest is stopped
+    ticks: list[str] = []
+    sampler.subscribe(lambda s, e: ticks.append(threading.current_thread().name))
+    sampler.start()
+    try:
+        for _ in range(3):
+            before = len(ticks)
+            sample = sampler.fresh(timeout_s=10)
+            assert len(ticks) > before  # a tick of its own, not the 30 s pace
+            assert sample is sampler.latest
+        assert set(ticks) == {"vrampilot-sampler"}
+    finally:
+        sampler.stop()
+    assert not sampler.running
+
+
+def test_a_subscriber_asking_for_a_fresh_sample_gets_the_one_it_is_given() -> None:
+    sampler = Sampler(open_gpu_devices("rtx4090-laptop", EngineActivity()), HostSampler(),
+                      config(interval=0.1))
+    answers: list[tuple[bool, float]] = []
+    done = threading.Event()
+
+    def subscriber(sample: Sample, _events: list[AlertEvent]) -> None:
+        started = time.monotonic()
+        fresh = sampler.fresh(timeout_s=5)
+        answers.append((fresh is sample, time.monotonic() - started))
+        done.set()
+
+    sampler.subscribe(subscriber)
+    sampler.start()
+    try:
+        assert done.wait(10)
+    finally:
+        sampler.stop()
+    same, took = answers[0]
+    assert same
+    assert took < 1.0  # not a wait for a tick its own thread cannot take

@@ -196,6 +196,38 @@ def test_refused_switch_shows_reason_and_offers_fallback(
     assert runtime.history_store.count() == 0
 
 
+class ReadsOf:
+    """The runtime's device, recording the thread of every read (the hardware seam)."""
+
+    def __init__(self, device: Any) -> None:
+        self._device = device
+        self.threads: list[str] = []
+
+    def sample(self) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return self._device.sample()
+
+    def close(self) -> None:
+        self._device.close()
+
+
+def test_the_models_tab_fits_every_row_against_the_latest_sample(
+        with_demo_models: Path, runtime: Runtime, qtbot: QtBot) -> None:
+    """No device read on the GUI thread per catalog row: the sampler's latest sample serves."""
+    device = ReadsOf(runtime.sampler.devices[0])
+    runtime.sampler.devices = (device,)
+    runtime.sampler.sample_once()  # the sampler has read the device once
+    panel = ModelSwitcherPanel(runtime.manager, runtime.history_store,
+                               device=runtime.latest_reading)
+    qtbot.addWidget(panel)
+    panel.refresh()
+    assert panel.table.rowCount() > 5
+    rows = {panel.table.item(r, 0).text(): r for r in range(panel.table.rowCount())}
+    assert panel.table.item(rows["demo-tiny-a"], 2).text().startswith("yes")
+    assert panel.table.item(rows["qwen3-30b-a3b-instruct-2507"], 2).text().startswith("no")
+    assert len(device.threads) == 1  # sample_once's
+
+
 def test_exception_in_a_handler_is_logged_and_buttons_come_back(
         with_demo_models: Path, controller: AppController, runtime: Runtime,
         loop: qasync.QEventLoop, qtbot: QtBot) -> None:

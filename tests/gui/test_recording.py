@@ -75,3 +75,20 @@ def test_a_file_that_is_not_a_recording_is_refused(qtbot: QtBot, runtime: Runtim
     qtbot.addWidget(controls)
     with pytest.raises(ValueError, match="no 'timestamp' header"):
         controls.open_recording(bad)
+
+
+def test_the_charts_name_the_metrics_the_history_and_the_alerts_use(runtime: Runtime) -> None:
+    """One helper (core.telemetry.snapshot.gpu_metric) names a GPU's metrics for all three."""
+    from core.telemetry.alerts import AlertEvaluator
+    from core.telemetry.history import sample_metrics
+
+    sample = runtime.sampler.sample_once()
+    recorded = set(sample_metrics(sample))
+    evaluator = AlertEvaluator(runtime.config.monitoring.hardware_monitoring)
+    evaluator.evaluate(sample)
+    alert_metrics = {t.metric for trackers in evaluator._per_gpu.values()
+                     for t in trackers.values()}
+    assert "gpu0.vram_usage" in alert_metrics
+    for spec in chart_specs(runtime):
+        assert set(spec.metrics) <= recorded, spec.title
+        assert set(spec.alert_metrics) <= alert_metrics, spec.title
