@@ -163,7 +163,8 @@ class Runtime:
         # reserves that fraction of host memory and needs at least the floor to start.
         engine_on_cpu = on_host or not nvidia_gpu_present()
         fit = estimator_fit(estimator,
-                            min_utilization=CPU_MIN_UTILIZATION if engine_on_cpu else 0.0)
+                            min_utilization=CPU_MIN_UTILIZATION if engine_on_cpu else 0.0,
+                            size_kv_cache=engine_on_cpu)
         router = Router(config.router, config.catalog, estimator=estimator)
         # The local tier (demo models built here) goes before the remote endpoint, so a machine
         # with only demo models still falls back from one to the other.

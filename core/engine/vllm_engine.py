@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,13 @@ from core.engine.base import (
 )
 from core.engine.demo_model import check_model_dir
 from core.engine.errors import map_vllm_error
+from core.engine.load_phases import (
+    LoadMarks,
+    breakdown,
+    parse_log,
+    process_started_at,
+    progress_label,
+)
 from core.engine.processes import (
     EngineProcessRegistry,
     alive,
@@ -55,6 +62,7 @@ from core.engine.processes import (
     start_quiet_resource_tracker,
 )
 from core.engine.thinking import OPEN_TAG, ThinkingSplitter
+from core.models.estimator import architecture_from_config, kv_bytes_per_token
 from core.telemetry.activity import EngineActivity
 
 log = logging.getLogger(__name__)
@@ -139,6 +147,25 @@ def engine_dtype(spec: LoadSpec) -> str:
     return spec.dtype
 
 
+# vLLM hands the KV cache out in blocks (16 tokens on the CPU build, up to a few hundred on
+# others): a few spare blocks so the fitted context always fits whole.
+KV_CACHE_MARGIN_TOKENS = 512
+
+
+def kv_cache_bytes(spec: LoadSpec) -> int | None:
+    """vLLM's kv_cache_memory_bytes for spec.kv_cache_tokens tokens of this model (its
+    config.json, the dtype passed to vLLM); None: not sized, or the config cannot say."""
+    if spec.kv_cache_tokens is None:
+        return None
+    try:
+        config = json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8"))
+        arch = architecture_from_config(config, None)
+    except (OSError, ValueError, TypeError):
+        return None
+    dtype_bytes = 2 if engine_dtype(spec) in ("bfloat16", "float16", "half") else 4
+    return kv_bytes_per_token(arch, dtype_bytes) * (spec.kv_cache_tokens + KV_CACHE_MARGIN_TOKENS)
+
+
 class StartCancelledError(EngineError):
     """The load was cancelled before vLLM's engine was started (or before it was handed over)."""
 
@@ -209,6 +236,11 @@ class VllmEngine:
         self._cleanup: asyncio.Task[None] | None = None
         self.load_s: float | None = None
         self.log_file: Path | None = None
+        # Seconds per phase of the last load (core.engine.load_phases), and who hears, while a
+        # load runs, what it is doing now (the manager's progress text).
+        self.load_phases: dict[str, float] = {}
+        self.on_load_phase: Callable[[str], None] | None = None
+        self._log_offset = 0
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -222,24 +254,67 @@ class VllmEngine:
         if self._activity is not None:
             self._activity.set_loading(True, spec.model_id)
         started = time.monotonic()
+        marks: dict[str, float] = {"started": time.time()}
         before = child_pids()
         control = _StartControl()
-        starting = loop.run_in_executor(self._executor, self._start, spec, control)
+        self.load_phases = {}
+        starting = loop.run_in_executor(self._executor, self._start, spec, control, marks)
+        progress = asyncio.create_task(self._report_progress(starting),
+                                       name=f"vllm-load-progress-{spec.model_id}")
         try:
             llm, tokenizer, procs = await asyncio.shield(starting)
         except asyncio.CancelledError:
             await self._abandon_start(starting, before, control)
             raise
         finally:
+            progress.cancel()
             if self._activity is not None:
                 self._activity.set_loading(False)
         self.load_s = time.monotonic() - started
+        self.load_phases = self._phases(marks, procs)
         self._llm, self._tokenizer, self._procs, self._spec = llm, tokenizer, procs, spec
         self._dead = None
         if self._activity is not None:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
-        log.info("loaded %s in %.1f s (engine pids %s)", spec.model_id, self.load_s, self.pids())
+        log.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
+                 self.pids(), ", ".join(f"{k} {v:.2f} s" for k, v in self.load_phases.items()))
+
+    def _new_log_text(self) -> str:
+        return self._read_log(self.log_file, self._log_offset) if self.log_file else ""
+
+    async def _report_progress(self, starting: asyncio.Future[Any]) -> None:
+        """While the start thread runs, tell on_load_phase what vLLM is doing (from its log)."""
+        said = ""
+        while not starting.done():
+            await asyncio.sleep(0.25)
+            listener = self.on_load_phase
+            if listener is None or self.log_file is None:
+                continue
+            label = progress_label(parse_log(self._new_log_text()))
+            if label != said:
+                said = label
+                with contextlib.suppress(Exception):  # a display error never stops a load
+                    listener(label)
+
+    def _phases(self, marks: dict[str, float], procs: list[psutil.Process]) -> dict[str, float]:
+        """The breakdown of the load that just ended: vLLM's log since it began, our marks."""
+        core = worker = None
+        me = os.getpid()
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                if proc.ppid() == me:
+                    core = core or proc
+                elif worker is None:
+                    worker = proc
+
+        def created(proc: psutil.Process | None) -> float | None:
+            return None if proc is None else process_started_at(proc.pid)
+
+        load = LoadMarks(marks["started"], marks["constructing"], marks["constructed"],
+                         marks["ended"], created(core), created(worker),
+                         core.pid if core else None, worker.pid if worker else None)
+        return breakdown(load, parse_log(self._new_log_text()))
 
     async def _abandon_start(self, starting: asyncio.Future[Any], before: set[int],
                              control: _StartControl) -> None:
@@ -349,13 +424,13 @@ class VllmEngine:
 
     # -- worker-thread parts -------------------------------------------------------------------
 
-    def _start(self, spec: LoadSpec, control: _StartControl
+    def _start(self, spec: LoadSpec, control: _StartControl, marks: dict[str, float]
                ) -> tuple[Any, Any, list[psutil.Process]]:
         config_file, log_file = write_logging_config(self._log_dir)
-        self.log_file = log_file
         if log_file.exists() and log_file.stat().st_size > _LOG_MAX_BYTES:
             log_file.unlink()
         offset = log_file.stat().st_size if log_file.exists() else 0
+        self.log_file, self._log_offset = log_file, offset
         # A previous crash of the app may have left engines holding memory (vllm #55510).
         self._registry.reap_orphans()
         # Spawned engine processes read their logging config from the environment.
@@ -383,11 +458,16 @@ class VllmEngine:
             )
             if spec.max_num_seqs:
                 options["max_num_seqs"] = spec.max_num_seqs
+            kv_bytes = kv_cache_bytes(spec)
+            if kv_bytes is not None:
+                options["kv_cache_memory_bytes"] = kv_bytes
             options.update(self._extra)
             args = AsyncEngineArgs(**options)
             control.begin_spawning()  # a load cancelled during the imports ends here
             start_quiet_resource_tracker()
+            marks["constructing"] = time.time()
             llm = AsyncLLM.from_engine_args(args)
+            marks["constructed"] = time.time()
         except StartCancelledError:
             raise
         except BaseException as exc:
@@ -406,12 +486,14 @@ class VllmEngine:
         procs = new_engine_processes(before)
         self._registry.add(procs)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
+            # vLLM already loaded the model's tokenizer: a second one would cost a load each time.
+            tokenizer = getattr(llm, "tokenizer", None) or AutoTokenizer.from_pretrained(
                 spec.path, trust_remote_code=spec.trust_remote_code)
             control.check()  # cancelled while vLLM started: nobody would own this engine
         except BaseException:
             self._stop([llm], procs)
             raise
+        marks["ended"] = time.time()
         return llm, tokenizer, procs
 
     @staticmethod

@@ -594,7 +594,8 @@ class ModelManager:
             raise SwitchFailed("refused", f"refused after unloading: {plan.refusal}")
         fit = plan.fit
         spec = self._load_spec(entry, fit.context if fit else (entry.default_context or 2048),
-                               fit.memory_utilization if fit else 0.1)
+                               fit.memory_utilization if fit else 0.1,
+                               fit.kv_cache_tokens if fit else None)
         loaded_bytes = fit.needed_bytes if fit else 0
 
         free_before_load = self._probe.read().free_bytes
@@ -749,11 +750,13 @@ class ModelManager:
             if delta.finished:
                 break
 
-    def _load_spec(self, entry: ModelEntry, context: int, utilization: float) -> LoadSpec:
+    def _load_spec(self, entry: ModelEntry, context: int, utilization: float,
+                   kv_cache_tokens: int | None = None) -> LoadSpec:
         path = entry.base_url or "" if entry.is_remote else str(self.catalog.local_path(entry))
         return LoadSpec(model_id=entry.id, path=path, max_model_len=context,
                         memory_utilization=utilization, quantization=entry.vllm_quantization,
-                        dtype=entry.vllm_dtype, trust_remote_code=entry.trust_remote_code)
+                        dtype=entry.vllm_dtype, trust_remote_code=entry.trust_remote_code,
+                        kv_cache_tokens=kv_cache_tokens)
 
     # -- events and history ---------------------------------------------------------------------
     @contextlib.contextmanager
