@@ -32,13 +32,13 @@ LABELS = {
     "handshake": "engine handshake",
     "tokenizer": "tokenizer",
 }
-# Said while a load runs, after the line that ends a phase: what runs next.
+# While a load runs: the phase that begins after each line (the worker's first line: the model).
 _NEXT = {
-    "core_started": "starting the worker process",
-    "worker_started": "building the model",
-    "model_init": "loading the weights",
-    "weights": "memory profiling and allocating the KV cache",
-    "init_engine": "connecting to the engine",
+    "core_started": "imports",  # the worker process starts and imports
+    "worker_started": "model_init",
+    "model_init": "weights",
+    "weights": "kv_cache",
+    "init_engine": "handshake",
 }
 
 # "2026-11-28 19:42:10,897 VllmWorker-0 pid=8327 INFO [vllm.x] message" (vllm_engine's format).
@@ -122,15 +122,16 @@ def parse_log(text: str) -> list[LogEvent]:
     return events
 
 
-def progress_label(events: Iterable[LogEvent]) -> str:
-    """What the engine is doing now, from the events seen so far (for the progress text)."""
-    label = "starting the engine process and importing vLLM in it"
+def current_phase(events: Iterable[LogEvent]) -> str:
+    """The phase (LOAD_PHASES) vLLM's start-up is in, from the log lines seen so far, once its
+    constructor runs: at first its engine process starts and imports."""
+    phase = "imports"
     for e in events:
         if e.kind == "first_line" and e.process.startswith("VllmWorker"):
-            label = _NEXT["worker_started"]
+            phase = _NEXT["worker_started"]
         elif e.kind in _NEXT:
-            label = _NEXT[e.kind]
-    return label
+            phase = _NEXT[e.kind]
+    return phase
 
 
 def _first(events: list[LogEvent], kind: str, pid: int | None = None) -> LogEvent | None:

@@ -49,9 +49,9 @@ from core.engine.errors import map_vllm_error
 from core.engine.load_phases import (
     LoadMarks,
     breakdown,
+    current_phase,
     parse_log,
     process_started_at,
-    progress_label,
 )
 from core.engine.processes import (
     EngineProcessRegistry,
@@ -147,6 +147,9 @@ def engine_dtype(spec: LoadSpec) -> str:
     return spec.dtype
 
 
+# Seconds vLLM's engine core gives its worker to exit by itself at shutdown (vLLM's default: 5).
+WORKER_SHUTDOWN_GRACE_S = 1
+
 # vLLM hands the KV cache out in blocks (16 tokens on the CPU build, up to a few hundred on
 # others): a few spare blocks so the fitted context always fits whole.
 KV_CACHE_MARGIN_TOKENS = 512
@@ -237,7 +240,7 @@ class VllmEngine:
         self.load_s: float | None = None
         self.log_file: Path | None = None
         # Seconds per phase of the last load (core.engine.load_phases), and who hears, while a
-        # load runs, what it is doing now (the manager's progress text).
+        # load runs, which of those phases it is in (the manager's progress text and ETA).
         self.load_phases: dict[str, float] = {}
         self.on_load_phase: Callable[[str], None] | None = None
         self._log_offset = 0
@@ -259,7 +262,7 @@ class VllmEngine:
         control = _StartControl()
         self.load_phases = {}
         starting = loop.run_in_executor(self._executor, self._start, spec, control, marks)
-        progress = asyncio.create_task(self._report_progress(starting),
+        progress = asyncio.create_task(self._report_progress(starting, marks),
                                        name=f"vllm-load-progress-{spec.model_id}")
         try:
             llm, tokenizer, procs = await asyncio.shield(starting)
@@ -283,19 +286,25 @@ class VllmEngine:
     def _new_log_text(self) -> str:
         return self._read_log(self.log_file, self._log_offset) if self.log_file else ""
 
-    async def _report_progress(self, starting: asyncio.Future[Any]) -> None:
-        """While the start thread runs, tell on_load_phase what vLLM is doing (from its log)."""
+    async def _report_progress(self, starting: asyncio.Future[Any],
+                               marks: dict[str, float]) -> None:
+        """While the start thread runs, tell on_load_phase which phase the load is in: ours
+        before and after vLLM's constructor, vLLM's log's in between."""
         said = ""
         while not starting.done():
-            await asyncio.sleep(0.25)
             listener = self.on_load_phase
-            if listener is None or self.log_file is None:
-                continue
-            label = progress_label(parse_log(self._new_log_text()))
-            if label != said:
-                said = label
-                with contextlib.suppress(Exception):  # a display error never stops a load
-                    listener(label)
+            if listener is not None:
+                if "constructed" in marks:
+                    phase = "tokenizer"
+                elif "constructing" in marks:
+                    phase = current_phase(parse_log(self._new_log_text()))
+                else:
+                    phase = "prepare"
+                if phase != said:
+                    said = phase
+                    with contextlib.suppress(Exception):  # a display error never stops a load
+                        listener(phase)
+            await asyncio.sleep(0.25)
 
     def _phases(self, marks: dict[str, float], procs: list[psutil.Process]) -> dict[str, float]:
         """The breakdown of the load that just ended: vLLM's log since it began, our marks."""
@@ -435,6 +444,11 @@ class VllmEngine:
         self._registry.reap_orphans()
         # Spawned engine processes read their logging config from the environment.
         os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
+        # At shutdown vLLM's engine core waits this long for its worker to exit on its own
+        # before it sends SIGTERM (which the worker handles as a clean exit). Its default of
+        # 5 s was most of every unload here; a user's own setting is kept.
+        os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS",
+                              str(WORKER_SHUTDOWN_GRACE_S))
         before = child_pids()
         try:
             from transformers import AutoTokenizer

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.engine.base import (
     ChatMessage,
@@ -36,7 +37,9 @@ from core.engine.base import (
     InsufficientMemoryError,
     LoadSpec,
 )
+from core.engine.load_phases import LABELS as LOAD_LABELS
 from core.history_store import NO_MODEL, HistoryStore
+from core.manager.eta import SwitchEta
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
 from core.manager.plan import (
@@ -122,10 +125,20 @@ class _Attempt:
     reason: str
     from_model: str | None
     started: float
-    predicted_s: float | None
+    eta: SwitchEta
     phases: dict[str, float] = field(default_factory=dict)
     attempts: int = 0
     forced: bool = False
+    load_phases: dict[str, float] = field(default_factory=dict)  # the engine's load breakdown
+    # Where the switch is (for the ETA): its phase and, while loading, the load's phase.
+    phase: str = "planning"
+    phase_started: float = 0.0
+    load_phase: str | None = None
+    load_phase_started: float = 0.0
+
+    @property
+    def predicted_s(self) -> float | None:
+        return self.eta.total
 
 
 class SwitchFailed(Exception):
@@ -170,7 +183,8 @@ class ModelManager:
                  fit_estimator: FitEstimator, *, cascade: Sequence[str] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_disk: Callable[[ModelEntry], bool] | None = None) -> None:
+                 on_disk: Callable[[ModelEntry], bool] | None = None,
+                 prefetch: Callable[[Path], object] | None = None) -> None:
         self.catalog = catalog
         self.switching = switching
         self.limits = SafetyLimits.from_settings(switching)
@@ -185,6 +199,9 @@ class ModelManager:
         self._clock = clock
         self._sleep = sleep
         self._on_disk = on_disk or catalog.is_on_disk
+        # Reads the next model's files into the page cache while the old one shuts down
+        # (core.engine.page_cache); None: no read-ahead.
+        self._prefetch = prefetch
         self._lock = asyncio.Lock()
         self._loaded: _Loaded | None = None
         self._inflight: dict[str, asyncio.Task[SwitchResult]] = {}
@@ -541,7 +558,8 @@ class ModelManager:
         """One switch to one model, recorded as one history row. Returns (row id, error)."""
         from_model = self.active_model
         a = _Attempt(next(self._ids), entry, reason, from_model, self._clock(),
-                     self._history.predicted_duration(from_model, entry.id), forced=force)
+                     SwitchEta(self._history.predicted_phases(from_model, entry.id)),
+                     forced=force)
         t0 = time.monotonic()
         try:
             await self._execute(a, private)
@@ -576,6 +594,7 @@ class ModelManager:
             # Refused before anything was unloaded: the active model stays.
             raise SwitchFailed("refused", f"refused: {plan.refusal}")
 
+        self._start_prefetch(entry)
         if self._loaded is not None:
             released = self._loaded.measured_bytes
             free_before = self._probe.read().free_bytes
@@ -620,6 +639,17 @@ class ModelManager:
             self._loaded.measured_bytes = min(measured, loaded_bytes) if loaded_bytes else measured
         self._watch(self._loaded)
 
+    def _start_prefetch(self, entry: ModelEntry) -> None:
+        """Start reading the target's files ahead, in a thread, without waiting for it."""
+        if self._prefetch is None or entry.is_remote:
+            return
+        try:
+            path = self.catalog.local_path(entry)
+        except (OSError, ValueError):
+            return
+        reading = asyncio.get_running_loop().run_in_executor(None, self._prefetch, path)
+        reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     async def _load_with_retries(self, a: _Attempt, spec: LoadSpec,
                                  loaded_bytes: int) -> tuple[Engine, LoadSpec]:
         attempts = max(1, self.switching.max_retries)
@@ -633,6 +663,8 @@ class ModelManager:
                 self._emit(a, SwitchPhase.LOADING, f"loading {spec.model_id} "
                            f"(attempt {a.attempts}: {last})")
             engine = self._factory(a.entry)
+            if hasattr(engine, "on_load_phase"):  # engines that report their load's phases
+                engine.on_load_phase = lambda phase: self._on_load_phase(a, phase)
             self._activity.set_loading(True, spec.model_id)
             # Report the memory while loading: the engine takes it during the load, not after.
             self._activity.set_loaded(spec.model_id, loaded_bytes)
@@ -640,6 +672,7 @@ class ModelManager:
                 # No timeout per attempt: the switch's one deadline bounds every attempt.
                 await engine.load(spec)
                 self._activity.set_loading(False)
+                a.load_phases = dict(getattr(engine, "load_phases", None) or {})
                 return engine, spec
             except asyncio.CancelledError:
                 await asyncio.shield(self._discard(engine))
@@ -759,9 +792,18 @@ class ModelManager:
                         kv_cache_tokens=kv_cache_tokens)
 
     # -- events and history ---------------------------------------------------------------------
+    def _on_load_phase(self, a: _Attempt, phase: str) -> None:
+        """The engine's load entered a phase: say so with a fresh ETA (the Models tab)."""
+        if self._phase != SwitchPhase.LOADING:
+            return
+        a.load_phase, a.load_phase_started = phase, self._clock()
+        self._emit(a, SwitchPhase.LOADING,
+                   f"loading {a.entry.id}: {LOAD_LABELS.get(phase, phase)}")
+
     @contextlib.contextmanager
     def _phase_timer(self, a: _Attempt, phase: SwitchPhase, message: str) -> Iterator[None]:
         self._phase = phase
+        a.phase, a.phase_started, a.load_phase = phase.value, self._clock(), None
         self._emit(a, phase, message)
         t0 = self._clock()
         try:
@@ -771,8 +813,10 @@ class ModelManager:
 
     def _emit(self, a: _Attempt, phase: SwitchPhase, message: str,
               error: str | None = None) -> None:
-        elapsed = self._clock() - a.started
-        eta = None if a.predicted_s is None else max(0.0, a.predicted_s - elapsed)
+        now = self._clock()
+        elapsed = now - a.started
+        eta = a.eta.remaining(a.phase, now - a.phase_started, a.load_phase,
+                              now - a.load_phase_started)
         if phase in (SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED):
             eta = 0.0
         self.emit(SwitchEvent(a.switch_id, phase, a.entry.id, a.from_model, a.reason, elapsed,

@@ -12,9 +12,9 @@ from core.engine.load_phases import (
     LOAD_PHASES,
     LoadMarks,
     breakdown,
+    current_phase,
     parse_log,
     process_started_at,
-    progress_label,
 )
 
 SAMPLE = (Path(__file__).parent.parent / "data" / "vllm_cpu_startup.log").read_text()
@@ -86,13 +86,14 @@ def test_a_log_without_the_lines_still_accounts_for_every_second() -> None:
     assert phases == {"prepare": 1.0, "handshake": 19.0, "tokenizer": 1.0}
 
 
-def test_the_progress_label_follows_the_log() -> None:
+def test_the_current_phase_follows_the_log() -> None:
     lines = SAMPLE.splitlines()
-    assert progress_label(parse_log("")) == "starting the engine process and importing vLLM in it"
-    assert progress_label(parse_log(lines[0])) == "starting the worker process"
+    assert current_phase(parse_log("")) == "imports"  # the engine process starts and imports
+    assert current_phase(parse_log(lines[0])) == "imports"  # then its worker does
     weights = next(i for i, line in enumerate(lines) if "Loading weights took" in line)
-    assert "KV cache" in progress_label(parse_log("\n".join(lines[:weights + 1])))
-    assert progress_label(parse_log(SAMPLE)) == "connecting to the engine"
+    assert current_phase(parse_log("\n".join(lines[:weights]))) == "weights"
+    assert current_phase(parse_log("\n".join(lines[:weights + 1]))) == "kv_cache"
+    assert current_phase(parse_log(SAMPLE)) == "handshake"
 
 
 def test_a_process_start_is_read_to_the_tick() -> None:
