@@ -19,6 +19,7 @@ from core import paths
 from core.chat_session import ChatSession
 from core.config import AppConfig, load_app_config
 from core.engine.base import Engine
+from core.engine.page_cache import prefetch_model_files
 from core.history_store import HistoryStore
 from core.manager.alert_policy import AlertReactor
 from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
@@ -179,7 +180,8 @@ class Runtime:
             return engine
 
         manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
-                               new_engine, store, activity, fit, cascade=cascade)
+                               new_engine, store, activity, fit, cascade=cascade,
+                               prefetch=prefetch_model_files)
         label = devices[0].sample().name if devices else "host RAM (CPU engine)"
         # Every generation (playground, CLI, local API) is admitted by this one scheduler.
         scheduler = RequestScheduler(manager, max_queue=config.server.max_queue)

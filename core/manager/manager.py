@@ -831,7 +831,7 @@ class ModelManager:
         return self._history.record_switch(
             from_model=a.from_model, to_model=a.entry.id, reason=a.reason, outcome=outcome,
             total_s=self._clock() - a.started, phases=a.phases, error=error,
-            attempts=max(1, a.attempts), forced=a.forced)
+            attempts=max(1, a.attempts), forced=a.forced, load_phases=a.load_phases)
 
 
 def _describe(exc: BaseException) -> str:
