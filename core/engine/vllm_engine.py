@@ -94,9 +94,17 @@ def write_logging_config(log_dir: Path) -> tuple[Path, Path]:
                      "formatter": "plain", "level": "INFO", "encoding": "utf-8"},
             "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                         "formatter": "plain", "level": "WARNING"},
+            "console_errors": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                               "formatter": "plain", "level": "ERROR"},
         },
         "loggers": {"vllm": {"handlers": ["file", "console"], "level": "INFO",
-                             "propagate": False}},
+                             "propagate": False},
+                    # They warn when an engine process outlives its grace at an unload and
+                    # is terminated or killed: planned (WORKER_SHUTDOWN_GRACE_S,
+                    # UNLOAD_GRACE_S), so warnings go to the file only, errors still show.
+                    **{name: {"handlers": ["file", "console_errors"], "level": "INFO",
+                              "propagate": False}
+                       for name in ("vllm.v1.utils", "vllm.v1.executor.multiproc_executor")}},
     }
     config_file = log_dir / _LOG_CONFIG_FILE
     config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
@@ -149,6 +157,10 @@ def engine_dtype(spec: LoadSpec) -> str:
 
 # Seconds vLLM's engine core gives its worker to exit by itself at shutdown (vLLM's default: 5).
 WORKER_SHUTDOWN_GRACE_S = 1
+# Seconds an unload gives vLLM's processes to end cleanly before vLLM kills their tree. They
+# hold nothing worth a slow teardown (the OS frees their memory either way), and on a busy
+# machine their interpreters took 4-5 s more to wind down: every switch waited for it.
+UNLOAD_GRACE_S = 2.0
 
 # vLLM hands the KV cache out in blocks (16 tokens on the CPU build, up to a few hundred on
 # others): a few spare blocks so the fitted context always fits whole.
@@ -220,7 +232,7 @@ class VllmEngine:
         log_dir: Path | None = None,
         extra_engine_args: Mapping[str, Any] | None = None,
         watchdog_interval_s: float = 0.5,
-        shutdown_timeout_s: float = 20.0,
+        shutdown_timeout_s: float = UNLOAD_GRACE_S,
     ) -> None:
         self._registry = registry if registry is not None else EngineProcessRegistry()
         self._activity = activity
