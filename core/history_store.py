@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import statistics
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from core import paths
+from core.engine.load_phases import LOAD_PHASES
 from core.manager.events import TIMED_PHASES
 
 PHASE_COLUMNS = tuple(p.value for p in TIMED_PHASES)
@@ -77,10 +79,21 @@ CREATE TABLE IF NOT EXISTS generations (
     tokens_per_s REAL
 );
 CREATE INDEX IF NOT EXISTS generations_model ON generations (model);
+CREATE TABLE IF NOT EXISTS load_phases (
+    switch_id INTEGER NOT NULL REFERENCES switches (id),
+    phase TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (switch_id, phase)
+);
 """
-
-# Schema version 2: the routing log with its feedback, and the model-state changes of each app
-# session (uptime). Added to any older database on open; the tables of version 1 are untouched.
+# Named, not *: a migrated file's columns may stand in another order.
+_SWITCH_COLUMNS = ", ".join(["id", "started_at", "from_model", "to_model", "reason", "outcome",
+                             "error", "total_s", "attempts", *(f"{c}_s" for c in PHASE_COLUMNS),
+                             "forced"])
+# PRAGMA user_version: 1 added switches.forced; 2 the load_phases table (the breakdown of the
+# loading phase: core.engine.load_phases, in _SCHEMA), the routing log with its feedback and the
+# model-state changes of each app session (uptime, below). An older file is brought up to date
+# when opened; its rows keep their meaning (they simply have no load breakdown).
 _SCHEMA_V2 = """
 CREATE TABLE IF NOT EXISTS routed_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -137,6 +150,7 @@ class SwitchRecord:
     attempts: int
     phases: Mapping[str, float]
     forced: bool = False  # the temperature/power gate was skipped (alert step-down, Switch anyway)
+    load_phases: Mapping[str, float] = field(default_factory=dict)  # LOAD_PHASES order
 
     @property
     def reason_label(self) -> str:
@@ -246,8 +260,10 @@ class HistoryStore:
     def record_switch(self, *, from_model: str | None, to_model: str, reason: str, outcome: str,
                       total_s: float, phases: Mapping[str, float], error: str | None = None,
                       attempts: int = 1, started_at: float | None = None,
-                      forced: bool = False) -> int:
-        """Store one finished switch and commit; returns its row id."""
+                      forced: bool = False, load_phases: Mapping[str, float] | None = None
+                      ) -> int:
+        """Store one finished switch and commit; returns its row id. load_phases: the breakdown
+        of its loading phase (core.engine.load_phases names), stored with it."""
         if reason not in REASONS:
             raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {reason!r}")
         if outcome not in OUTCOMES:
@@ -255,6 +271,9 @@ class HistoryStore:
         unknown = set(phases) - set(PHASE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown phases {sorted(unknown)}")
+        unknown = set(load_phases or {}) - set(LOAD_PHASES)
+        if unknown:
+            raise ValueError(f"unknown load phases {sorted(unknown)}")
         cols = ["started_at", "from_model", "to_model", "reason", "outcome", "error", "total_s",
                 "attempts", *(f"{p}_s" for p in PHASE_COLUMNS), "forced"]
         values = [time.time() if started_at is None else started_at, from_model, to_model, reason,
@@ -262,8 +281,18 @@ class HistoryStore:
                   int(forced)]
         sql = f"INSERT INTO switches ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with self._lock:
-            cur = self._conn.execute(sql, values)
-            return int(cur.lastrowid or 0)
+            self._conn.execute("BEGIN")  # the row and its breakdown commit together
+            try:
+                cur = self._conn.execute(sql, values)
+                row_id = int(cur.lastrowid or 0)
+                self._conn.executemany(
+                    "INSERT INTO load_phases (switch_id, phase, seconds) VALUES (?, ?, ?)",
+                    [(row_id, p, float(v)) for p, v in (load_phases or {}).items()])
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return row_id
 
     def record_generation(self, model: str, tokens: int, elapsed_s: float,
                           first_token_s: float | None, tokens_per_s: float | None) -> None:
@@ -279,8 +308,21 @@ class HistoryStore:
         """The latest switches, newest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT * FROM switches ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [self._record(row) for row in rows]
+                f"SELECT {_SWITCH_COLUMNS} FROM switches ORDER BY id DESC LIMIT ?",
+                (limit,)).fetchall()
+            breakdowns = self._load_phases([int(r[0]) for r in rows])
+        return [self._record(row, breakdowns.get(int(row[0]), {})) for row in rows]
+
+    def _load_phases(self, ids: list[int]) -> dict[int, dict[str, float]]:
+        """The load breakdowns of these switches (call holding the lock)."""
+        out: dict[int, dict[str, float]] = {}
+        for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            chunk = ids[start:start + 500]
+            for switch_id, phase, seconds in self._conn.execute(
+                    "SELECT switch_id, phase, seconds FROM load_phases WHERE switch_id IN "
+                    f"({', '.join('?' * len(chunk))})", chunk):
+                out.setdefault(int(switch_id), {})[str(phase)] = float(seconds)
+        return {k: {p: v[p] for p in LOAD_PHASES if p in v} for k, v in out.items()}
 
     def last_ready_model(self) -> str | None:
         """The model the last successful switch made ready (start-up's "load the last model")."""
@@ -341,6 +383,35 @@ class HistoryStore:
                 (to_model, window)).fetchall()
         return sum(float(r[0]) for r in rows) / len(rows) if rows else None
 
+    def predicted_phases(self, from_model: str | None, to_model: str,
+                         window: int = 10) -> dict[str, float]:
+        """Median seconds of each switch phase and load phase in the latest successful switches
+        of this pair (else of any switch to the target): what the ETA of the next one is made
+        of. Empty without history. The median, so one switch slowed by a busy machine does not
+        move the next prediction much."""
+        cols = ", ".join(f"{c}_s" for c in PHASE_COLUMNS)
+        for pair in ((True, False) if from_model is not None else (False,)):
+            sql = f"SELECT id, {cols} FROM switches WHERE outcome = 'ready' AND to_model = ?"
+            args: list[object] = [to_model]
+            if pair:
+                sql += " AND from_model = ?"
+                args.append(from_model)
+            with self._lock:
+                rows = self._conn.execute(sql + " ORDER BY id DESC LIMIT ?",
+                                          [*args, window]).fetchall()
+                breakdowns = self._load_phases([int(r[0]) for r in rows])
+            if not rows:
+                continue
+            samples: dict[str, list[float]] = {}
+            for row in rows:
+                for name, value in zip(PHASE_COLUMNS, row[1:], strict=True):
+                    if value is not None:
+                        samples.setdefault(name, []).append(float(value))
+                for name, value in breakdowns.get(int(row[0]), {}).items():
+                    samples.setdefault(name, []).append(value)
+            return {name: statistics.median(v) for name, v in samples.items()}
+        return {}
+
     def throughput(self) -> list[ThroughputStats]:
         """Mean measured tokens/s per model."""
         with self._lock:
@@ -350,7 +421,7 @@ class HistoryStore:
         return [ThroughputStats(m, int(n), None if avg is None else float(avg))
                 for m, n, avg in rows]
 
-    def _record(self, row: tuple[Any, ...]) -> SwitchRecord:
+    def _record(self, row: tuple[Any, ...], load_phases: Mapping[str, float]) -> SwitchRecord:
         (rid, started, from_model, to_model, reason, outcome, error, total, attempts,
          *rest) = row
         phase_values, forced = rest[:len(PHASE_COLUMNS)], rest[len(PHASE_COLUMNS)]
@@ -358,4 +429,4 @@ class HistoryStore:
                   if v is not None}
         return SwitchRecord(int(rid), float(started), from_model, str(to_model), str(reason),
                             str(outcome), error, float(total), int(attempts), phases,
-                            bool(forced))
+                            bool(forced), dict(load_phases))

@@ -18,6 +18,7 @@ from core import paths
 from core.chat_session import ChatSession
 from core.config import AppConfig, load_app_config
 from core.engine.base import Engine
+from core.engine.page_cache import prefetch_model_files
 from core.history_store import HistoryStore
 from core.manager.alert_policy import AlertReactor, Reaction
 from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
@@ -151,7 +152,8 @@ class Runtime:
         # reserves that fraction of host memory and needs at least the floor to start.
         engine_on_cpu = on_host or not nvidia_gpu_present()
         fit = estimator_fit(estimator,
-                            min_utilization=CPU_MIN_UTILIZATION if engine_on_cpu else 0.0)
+                            min_utilization=CPU_MIN_UTILIZATION if engine_on_cpu else 0.0,
+                            size_kv_cache=engine_on_cpu)
         router = Router(config.router, config.catalog, estimator=estimator)
         # The local tier (demo models built here) goes before the remote endpoint, so a machine
         # with only demo models still falls back from one to the other.
@@ -166,7 +168,8 @@ class Runtime:
             return engine
 
         manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
-                               new_engine, store, activity, fit, cascade=cascade)
+                               new_engine, store, activity, fit, cascade=cascade,
+                               prefetch=prefetch_model_files)
         label = sampler.fresh().gpus[0].name if devices else "host RAM (CPU engine)"
         # Every generation (playground, CLI, local API) is admitted by this one scheduler.
         scheduler = RequestScheduler(manager, max_queue=config.server.max_queue)

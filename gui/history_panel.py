@@ -26,7 +26,7 @@ from core.facade import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord, bu
 from gui.routing_panel import RoutingPanel
 
 COLUMNS = ("When", "From", "To", "Reason", *(p.replace("_", " ") for p in PHASE_COLUMNS),
-           "Total s", "Outcome", "Error")
+           "Total s", "Load breakdown s", "Outcome", "Error")
 MEAN_COLOR = "#4ea1ff"
 P95_COLOR = "#ff9f43"
 
@@ -120,9 +120,11 @@ class HistoryPanel(QWidget):
         self.table.setRowCount(len(self.records))
         for row, r in enumerate(self.records):
             phases = [f"{r.phases[p]:.2f}" if p in r.phases else "" for p in PHASE_COLUMNS]
+            breakdown = ", ".join(f"{p.replace('_', ' ')} {s:.2f}"
+                                  for p, s in r.load_phases.items())
             cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
                      r.from_model or "", r.to_model, r.reason_label, *phases, f"{r.total_s:.2f}",
-                     r.outcome, r.error or ""]
+                     breakdown, r.outcome, r.error or ""]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if r.error and col == len(cells) - 1:

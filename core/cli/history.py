@@ -87,6 +87,9 @@ def format_history(report: dict[str, Any]) -> str:
         line = (f"  #{r['id']} {r['from_model'] or '(none)'} -> {r['to_model']} [{label}] "
                 f"{r['outcome']} {r['total_s']:.2f}s")
         lines.append(line + (f" ({phases})" if phases else ""))
+        if r.get("load_phases"):
+            lines.append("      load: " + ", ".join(f"{k} {v:.2f}s"
+                                                    for k, v in r["load_phases"].items()))
         if r["error"]:
             lines.append(f"      error: {r['error']}")
     if report["pairs"]:

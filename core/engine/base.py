@@ -22,6 +22,9 @@ class LoadSpec:
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     max_num_seqs: int | None = None
+    # Tokens the KV cache must hold (vLLM's CPU build: sized to the fitted context instead of a
+    # share of host memory). None: the engine's own sizing.
+    kv_cache_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,13 @@ from core.engine.base import (
     PromptTooLongError,
 )
 from core.engine.errors import map_vllm_error
+from core.engine.load_phases import (
+    LoadMarks,
+    breakdown,
+    current_phase,
+    parse_log,
+    process_started_at,
+)
 from core.engine.model_dir import check_model_dir
 from core.engine.processes import (
     EngineProcessRegistry,
@@ -55,6 +62,7 @@ from core.engine.processes import (
     start_quiet_resource_tracker,
 )
 from core.engine.thinking import OPEN_TAG, ThinkingSplitter
+from core.models.estimator import architecture_from_config, kv_bytes_per_token
 from core.telemetry.activity import EngineActivity
 
 log = logging.getLogger(__name__)
@@ -86,9 +94,17 @@ def write_logging_config(log_dir: Path) -> tuple[Path, Path]:
                      "formatter": "plain", "level": "INFO", "encoding": "utf-8"},
             "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                         "formatter": "plain", "level": "WARNING"},
+            "console_errors": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                               "formatter": "plain", "level": "ERROR"},
         },
         "loggers": {"vllm": {"handlers": ["file", "console"], "level": "INFO",
-                             "propagate": False}},
+                             "propagate": False},
+                    # They warn when an engine process outlives its grace at an unload and
+                    # is terminated or killed: planned (WORKER_SHUTDOWN_GRACE_S,
+                    # UNLOAD_GRACE_S), so warnings go to the file only, errors still show.
+                    **{name: {"handlers": ["file", "console_errors"], "level": "INFO",
+                              "propagate": False}
+                       for name in ("vllm.v1.utils", "vllm.v1.executor.multiproc_executor")}},
     }
     config_file = log_dir / _LOG_CONFIG_FILE
     config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
@@ -137,6 +153,32 @@ def engine_dtype(spec: LoadSpec) -> str:
     if spec.dtype == "auto" and _checkpoint_dtype(spec.path) == "float32":
         return "float32"
     return spec.dtype
+
+
+# Seconds vLLM's engine core gives its worker to exit by itself at shutdown (vLLM's default: 5).
+WORKER_SHUTDOWN_GRACE_S = 1
+# Seconds an unload gives vLLM's processes to end cleanly before vLLM kills their tree. They
+# hold nothing worth a slow teardown (the OS frees their memory either way), and on a busy
+# machine their interpreters took 4-5 s more to wind down: every switch waited for it.
+UNLOAD_GRACE_S = 2.0
+
+# vLLM hands the KV cache out in blocks (16 tokens on the CPU build, up to a few hundred on
+# others): a few spare blocks so the fitted context always fits whole.
+KV_CACHE_MARGIN_TOKENS = 512
+
+
+def kv_cache_bytes(spec: LoadSpec) -> int | None:
+    """vLLM's kv_cache_memory_bytes for spec.kv_cache_tokens tokens of this model (its
+    config.json, the dtype passed to vLLM); None: not sized, or the config cannot say."""
+    if spec.kv_cache_tokens is None:
+        return None
+    try:
+        config = json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8"))
+        arch = architecture_from_config(config, None)
+    except (OSError, ValueError, TypeError):
+        return None
+    dtype_bytes = 2 if engine_dtype(spec) in ("bfloat16", "float16", "half") else 4
+    return kv_bytes_per_token(arch, dtype_bytes) * (spec.kv_cache_tokens + KV_CACHE_MARGIN_TOKENS)
 
 
 class StartCancelledError(EngineError):
@@ -190,7 +232,7 @@ class VllmEngine:
         log_dir: Path | None = None,
         extra_engine_args: Mapping[str, Any] | None = None,
         watchdog_interval_s: float = 0.5,
-        shutdown_timeout_s: float = 20.0,
+        shutdown_timeout_s: float = UNLOAD_GRACE_S,
     ) -> None:
         self._registry = registry if registry is not None else EngineProcessRegistry()
         self._activity = activity
@@ -209,6 +251,11 @@ class VllmEngine:
         self._cleanup: asyncio.Task[None] | None = None
         self.load_s: float | None = None
         self.log_file: Path | None = None
+        # Seconds per phase of the last load (core.engine.load_phases), and who hears, while a
+        # load runs, which of those phases it is in (the manager's progress text and ETA).
+        self.load_phases: dict[str, float] = {}
+        self.on_load_phase: Callable[[str], None] | None = None
+        self._log_offset = 0
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -222,24 +269,73 @@ class VllmEngine:
         if self._activity is not None:
             self._activity.set_loading(True, spec.model_id)
         started = time.monotonic()
+        marks: dict[str, float] = {"started": time.time()}
         before = child_pids()
         control = _StartControl()
-        starting = loop.run_in_executor(self._executor, self._start, spec, control)
+        self.load_phases = {}
+        starting = loop.run_in_executor(self._executor, self._start, spec, control, marks)
+        progress = asyncio.create_task(self._report_progress(starting, marks),
+                                       name=f"vllm-load-progress-{spec.model_id}")
         try:
             llm, tokenizer, procs = await asyncio.shield(starting)
         except asyncio.CancelledError:
             await self._abandon_start(starting, before, control)
             raise
         finally:
+            progress.cancel()
             if self._activity is not None:
                 self._activity.set_loading(False)
         self.load_s = time.monotonic() - started
+        self.load_phases = self._phases(marks, procs)
         self._llm, self._tokenizer, self._procs, self._spec = llm, tokenizer, procs, spec
         self._dead = None
         if self._activity is not None:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
-        log.info("loaded %s in %.1f s (engine pids %s)", spec.model_id, self.load_s, self.pids())
+        log.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
+                 self.pids(), ", ".join(f"{k} {v:.2f} s" for k, v in self.load_phases.items()))
+
+    def _new_log_text(self) -> str:
+        return self._read_log(self.log_file, self._log_offset) if self.log_file else ""
+
+    async def _report_progress(self, starting: asyncio.Future[Any],
+                               marks: dict[str, float]) -> None:
+        """While the start thread runs, tell on_load_phase which phase the load is in: ours
+        before and after vLLM's constructor, vLLM's log's in between."""
+        said = ""
+        while not starting.done():
+            listener = self.on_load_phase
+            if listener is not None:
+                if "constructed" in marks:
+                    phase = "tokenizer"
+                elif "constructing" in marks:
+                    phase = current_phase(parse_log(self._new_log_text()))
+                else:
+                    phase = "prepare"
+                if phase != said:
+                    said = phase
+                    with contextlib.suppress(Exception):  # a display error never stops a load
+                        listener(phase)
+            await asyncio.sleep(0.25)
+
+    def _phases(self, marks: dict[str, float], procs: list[psutil.Process]) -> dict[str, float]:
+        """The breakdown of the load that just ended: vLLM's log since it began, our marks."""
+        core = worker = None
+        me = os.getpid()
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                if proc.ppid() == me:
+                    core = core or proc
+                elif worker is None:
+                    worker = proc
+
+        def created(proc: psutil.Process | None) -> float | None:
+            return None if proc is None else process_started_at(proc.pid)
+
+        load = LoadMarks(marks["started"], marks["constructing"], marks["constructed"],
+                         marks["ended"], created(core), created(worker),
+                         core.pid if core else None, worker.pid if worker else None)
+        return breakdown(load, parse_log(self._new_log_text()))
 
     async def _abandon_start(self, starting: asyncio.Future[Any], before: set[int],
                              control: _StartControl) -> None:
@@ -349,17 +445,22 @@ class VllmEngine:
 
     # -- worker-thread parts -------------------------------------------------------------------
 
-    def _start(self, spec: LoadSpec, control: _StartControl
+    def _start(self, spec: LoadSpec, control: _StartControl, marks: dict[str, float]
                ) -> tuple[Any, Any, list[psutil.Process]]:
         config_file, log_file = write_logging_config(self._log_dir)
-        self.log_file = log_file
         if log_file.exists() and log_file.stat().st_size > _LOG_MAX_BYTES:
             log_file.unlink()
         offset = log_file.stat().st_size if log_file.exists() else 0
+        self.log_file, self._log_offset = log_file, offset
         # A previous crash of the app may have left engines holding memory (vllm #55510).
         self._registry.reap_orphans()
         # Spawned engine processes read their logging config from the environment.
         os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
+        # At shutdown vLLM's engine core waits this long for its worker to exit on its own
+        # before it sends SIGTERM (which the worker handles as a clean exit). Its default of
+        # 5 s was most of every unload here; a user's own setting is kept.
+        os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS",
+                              str(WORKER_SHUTDOWN_GRACE_S))
         before = child_pids()
         try:
             from transformers import AutoTokenizer
@@ -383,11 +484,16 @@ class VllmEngine:
             )
             if spec.max_num_seqs:
                 options["max_num_seqs"] = spec.max_num_seqs
+            kv_bytes = kv_cache_bytes(spec)
+            if kv_bytes is not None:
+                options["kv_cache_memory_bytes"] = kv_bytes
             options.update(self._extra)
             args = AsyncEngineArgs(**options)
             control.begin_spawning()  # a load cancelled during the imports ends here
             start_quiet_resource_tracker()
+            marks["constructing"] = time.time()
             llm = AsyncLLM.from_engine_args(args)
+            marks["constructed"] = time.time()
         except StartCancelledError:
             raise
         except BaseException as exc:
@@ -406,12 +512,14 @@ class VllmEngine:
         procs = new_engine_processes(before)
         self._registry.add(procs)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
+            # vLLM already loaded the model's tokenizer: a second one would cost a load each time.
+            tokenizer = getattr(llm, "tokenizer", None) or AutoTokenizer.from_pretrained(
                 spec.path, trust_remote_code=spec.trust_remote_code)
             control.check()  # cancelled while vLLM started: nobody would own this engine
         except BaseException:
             self._stop([llm], procs)
             raise
+        marks["ended"] = time.time()
         return llm, tokenizer, procs
 
     @staticmethod

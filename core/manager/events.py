@@ -55,9 +55,13 @@ class SwitchEvent:
 
     @property
     def progress(self) -> float | None:
-        """Fraction done (0..1) by the prediction, for a progress bar; None without history."""
+        """Fraction done (0..1) by the prediction, for a progress bar; None without history.
+        From the time left (the per-phase ETA), so a slow phase holds the bar back instead of
+        letting it run ahead of the switch."""
         if self.phase in TERMINAL_PHASES:
             return 1.0
         if not self.predicted_total_s:
             return None
+        if self.eta_s is not None and self.elapsed_s + self.eta_s > 0:
+            return min(0.99, self.elapsed_s / (self.elapsed_s + self.eta_s))
         return min(0.99, self.elapsed_s / self.predicted_total_s)

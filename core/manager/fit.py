@@ -11,11 +11,15 @@ from core.models.estimator import Estimator
 CPU_MIN_UTILIZATION = 0.1
 
 
-def estimator_fit(estimator: Estimator, *, min_utilization: float = 0.0) -> FitEstimator:
+def estimator_fit(estimator: Estimator, *, min_utilization: float = 0.0,
+                  size_kv_cache: bool = False) -> FitEstimator:
     """A FitEstimator answering with the context and utilization fitted to the free memory.
 
     min_utilization: a floor for the utilization passed to the engine (CPU_MIN_UTILIZATION when
     the engine is vLLM's CPU build and the probe reads host memory); the need grows to match.
+    size_kv_cache: ask for a KV cache of the fitted context (vLLM's CPU build would otherwise
+    allocate and zero the utilization's share of host RAM, gigabytes for a megabyte model, and
+    run a warm-up pass to measure it: seconds of every load).
     """
 
     def fit(entry: ModelEntry, free: int | None, total: int | None, buffer: int) -> FitEstimate:
@@ -34,6 +38,7 @@ def estimator_fit(estimator: Estimator, *, min_utilization: float = 0.0) -> FitE
         needed = int(util * total) if util is not None else est.total_bytes
         fits = est.fits and needed <= max(0, free - buffer)
         return FitEstimate(fits, needed, est.context_tokens, util or 0.0, est.reason,
-                           model_bytes=est.total_bytes)
+                           model_bytes=est.total_bytes,
+                           kv_cache_tokens=est.context_tokens if size_kv_cache else None)
 
     return fit

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.engine.base import (
     ChatMessage,
@@ -36,7 +37,9 @@ from core.engine.base import (
     InsufficientMemoryError,
     LoadSpec,
 )
+from core.engine.load_phases import LABELS as LOAD_LABELS
 from core.history_store import NO_MODEL, HistoryStore
+from core.manager.eta import SwitchEta
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
 from core.manager.plan import (
@@ -123,10 +126,20 @@ class _Attempt:
     reason: str
     from_model: str | None
     started: float
-    predicted_s: float | None
+    eta: SwitchEta
     phases: dict[str, float] = field(default_factory=dict)
     attempts: int = 0
     forced: bool = False
+    load_phases: dict[str, float] = field(default_factory=dict)  # the engine's load breakdown
+    # Where the switch is (for the ETA): its phase and, while loading, the load's phase.
+    phase: str = "planning"
+    phase_started: float = 0.0
+    load_phase: str | None = None
+    load_phase_started: float = 0.0
+
+    @property
+    def predicted_s(self) -> float | None:
+        return self.eta.total
 
 
 class SwitchFailed(Exception):
@@ -171,7 +184,8 @@ class ModelManager:
                  fit_estimator: FitEstimator, *, cascade: Sequence[str] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 on_disk: Callable[[ModelEntry], bool] | None = None) -> None:
+                 on_disk: Callable[[ModelEntry], bool] | None = None,
+                 prefetch: Callable[[Path], object] | None = None) -> None:
         self.catalog = catalog
         self.switching = switching
         self.limits = SafetyLimits.from_settings(switching)
@@ -186,6 +200,9 @@ class ModelManager:
         self._clock = clock
         self._sleep = sleep
         self._on_disk = on_disk or catalog.is_on_disk
+        # Reads the next model's files into the page cache while the old one shuts down
+        # (core.engine.page_cache); None: no read-ahead.
+        self._prefetch = prefetch
         self._lock = asyncio.Lock()
         self._loaded: _Loaded | None = None
         self._inflight: dict[str, asyncio.Task[SwitchResult]] = {}
@@ -545,7 +562,8 @@ class ModelManager:
         """One switch to one model, recorded as one history row. Returns (row id, error)."""
         from_model = self.active_model
         a = _Attempt(next(self._ids), entry, reason, from_model, self._clock(),
-                     self._history.predicted_duration(from_model, entry.id), forced=force)
+                     SwitchEta(self._history.predicted_phases(from_model, entry.id)),
+                     forced=force)
         t0 = time.monotonic()
         try:
             await self._execute(a, private)
@@ -580,6 +598,7 @@ class ModelManager:
             # Refused before anything was unloaded: the active model stays.
             raise SwitchFailed("refused", f"refused: {plan.refusal}")
 
+        self._start_prefetch(entry)
         if self._loaded is not None:
             released = self._loaded.measured_bytes
             free_before = self._probe.read().free_bytes
@@ -598,7 +617,8 @@ class ModelManager:
             raise SwitchFailed("refused", f"refused after unloading: {plan.refusal}")
         fit = plan.fit
         spec = self._load_spec(entry, fit.context if fit else (entry.default_context or 2048),
-                               fit.memory_utilization if fit else 0.1)
+                               fit.memory_utilization if fit else 0.1,
+                               fit.kv_cache_tokens if fit else None)
         loaded_bytes = fit.needed_bytes if fit else 0
 
         free_before_load = self._probe.read().free_bytes
@@ -623,6 +643,17 @@ class ModelManager:
             self._loaded.measured_bytes = min(measured, loaded_bytes) if loaded_bytes else measured
         self._watch(self._loaded)
 
+    def _start_prefetch(self, entry: ModelEntry) -> None:
+        """Start reading the target's files ahead, in a thread, without waiting for it."""
+        if self._prefetch is None or entry.is_remote:
+            return
+        try:
+            path = self.catalog.local_path(entry)
+        except (OSError, ValueError):
+            return
+        reading = asyncio.get_running_loop().run_in_executor(None, self._prefetch, path)
+        reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     async def _load_with_retries(self, a: _Attempt, spec: LoadSpec,
                                  loaded_bytes: int) -> tuple[Engine, LoadSpec]:
         attempts = max(1, self.switching.max_retries)
@@ -636,6 +667,8 @@ class ModelManager:
                 self._emit(a, SwitchPhase.LOADING, f"loading {spec.model_id} "
                            f"(attempt {a.attempts}: {last})")
             engine = self._factory(a.entry)
+            if hasattr(engine, "on_load_phase"):  # engines that report their load's phases
+                engine.on_load_phase = lambda phase: self._on_load_phase(a, phase)
             self._activity.set_loading(True, spec.model_id)
             # Report the memory while loading: the engine takes it during the load, not after.
             self._activity.set_loaded(spec.model_id, loaded_bytes)
@@ -643,6 +676,7 @@ class ModelManager:
                 # No timeout per attempt: the switch's one deadline bounds every attempt.
                 await engine.load(spec)
                 self._activity.set_loading(False)
+                a.load_phases = dict(getattr(engine, "load_phases", None) or {})
                 return engine, spec
             except asyncio.CancelledError:
                 await asyncio.shield(self._discard(engine))
@@ -753,16 +787,27 @@ class ModelManager:
             if delta.finished:
                 break
 
-    def _load_spec(self, entry: ModelEntry, context: int, utilization: float) -> LoadSpec:
+    def _load_spec(self, entry: ModelEntry, context: int, utilization: float,
+                   kv_cache_tokens: int | None = None) -> LoadSpec:
         path = entry.base_url or "" if entry.is_remote else str(self.catalog.local_path(entry))
         return LoadSpec(model_id=entry.id, path=path, max_model_len=context,
                         memory_utilization=utilization, quantization=entry.vllm_quantization,
-                        dtype=entry.vllm_dtype, trust_remote_code=entry.trust_remote_code)
+                        dtype=entry.vllm_dtype, trust_remote_code=entry.trust_remote_code,
+                        kv_cache_tokens=kv_cache_tokens)
 
     # -- events and history ---------------------------------------------------------------------
+    def _on_load_phase(self, a: _Attempt, phase: str) -> None:
+        """The engine's load entered a phase: say so with a fresh ETA (the Models tab)."""
+        if self._phase != SwitchPhase.LOADING:
+            return
+        a.load_phase, a.load_phase_started = phase, self._clock()
+        self._emit(a, SwitchPhase.LOADING,
+                   f"loading {a.entry.id}: {LOAD_LABELS.get(phase, phase)}")
+
     @contextlib.contextmanager
     def _phase_timer(self, a: _Attempt, phase: SwitchPhase, message: str) -> Iterator[None]:
         self._phase = phase
+        a.phase, a.phase_started, a.load_phase = phase.value, self._clock(), None
         self._emit(a, phase, message)
         t0 = self._clock()
         try:
@@ -772,8 +817,10 @@ class ModelManager:
 
     def _emit(self, a: _Attempt, phase: SwitchPhase, message: str,
               error: str | None = None) -> None:
-        elapsed = self._clock() - a.started
-        eta = None if a.predicted_s is None else max(0.0, a.predicted_s - elapsed)
+        now = self._clock()
+        elapsed = now - a.started
+        eta = a.eta.remaining(a.phase, now - a.phase_started, a.load_phase,
+                              now - a.load_phase_started)
         if phase in (SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED):
             eta = 0.0
         self.emit(SwitchEvent(a.switch_id, phase, a.entry.id, a.from_model, a.reason, elapsed,
@@ -788,7 +835,7 @@ class ModelManager:
         return self._history.record_switch(
             from_model=a.from_model, to_model=a.entry.id, reason=a.reason, outcome=outcome,
             total_s=self._clock() - a.started, phases=a.phases, error=error,
-            attempts=max(1, a.attempts), forced=a.forced)
+            attempts=max(1, a.attempts), forced=a.forced, load_phases=a.load_phases)
 
 
 def _describe(exc: BaseException) -> str:

@@ -42,6 +42,7 @@ class FitEstimate:
     memory_utilization: float
     detail: str = ""
     model_bytes: int | None = None
+    kv_cache_tokens: int | None = None  # size the KV cache to this many tokens (CPU build)
 
     @property
     def size_bytes(self) -> int:

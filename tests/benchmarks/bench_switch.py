@@ -1,8 +1,17 @@
-"""Switching between the two demo models on the real vLLM CPU engine: our manager against the
-decision record's sequential recipe (shutdown, gc.collect, a fixed 2 s sleep, a blocking load ON
-the event loop). Reports total switch time, phases, the manager's own overhead (everything but the
-engine's load, shutdown and warm-up generation), the memory-return wait against the fixed 2 s, and
-the event loop's worst stall (5 ms ticker) during each. `run()` takes ~3-5 min on a 2-core machine.
+"""Switching between the two demo models on the real vLLM CPU engine, with where the time goes.
+
+Same run, three parts, each against its baseline:
+- switches: our manager, wired as the app wires it (KV cache sized to the fitted context, the
+  next model read ahead, per-phase ETA), against the decision record's sequential recipe
+  (shutdown, gc.collect, a fixed 2 s sleep, a blocking load ON the event loop);
+- loads: our engine's load against vLLM's AsyncLLM constructed directly (vLLM's defaults),
+  interleaved pairwise so both see the same machine;
+- the phase breakdown of each (the switch phases and each load's phases, from vLLM's log), the
+  ETA's error against the real duration, and the machine's load average while each part ran.
+
+The machine is shared: read the ratios and their spreads, not the absolute seconds.
+VRAMPILOT_BENCH_SWITCHES (default 8), VRAMPILOT_BENCH_RECIPE (3), VRAMPILOT_BENCH_LOADS (3)
+set the repetitions. ~15 min on a busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import asyncio
 import gc
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +28,12 @@ from typing import Any
 
 from core.engine.base import LoadSpec
 from core.engine.demo_model import ensure_demo_models
-from core.engine.vllm_engine import VllmEngine, engine_dtype
+from core.engine.load_phases import LoadMarks, breakdown, parse_log, process_started_at
+from core.engine.page_cache import prefetch_model_files
+from core.engine.processes import child_pids, new_engine_processes
+from core.engine.vllm_engine import VllmEngine, engine_dtype, write_logging_config
 from core.history_store import HistoryStore
+from core.manager.events import SwitchEvent
 from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import HostMemoryProbe
@@ -29,61 +43,133 @@ from core.telemetry.activity import EngineActivity
 from core.telemetry.config import ModelSwitching
 from tests.benchmarks.bench_streaming import Ticker, _stats
 
-REPETITIONS = 2
+SWITCHES = int(os.environ.get("VRAMPILOT_BENCH_SWITCHES", "8"))
+RECIPE_SWITCHES = int(os.environ.get("VRAMPILOT_BENCH_RECIPE", "3"))
+LOADS = int(os.environ.get("VRAMPILOT_BENCH_LOADS", "3"))
 PAIR = ("demo-tiny-a", "demo-tiny-b")
 RECORD_FIXED_WAIT_S = 2.0
+CONTEXT = 1024  # the catalog's context for the demo models: the recipe loads the same
 
 
-async def _bench_manager(results: dict[str, list[float]]) -> None:
+def _load_avg() -> float:
+    return os.getloadavg()[0]
+
+
+def _direct_args(path: Path) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    spec = LoadSpec(model_id=path.name, path=str(path), max_model_len=CONTEXT,
+                    memory_utilization=CPU_MIN_UTILIZATION)
+    return AsyncEngineArgs(model=spec.path, max_model_len=spec.max_model_len,
+                           gpu_memory_utilization=spec.memory_utilization,
+                           dtype=engine_dtype(spec), enforce_eager=True, disable_log_stats=True)
+
+
+def _direct_load(path: Path, log_file: Path) -> tuple[Any, float, dict[str, float]]:
+    """vLLM's own start-up, blocking, with its breakdown read the same way as ours. With vLLM's
+    defaults: its processes do not inherit the shorter worker-exit grace our engine sets."""
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    ours = os.environ.pop("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", None)
+    try:
+        return _construct(AsyncLLM, path, log_file)
+    finally:
+        if ours is not None:
+            os.environ["VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS"] = ours
+
+
+def _construct(AsyncLLM: Any, path: Path, log_file: Path
+               ) -> tuple[Any, float, dict[str, float]]:
+
+    offset = log_file.stat().st_size if log_file.exists() else 0
+    before = child_pids()
+    args = _direct_args(path)
+    t0 = time.time()
+    llm = AsyncLLM.from_engine_args(args)
+    t1 = time.time()
+    procs = new_engine_processes(before)
+    core = next((p for p in procs if p.ppid() == os.getpid()), None)
+    worker = next((p for p in procs if p is not core), None)
+    marks = LoadMarks(t0, t0, t1, t1,
+                      process_started_at(core.pid) if core else None,
+                      process_started_at(worker.pid) if worker else None,
+                      core.pid if core else None, worker.pid if worker else None)
+    with log_file.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode("utf-8", "replace")
+    return llm, t1 - t0, breakdown(marks, parse_log(text))
+
+
+def _add(results: dict[str, list[float]], name: str, value: float) -> None:
+    results.setdefault(name, []).append(value)
+
+
+async def _bench_manager(results: dict[str, list[float]], units: dict[str, str]) -> None:
     catalog = load_catalog()
     activity = EngineActivity()
     history = HistoryStore()
-    switching = ModelSwitching(fallback_cascade=PAIR, switch_timeout_seconds=300)
+    switching = ModelSwitching(fallback_cascade=PAIR, switch_timeout_seconds=600)
+    predicted: dict[int, float | None] = {}
 
     def factory(entry: ModelEntry) -> VllmEngine:
         return VllmEngine(activity=activity)
 
+    def on_event(event: SwitchEvent) -> None:
+        predicted.setdefault(event.switch_id, event.predicted_total_s)  # said at its start
+
     manager = ModelManager(catalog, switching, HostMemoryProbe(), factory, history, activity,
-                           estimator_fit(Estimator(catalog), min_utilization=CPU_MIN_UTILIZATION))
+                           estimator_fit(Estimator(catalog), min_utilization=CPU_MIN_UTILIZATION,
+                                         size_kv_cache=True),
+                           prefetch=prefetch_model_files)
+    manager.subscribe(on_event)
+    seen: dict[tuple[str | None, str], int] = {}
     try:
         await manager.switch_to(PAIR[0])
-        for i in range(REPETITIONS):
+        loads = [_load_avg()]
+        for i in range(SWITCHES):
             target = PAIR[(i + 1) % 2]
+            source = manager.active_model
             with Ticker() as ticker:
                 result = await manager.switch_to(target)
+            loads.append(_load_avg())
             if result.outcome != "ready":
                 raise RuntimeError(f"switch to {target} failed: {result.errors}")
             row = history.recent(1)[0]
             ph = row.phases
             engine_s = ph.get("unloading", 0) + ph.get("loading", 0) + ph.get("warming_up", 0)
-            results["manager_switch_total"].append(row.total_s)
-            results["manager_unloading"].append(ph.get("unloading", 0))
-            results["manager_loading"].append(ph.get("loading", 0))
-            results["manager_warming_up"].append(ph.get("warming_up", 0))
-            results["manager_memory_return_wait"].append(ph.get("waiting_for_memory", 0) * 1000)
-            results["manager_overhead"].append((row.total_s - engine_s) * 1000)
-            results["manager_loop_worst_stall"].append(ticker.worst_s * 1000)
+            _add(results, "manager_switch_total", row.total_s)
+            for phase, seconds in ph.items():
+                _add(results, f"manager_{phase}", seconds)
+                units[f"manager_{phase}"] = "s"
+            for phase, seconds in row.load_phases.items():
+                _add(results, f"manager_load_{phase}", seconds)
+                units[f"manager_load_{phase}"] = "s"
+            _add(results, "manager_overhead", (row.total_s - engine_s) * 1000)
+            _add(results, "manager_loop_worst_stall", ticker.worst_s * 1000)
+            # The ETA said at the start of the switch against what it took, once the pair has
+            # history (3 switches of the pair before it, the issue's goal; 1 when too few).
+            pair = (source, target)
+            before = seen.get(pair, 0)
+            seen[pair] = before + 1
+            guess = predicted.get(max(predicted)) if predicted else None
+            if guess is not None and before >= 1:
+                error = abs(guess - row.total_s) / row.total_s * 100
+                _add(results, "eta_error_after_1", error)
+                if before >= 3:
+                    _add(results, "eta_error_after_3", error)
+        _add(results, "load_average_during_switches", statistics.mean(loads))
     finally:
         await manager.close()
         history.close()
 
 
-async def _bench_record_recipe(results: dict[str, list[float]], models: Path) -> None:
+async def _bench_record_recipe(results: dict[str, list[float]], models: Path,
+                               log_file: Path) -> None:
     """The record's sketch: del, gc.collect, time.sleep(2), a blocking constructor on the loop."""
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    def args(model_id: str) -> AsyncEngineArgs:
-        spec = LoadSpec(model_id=model_id, path=str(models / model_id), max_model_len=1024,
-                        memory_utilization=CPU_MIN_UTILIZATION)
-        return AsyncEngineArgs(model=spec.path, max_model_len=spec.max_model_len,
-                               gpu_memory_utilization=spec.memory_utilization,
-                               dtype=engine_dtype(spec), enforce_eager=True,
-                               disable_log_stats=True)
-
-    llm = AsyncLLM.from_engine_args(args(PAIR[0]))
+    llm, _, _ = _direct_load(models / PAIR[0], log_file)
+    loads = [_load_avg()]
     try:
-        for i in range(REPETITIONS):
+        for i in range(RECIPE_SWITCHES):
             target = PAIR[(i + 1) % 2]
             with Ticker() as ticker:
                 await asyncio.sleep(0.01)
@@ -91,39 +177,107 @@ async def _bench_record_recipe(results: dict[str, list[float]], models: Path) ->
                 llm.shutdown()
                 del llm
                 gc.collect()
+                shut = time.monotonic() - started
                 time.sleep(RECORD_FIXED_WAIT_S)  # noqa: ASYNC251 - the record's blocking wait
-                llm = AsyncLLM.from_engine_args(args(target))  # blocks the loop, as sketched
+                llm, load_s, phases = _direct_load(models / target, log_file)  # blocks the loop
                 total = time.monotonic() - started
                 await asyncio.sleep(0.02)  # let the ticker see the stall
-            results["record_switch_total"].append(total)
-            results["record_fixed_wait"].append(RECORD_FIXED_WAIT_S * 1000)
-            results["record_loop_worst_stall"].append(ticker.worst_s * 1000)
+            loads.append(_load_avg())
+            _add(results, "record_switch_total", total)
+            _add(results, "record_unloading", shut)
+            _add(results, "record_fixed_wait", RECORD_FIXED_WAIT_S)
+            _add(results, "record_loading", load_s)
+            for phase, seconds in phases.items():
+                _add(results, f"record_load_{phase}", seconds)
+            _add(results, "record_loop_worst_stall", ticker.worst_s * 1000)
+        _add(results, "load_average_during_recipe", statistics.mean(loads))
     finally:
         llm.shutdown()
 
 
-UNITS = {"manager_switch_total": "s", "manager_unloading": "s", "manager_loading": "s",
-         "manager_warming_up": "s", "manager_memory_return_wait": "ms", "manager_overhead": "ms",
-         "manager_loop_worst_stall": "ms", "record_switch_total": "s", "record_fixed_wait": "ms",
-         "record_loop_worst_stall": "ms"}
+async def _bench_loads(results: dict[str, list[float]], models: Path, log_dir: Path) -> None:
+    """Our engine's load (as the app asks for it) and vLLM's direct load, interleaved."""
+    log_file = log_dir / "vllm-engine.log"
+    path = models / PAIR[0]
+    spec = LoadSpec(model_id=PAIR[0], path=str(path), max_model_len=CONTEXT,
+                    memory_utilization=CPU_MIN_UTILIZATION, kv_cache_tokens=CONTEXT)
+    loads = []
+    for i in range(LOADS):
+        order = ("ours", "direct") if i % 2 == 0 else ("direct", "ours")
+        took: dict[str, float] = {}
+        for who in order:
+            loads.append(_load_avg())
+            if who == "ours":
+                engine = VllmEngine(log_dir=log_dir)
+                started = time.monotonic()
+                await engine.load(spec)
+                took[who] = time.monotonic() - started
+                for phase, seconds in engine.load_phases.items():
+                    _add(results, f"our_load_{phase}", seconds)
+                started = time.monotonic()
+                await engine.shutdown()
+                _add(results, "our_shutdown", time.monotonic() - started)
+            else:
+                llm, took[who], phases = _direct_load(path, log_file)
+                for phase, seconds in phases.items():
+                    _add(results, f"baseline_direct_load_{phase}", seconds)
+                started = time.monotonic()
+                llm.shutdown()
+                del llm
+                gc.collect()
+                _add(results, "baseline_direct_shutdown", time.monotonic() - started)
+        _add(results, "our_load", took["ours"])
+        _add(results, "baseline_direct_load", took["direct"])
+        _add(results, "load_ratio_per_round", took["ours"] / took["direct"])
+    _add(results, "load_average_during_loads", statistics.mean(loads))
+
+
+def _ratio(results: dict[str, list[float]], ours: str, base: str) -> list[float]:
+    """Median ratio, and the ratios of the other side's extremes (the spread)."""
+    a, b = results.get(ours), results.get(base)
+    if not a or not b:
+        return []
+    return [min(a) / max(b), statistics.median(a) / statistics.median(b), max(a) / min(b)]
 
 
 def run() -> dict[str, dict[str, Any]]:
-    """Both ways, REPETITIONS switches each, in a temp data dir: {name: {min, median, max}}."""
-    results: dict[str, list[float]] = {name: [] for name in UNITS}
+    """All three parts in a temp data dir: {name: {min, median, max, unit, n}}."""
+    results: dict[str, list[float]] = {}
+    units: dict[str, str] = {}
     old = os.environ.get("VRAMPILOT_DATA_DIR")
     with tempfile.TemporaryDirectory(prefix="vrampilot-bench-switch-") as tmp:
         os.environ["VRAMPILOT_DATA_DIR"] = tmp
         try:
             ensure_demo_models()
-            asyncio.run(_bench_manager(results))
-            asyncio.run(_bench_record_recipe(results, Path(tmp) / "models"))
+            log_dir = Path(tmp) / "logs"
+            config_file, log_file = write_logging_config(log_dir)
+            os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
+            from core.engine.vllm_engine import import_vllm
+
+            import_vllm()  # once for all: neither side pays it
+            asyncio.run(_bench_loads(results, Path(tmp) / "models", log_dir))
+            asyncio.run(_bench_manager(results, units))
+            asyncio.run(_bench_record_recipe(results, Path(tmp) / "models", log_file))
         finally:
             if old is None:
                 os.environ.pop("VRAMPILOT_DATA_DIR", None)
             else:
                 os.environ["VRAMPILOT_DATA_DIR"] = old
-    return {name: _stats(values, UNITS[name]) for name, values in results.items() if values}
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in results.items():
+        unit = units.get(name) or ("%" if name.startswith("eta_error") else
+                                   "ms" if name.endswith(("overhead", "stall")) else
+                                   "x" if "ratio" in name else
+                                   "" if name.startswith("load_average") else "s")
+        out[name] = _stats(values, unit)
+    for name, (ours, base) in {"ratio_load_ours_over_direct": ("our_load",
+                                                               "baseline_direct_load"),
+                               "ratio_switch_ours_over_recipe": ("manager_switch_total",
+                                                                 "record_switch_total")}.items():
+        r = _ratio(results, ours, base)
+        if r:
+            out[name] = {"min": r[0], "median": r[1], "max": r[2], "unit": "x", "n": 1}
+    return out
 
 
 if __name__ == "__main__":

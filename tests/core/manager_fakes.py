@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from core.engine.base import GenerationDelta, GenerationRequest, LoadSpec
@@ -179,9 +180,8 @@ class Rig:
 
 def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
              on_disk: Callable[[ModelEntry], bool] | None = None,
-             catalog: Catalog | None = None) -> Rig:
-    from pathlib import Path
-
+             catalog: Catalog | None = None,
+             prefetch: Callable[[Path], object] | None = None) -> Rig:
     RecordingEngine.reset()
     base = Path(str(tmp_path))
     catalog = catalog or load_catalog(models_dir=base / "models")
@@ -204,7 +204,7 @@ def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
                                            fallback_cascade=CASCADE)
     manager = ModelManager(catalog, settings, probe, factory, history, activity,
                            estimator_fit(Estimator(catalog)), clock=clock, sleep=clock.sleep,
-                           on_disk=on_disk or (lambda e: not e.is_remote))
+                           on_disk=on_disk or (lambda e: not e.is_remote), prefetch=prefetch)
     events: list[object] = []
     manager.subscribe(events.append)
     return Rig(manager, gpu, probe, activity, history, clock, script, catalog, engines, events)
