@@ -471,3 +471,60 @@ def test_the_estimator_rereads_a_changed_config(catalog: Catalog, tmp_path: Path
     (d / "config.json").unlink()
     assert est.footprint(entry).source == "catalog"
     assert est.footprint_at(entry, None).source == "catalog"
+
+
+def test_sizes_missing_from_config_come_from_the_fallback() -> None:
+    fallback = arch(layers=7, intermediate=333)
+    cfg = {"hidden_size": 512, "num_attention_heads": 8, "vocab_size": 1000,
+           "max_position_embeddings": 64}
+    a = architecture_from_config(cfg, fallback)
+    assert (a.layers, a.intermediate) == (7, 333)
+    # head_dim from hidden / heads rounds down, as the model's own code does.
+    b = architecture_from_config(dict(cfg, hidden_size=1030, num_hidden_layers=2,
+                                      intermediate_size=64), None)
+    assert b.head_dim == 128
+
+
+def test_the_messages_that_say_why_a_config_cannot_be_sized() -> None:
+    """`vrampilot models` shows these for a directory it cannot size (core.models.on_disk)."""
+    # head_dim given but no attention heads: still refused for want of the heads.
+    cfg = {k: v for k, v in QWEN3_14B.items() if k != "num_attention_heads"}
+    with pytest.raises(ValueError) as info:
+        architecture_from_config(cfg, None)
+    assert str(info.value) == ("config.json lacks the sizes the estimator needs (hidden_size, "
+                               "num_hidden_layers, num_attention_heads, vocab_size)")
+    no_inter = {k: v for k, v in QWEN3_14B.items() if k != "intermediate_size"}
+    with pytest.raises(ValueError) as info:
+        architecture_from_config(no_inter, None)
+    assert str(info.value) == ("config.json lacks the sizes to count parameters "
+                               "(intermediate_size)")
+
+
+def test_a_model_directory_reaches_every_entry_point(catalog: Catalog, tmp_path: Path) -> None:
+    """estimate, max_context and fit_context read the directory's config.json when given one."""
+    entry = catalog.get("qwen3-14b")
+    d = write_config(tmp_path / "m", dict(QWEN3_14B, num_hidden_layers=20))  # half the KV
+    assert estimate(entry, 1000, CARD, CARD, BUFFER, model_dir=d).kv_bytes == 1000 * 80 * 1024
+    assert estimate(entry, 1000, CARD, CARD, BUFFER).kv_bytes == 1000 * 160 * 1024
+    assert max_context(entry, CARD, CARD, BUFFER, model_dir=d) > max_context(
+        entry, CARD, CARD, BUFFER)
+    assert fit_context(entry, CARD, CARD, BUFFER, model_dir=d).source == f"config.json in {d}"
+    # The buffer given reaches the fit.
+    assert fit_context(entry, CARD, CARD, 0).buffer_bytes == 0
+    assert fit_context(entry, CARD, CARD, 0).max_context > fit_context(
+        entry, CARD, CARD, BUFFER).max_context
+
+
+def test_a_zero_context_is_a_valid_question(catalog: Catalog) -> None:
+    est = estimate(catalog.get("demo-tiny-a"), 0, CARD, CARD, BUFFER)
+    assert (est.context_tokens, est.kv_bytes, est.fits) == (0, 0, True)
+
+
+def test_the_estimator_uses_its_own_settings(catalog: Catalog) -> None:
+    entry = catalog.get("demo-tiny-a")
+    host = int(7.84 * GIB)
+    coarse = Estimator(catalog, EstimatorSettings(utilization_resolution=10))
+    assert coarse.estimate(entry, 512, host, host, BUFFER).gpu_memory_utilization == 0.1
+    tight = int(0.78 * GIB) + BUFFER  # 0.0995 of the host: no whole tenth fits
+    assert coarse.max_context(entry, host, tight, BUFFER) == 0
+    assert Estimator(catalog).max_context(entry, host, tight, BUFFER) > 0
