@@ -428,8 +428,9 @@ def fit_footprint(fp: Footprint, device_total_bytes: int, device_free_bytes: int
         raise ValueError(f"context must be a non-negative number of tokens, got {want}")
     best = max_context_for(fp, device_total_bytes, device_free_bytes, buffer_bytes, settings)
     context = min(want, best) if best > 0 else want
+    # max_ctx only spares estimate_footprint computing `best` again (no mutant can differ).
     return estimate_footprint(fp, context, device_total_bytes, device_free_bytes, buffer_bytes,
-                              settings, max_ctx=best)
+                              settings, max_ctx=best)  # pragma: no mutate
 
 
 class Estimator:
@@ -449,7 +450,7 @@ class Estimator:
         try:
             stamp: float | None = (directory / "config.json").stat().st_mtime
         except OSError:
-            stamp = None
+            stamp = None  # pragma: no mutate (any stamp of an absent file reads the catalog)
         return self.footprint_at(entry, stamp)
 
     def footprint_at(self, entry: ModelEntry, config_mtime: float | None) -> Footprint:

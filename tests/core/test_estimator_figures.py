@@ -489,12 +489,12 @@ def test_the_messages_that_say_why_a_config_cannot_be_sized() -> None:
     """`vrampilot models` shows these for a directory it cannot size (core.models.on_disk)."""
     # head_dim given but no attention heads: still refused for want of the heads.
     cfg = {k: v for k, v in QWEN3_14B.items() if k != "num_attention_heads"}
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="lacks the sizes") as info:
         architecture_from_config(cfg, None)
     assert str(info.value) == ("config.json lacks the sizes the estimator needs (hidden_size, "
                                "num_hidden_layers, num_attention_heads, vocab_size)")
     no_inter = {k: v for k, v in QWEN3_14B.items() if k != "intermediate_size"}
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="lacks the sizes") as info:
         architecture_from_config(no_inter, None)
     assert str(info.value) == ("config.json lacks the sizes to count parameters "
                                "(intermediate_size)")
@@ -528,3 +528,46 @@ def test_the_estimator_uses_its_own_settings(catalog: Catalog) -> None:
     tight = int(0.78 * GIB) + BUFFER  # 0.0995 of the host: no whole tenth fits
     assert coarse.max_context(entry, host, tight, BUFFER) == 0
     assert Estimator(catalog).max_context(entry, host, tight, BUFFER) > 0
+
+
+def test_moe_sizes_missing_from_config_come_from_the_fallback() -> None:
+    fallback = arch(num_experts=16, experts_per_token=2, moe_intermediate=300,
+                    params_total=9.0, params_active=4.0)
+    cfg = {"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8,
+           "vocab_size": 1000, "max_position_embeddings": 64}
+    a = architecture_from_config(cfg, fallback)
+    assert (a.num_experts, a.experts_per_token, a.moe_intermediate) == (16, 2, 300)
+
+
+def test_a_negative_context_is_refused_by_the_footprint_estimate() -> None:
+    with pytest.raises(ValueError, match=r"^context must be a non-negative number of tokens, "
+                                         r"got -3$"):
+        estimate_footprint(fp(weights=MIB, overhead=MIB, kv_per_token=1024), -3, GIB, GIB, 0)
+
+
+def test_fit_footprint_uses_the_settings_resolution(catalog: Catalog) -> None:
+    f = footprint(catalog.get("demo-tiny-a"))
+    host = int(7.84 * GIB)
+    tight = int(0.78 * GIB) + BUFFER  # 0.0995 of the host: no whole tenth fits
+    coarse = EstimatorSettings(utilization_resolution=10)
+    assert fit_footprint(f, host, tight, BUFFER, settings=coarse).max_context == 0
+    assert fit_footprint(f, host, tight, BUFFER).max_context > 0
+
+
+def test_the_estimator_fit_gets_the_buffer_and_its_settings(catalog: Catalog) -> None:
+    entry = catalog.get("demo-tiny-a")
+    host = int(7.84 * GIB)
+    est = Estimator(catalog)
+    assert est.fit_context(entry, host, host, 0).buffer_bytes == 0
+    coarse = Estimator(catalog, EstimatorSettings(utilization_resolution=10))
+    assert coarse.fit_context(entry, host, host, BUFFER).gpu_memory_utilization == 0.1
+
+
+def test_footprint_at_trusts_the_callers_stat(catalog: Catalog, tmp_path: Path) -> None:
+    """The router stats config.json itself and passes None when it is absent: no second read."""
+    models = tmp_path / "models"
+    write_config(models / "qwen3-14b", dict(QWEN3_14B, num_hidden_layers=20))
+    est = Estimator(Catalog(catalog.entries, models))
+    entry = catalog.get("qwen3-14b")
+    assert est.footprint_at(entry, None).source == "catalog"
+    assert est.footprint_at(entry, 1.0).architecture.layers == 20
