@@ -198,3 +198,11 @@ def test_generate_refuses_bad_sampling_before_loading(args: list[str], named: tu
     result = run_vrampilot(tmp_path, "generate", "hi", *args)
     assert_one_sentence(result, *named)
     assert not (tmp_path / "data" / "history.sqlite3").exists()  # nothing started
+
+
+def test_a_yaml_syntax_error_is_one_sentence_with_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model_switching:\n  max_power_w: [150\n", encoding="utf-8")
+    result = run_vrampilot(tmp_path, "models", "--config", str(path))
+    line = assert_one_sentence(result, str(path), "not valid YAML", "line 3, column 1")
+    assert "expected ',' or ']'" in line

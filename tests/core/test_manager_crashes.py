@@ -322,4 +322,6 @@ def test_first_fallback_keeps_a_private_task_local(tmp_path: Path) -> None:
     rig = make_rig(tmp_path, catalog=base.with_entry(remote))
     rig.probe.other_process_bytes = 15 * GIB  # no local model fits
     assert rig.manager.first_fallback(B14) == "remote"
+    assert rig.manager.next_models(B14)[-1] == "remote"  # by default a task may go remote
+    assert "remote" not in rig.manager.next_models(B14, private=True)
     assert rig.manager.first_fallback(B14, private=True) is None
