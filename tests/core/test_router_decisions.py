@@ -184,6 +184,7 @@ def test_the_explanation_and_json_of_a_what_if_decision(catalog: Catalog, tmp_pa
     assert "  selection: hot: 80.5 C > 80 C; complexity 0.40; rule: complexity < 0.5 -> " \
            f"prefer {THINKING}" in lines
     assert "  note: unknown task type 'no_such_type' scored as 0.4" in lines
+    assert "Candidates in order: " + ", ".join(decision.candidates) in lines
     assert lines[-1].startswith("  chosen demo-tiny-a: context 1024 tokens, "
                                 "gpu_memory_utilization 0.")
     assert f"  rejected {THINKING}: not on disk (no config.json in " in text
@@ -214,6 +215,7 @@ def test_the_explanation_when_nothing_is_usable(catalog: Catalog, tmp_path: Path
     text = decision.explain()
     assert text.splitlines()[0] == "Chosen model: none (no candidate is usable)"
     assert "Hardware: 1.00 GiB free of 16.00 GiB, temperature unknown" in text
+    assert f"Candidates in order: {THINKING}, {INSTRUCT}, demo-small" in text
     assert "what-if" not in text
     assert "chosen" not in text
     assert decision.as_dict()["estimate"] is None
