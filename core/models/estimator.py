@@ -296,9 +296,9 @@ def footprint(entry: ModelEntry, model_dir: Path | None = None,
             group = qcfg.get("group_size") or qcfg.get("q_group_size")
         elif isinstance(qcfg, dict) and qcfg.get("quant_method") == "fp8":
             quantization = "fp8"
-        elif entry.quantization in ("none", "fp32", "fp16", "bf16"):
+        elif entry.quantization == "none":  # an explicit fp32/fp16/bf16 in the catalog stands
             dtype = cfg.get("torch_dtype") or cfg.get("dtype")
-            if entry.quantization == "none" and dtype in TORCH_DTYPE_BYTES:
+            if dtype in TORCH_DTYPE_BYTES:
                 quantization = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[dtype]
     return Footprint(
         model_id=entry.id,

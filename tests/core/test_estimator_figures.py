@@ -28,6 +28,7 @@ from core.models.estimator import (
     fit_footprint,
     fmt_bytes,
     footprint,
+    kv_bytes_per_token,
     max_context,
     max_context_for,
     overhead_bytes,
@@ -571,3 +572,26 @@ def test_footprint_at_trusts_the_callers_stat(catalog: Catalog, tmp_path: Path) 
     entry = catalog.get("qwen3-14b")
     assert est.footprint_at(entry, None).source == "catalog"
     assert est.footprint_at(entry, 1.0).architecture.layers == 20
+
+
+def test_edges_of_the_device_checks() -> None:
+    f = fp(weights=MIB, overhead=MIB, kv_per_token=1024)
+    assert estimate_footprint(f, 0, 1, 0, 0).verdict == "weights_too_big"  # a 1-byte device
+    with pytest.raises(ValueError, match=r"^free memory and buffer must not be negative$"):
+        estimate_footprint(f, 0, GIB, -1, 0)
+    assert kv_bytes_per_token(arch()) == 2 * 4 * 2 * 64 * 2  # BF16 unless told otherwise
+
+
+def test_the_estimate_computes_max_context_with_its_settings(catalog: Catalog) -> None:
+    f = footprint(catalog.get("demo-tiny-a"))
+    host = int(7.84 * GIB)
+    tight = int(0.78 * GIB) + BUFFER  # 0.0995 of the host: no whole tenth fits
+    coarse = EstimatorSettings(utilization_resolution=10)
+    assert estimate_footprint(f, 1, host, tight, BUFFER, coarse).max_context == 0
+    assert estimate_footprint(f, 1, host, tight, BUFFER).max_context > 0
+
+
+def test_room_for_exactly_one_token_fits_one() -> None:
+    f = fp(weights=300 * MIB, overhead=100 * MIB, kv_per_token=MIB)
+    one = fit_footprint(f, 1000 * MIB, 501 * MIB, 100 * MIB, wanted=50)
+    assert (one.context_tokens, one.max_context, one.fits) == (1, 1, True)
