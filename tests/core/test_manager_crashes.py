@@ -7,6 +7,7 @@ Driven through the public API with the in-test engine on the simulated 16 GB GPU
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,10 @@ def events_of(rig: object, phase: SwitchPhase) -> list[SwitchEvent]:
     return [e for e in rig.events if isinstance(e, SwitchEvent) and e.phase is phase]  # type: ignore[attr-defined]
 
 
-def test_a_dead_engine_is_a_crash_row_an_event_and_no_active_model(tmp_path: Path) -> None:
+def test_a_dead_engine_is_a_crash_row_an_event_and_no_active_model(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rig = make_rig(tmp_path)
+    caplog.set_level(logging.WARNING, logger="core.manager.manager")
 
     async def run() -> bool:
         await rig.manager.switch_to(FOUR_B)
@@ -43,6 +46,8 @@ def test_a_dead_engine_is_a_crash_row_an_event_and_no_active_model(tmp_path: Pat
     assert (event.switch_id, event.target, event.from_model, event.reason) == (
         0, FOUR_B, FOUR_B, "crash")
     assert event.error == "process 4242 was killed by signal SIGKILL"
+    assert event.elapsed_s == 0.0
+    assert ("core.manager.manager", logging.ERROR, event.message) in caplog.record_tuples
     assert event.message == (f"{FOUR_B} crashed: process 4242 was killed by signal SIGKILL "
                              "The next request loads it again.")
     assert rig.engines[-1].shut  # what was left of it was reaped
@@ -127,8 +132,10 @@ def test_the_guard_window_edge(tmp_path: Path) -> None:
     assert rig.manager.crashing_models() == {}
 
 
-def test_emergency_unload_records_why_and_leaves_nothing(tmp_path: Path) -> None:
+def test_emergency_unload_records_why_and_leaves_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rig = make_rig(tmp_path)
+    caplog.set_level(logging.WARNING, logger="core.manager.manager")
 
     async def run() -> tuple[float | None, float | None]:
         await rig.manager.switch_to(B8)
@@ -148,6 +155,8 @@ def test_emergency_unload_records_why_and_leaves_nothing(tmp_path: Path) -> None
     assert (row.from_model, row.to_model, row.reason, row.outcome, row.forced) == (
         B8, NO_MODEL, "alert", "unloaded", True)
     assert row.error == f"GPU at 96 C: unloaded {B8} in {took:.1f} s"
+    assert row.total_s < 1.0  # the unload's own time on the manager's clock
+    assert ("core.manager.manager", logging.WARNING, row.error) in caplog.record_tuples
     assert set(row.phases) == {"unloading"}
     assert row.phases["unloading"] == pytest.approx(took)
     [event] = events_of(rig, SwitchPhase.UNLOADED)
@@ -325,3 +334,13 @@ def test_first_fallback_keeps_a_private_task_local(tmp_path: Path) -> None:
     assert rig.manager.next_models(B14)[-1] == "remote"  # by default a task may go remote
     assert "remote" not in rig.manager.next_models(B14, private=True)
     assert rig.manager.first_fallback(B14, private=True) is None
+
+
+def test_a_fallback_event_names_the_model_still_active(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    asyncio.run(rig.manager.switch_to(FOUR_B))
+    rig.probe.temperature_c = 95.0  # every switch refused by the gate, before any unload
+    result = asyncio.run(rig.manager.switch_to(B14))
+    assert (result.outcome, result.active) == ("fallback", FOUR_B)
+    [fallback, *_] = events_of(rig, SwitchPhase.FALLBACK)
+    assert fallback.from_model == FOUR_B
