@@ -86,6 +86,8 @@ def test_overhead_of_a_moe_uses_the_active_experts_width() -> None:
     no_moe_sizes = arch(num_experts=16, intermediate=5000)
     assert overhead_bytes(no_moe_sizes) == overhead_bytes(arch(intermediate=5000))
     assert overhead_bytes(arch(intermediate=None)) == overhead_bytes(arch(intermediate=4 * 512))
+    # Experts per token alone (no expert sizes) is no MoE width either.
+    assert overhead_bytes(arch(experts_per_token=2)) == overhead_bytes(arch())
 
 
 def test_overhead_follows_the_settings() -> None:
