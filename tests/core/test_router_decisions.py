@@ -54,11 +54,11 @@ def test_a_disabled_model_is_rejected_and_the_next_one_taken(tmp_path: Path) -> 
 def test_an_engine_this_app_cannot_drive(catalog: Catalog, tmp_path: Path) -> None:
     put_on_disk(catalog, B8)
     only_remote = Router(load_router_config(catalog), catalog,
-                         loadable_engines=frozenset({"remote"}))
+                         loadable_engines=frozenset({"remote", "sglang"}))
     decision = only_remote.route("x", "salary_analysis", HardwareState(15 * GIB, CARD, 50.0))
     first = decision.rejected[0]
     assert (first.model_id, first.kind) == (B8, "engine")
-    assert first.reason == "AWQ weights need vllm; this app loads models with remote"
+    assert first.reason == "AWQ weights need vllm; this app loads models with remote, sglang"
     assert decision.model_id is None
 
 
@@ -105,6 +105,8 @@ def test_remote_endpoint_rejections_and_its_fallback_note(catalog: Catalog,
     hw = HardwareState(15 * GIB, CARD, 50.0)
     off = r.check(remote, hw, False)
     assert off.kind == "remote_off"  # type: ignore[union-attr]
+    assert off.reason == ("no remote endpoint configured (set remote.base_url and "  # type: ignore[union-attr]
+                          "remote.model in your config)")
     # Enabled without an address is still off; an address while disabled too.
     assert r.check(remote.model_copy(update={"enabled": True}), hw,
                    False).kind == "remote_off"  # type: ignore[union-attr]
@@ -211,7 +213,9 @@ def test_the_explanation_and_json_of_a_what_if_decision(catalog: Catalog, tmp_pa
 
 def test_the_explanation_when_nothing_is_usable(catalog: Catalog, tmp_path: Path) -> None:
     decision = router(catalog, tmp_path).route("", "simple_extraction",
-                                               HardwareState(GIB, CARD, None))
+                                               HardwareState(GIB, CARD, None), private=True)
+    assert decision.private is True
+    assert decision.as_dict()["private"] is True
     text = decision.explain()
     assert text.splitlines()[0] == "Chosen model: none (no candidate is usable)"
     assert "Hardware: 1.00 GiB free of 16.00 GiB, temperature unknown" in text
