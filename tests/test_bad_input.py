@@ -190,3 +190,26 @@ def test_bad_remote_url_through_the_cli(tmp_path: Path) -> None:
     path.write_text('remote:\n  base_url: "not a url"\n  model: m\n', encoding="utf-8")
     result = run_vrampilot(tmp_path, "models", "--config", str(path))
     assert_one_sentence(result, str(path), "remote.base_url", "'not a url'")
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--temperature", "-1"], ("--temperature", "-1")),
+    (["--temperature", "nan"], ("--temperature", "nan")),
+    (["--temperature", "2.5"], ("--temperature", "2.5")),
+    (["--max-tokens", "0"], ("--max-tokens",)),
+])
+def test_generate_refuses_bad_sampling_before_loading(args: list[str], named: tuple[str, ...],
+                                                      tmp_path: Path) -> None:
+    """Refused up front: no model is loaded for a request the engine would reject (a negative
+    temperature used to load a model, then fail with vLLM's traceback-like error, exit 1)."""
+    result = run_vrampilot(tmp_path, "generate", "hi", *args)
+    assert_one_sentence(result, *named)
+    assert not (tmp_path / "data" / "history.sqlite3").exists()  # nothing started
+
+
+def test_a_yaml_syntax_error_is_one_sentence_with_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model_switching:\n  max_power_w: [150\n", encoding="utf-8")
+    result = run_vrampilot(tmp_path, "models", "--config", str(path))
+    line = assert_one_sentence(result, str(path), "not valid YAML", "line 3, column 1")
+    assert "expected ',' or ']'" in line

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tokens <= 0:
         print("vrampilot generate: --max-tokens must be positive", file=sys.stderr)
         return 2
+    if not 0.0 <= args.temperature <= 2.0:  # the local API's bound; checked before any load
+        print(f"vrampilot generate: --temperature must be between 0 and 2, got {args.temperature}",
+              file=sys.stderr)
+        return 2
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
         print("vrampilot generate: the prompt is empty", file=sys.stderr)

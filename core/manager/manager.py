@@ -303,7 +303,8 @@ class ModelManager:
         active = self.active_model
         if active is None:
             return None
-        found = self.next_models(active, private=True, smaller_only=True)
+        # private=True is belt and braces: smaller_only already drops the remote (it has no size).
+        found = self.next_models(active, private=True, smaller_only=True)  # pragma: no mutate
         return found[0] if found else None
 
     def first_fallback(self, target: str, private: bool = False) -> str | None:

@@ -102,7 +102,8 @@ class RoutingDecision:
                          + ", ".join(what[a] for a in hw.assumed))
         lines.append(f"  selection: {self.band}; {self.rule}")
         lines.extend(f"  note: {n}" for n in self.notes)
-        lines.append("Candidates in order: " + (", ".join(self.candidates) or "none"))
+        # Never empty: every rule prefers at least one model (SelectionRule.prefer).
+        lines.append("Candidates in order: " + ", ".join(self.candidates))
         lines.extend(f"  rejected {r.model_id}: {r.reason}" for r in self.rejected)
         if self.model_id is not None:
             if self.estimate is not None:

@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from core.server.control_routes import Owner, control_router
 from core.server.instance_lock import MAX_SOCKET_PATH, InstanceLock
@@ -50,6 +52,18 @@ def bind_private_socket(lock: InstanceLock) -> socket.socket:
     return sock
 
 
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """422 with one sentence naming the field (a command shows `detail` as its error), not
+    pydantic's list of error objects."""
+    assert isinstance(exc, RequestValidationError)
+    err = exc.errors()[0]
+    if err.get("type") == "json_invalid":
+        return JSONResponse({"detail": f"the request body is not valid JSON: {err.get('msg')}"},
+                            status_code=422)
+    field = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query")) or "body"
+    return JSONResponse({"detail": f"invalid {field}: {err.get('msg')}"}, status_code=422)
+
+
 class ControlServer:
     """Serves the control routes while this process holds the owner lock."""
 
@@ -63,6 +77,7 @@ class ControlServer:
         app = FastAPI(title="vrampilot control", docs_url=None, redoc_url=None,
                       openapi_url=None)
         app.include_router(control_router(runtime, owner))
+        app.add_exception_handler(RequestValidationError, _invalid_request)
         # graceful_s: how long close() lets running requests (an attached generate) finish.
         config = uvicorn.Config(app, lifespan="off", http="h11", ws="none", log_config=None,
                                 access_log=False, timeout_graceful_shutdown=graceful_s)

@@ -80,6 +80,7 @@ class RecordingEngine:
         self.shut = False
         self.generated = 0
         self.died: str | None = None  # like VllmEngine.died: set when its "process" dies
+        self.requests: list[GenerationRequest] = []  # every generation asked of it
 
     @classmethod
     def reset(cls) -> None:
@@ -105,6 +106,7 @@ class RecordingEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
         self.generated += 1
+        self.requests.append(request)
         queue = self.script.generation_failures.get(self.entry.id)
         error = queue.pop(0) if queue else None
         n = request.max_tokens

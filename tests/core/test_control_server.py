@@ -140,3 +140,41 @@ def test_event_stream_carries_a_real_switchs_phases(lock: InstanceLock, tmp_path
             await runtime.close()
 
     asyncio.run(body())
+
+
+def test_bad_requests_get_one_sentence_and_the_owner_keeps_serving(lock: InstanceLock,
+                                                                  tmp_path: Path) -> None:
+    """The socket is an entry point too: a malformed request is refused with one sentence naming
+    the field (what a command prints), and the owner answers the next request as before."""
+
+    async def body() -> None:
+        runtime, server, client = await serve(lock, Owner("generate"), tmp_path)
+        try:
+            cases = [
+                (client.post("/generate", json={"prompt": "hi", "max_tokens": 0}),
+                 "invalid max_tokens: Input should be greater than 0"),
+                (client.post("/generate", json={"prompt": "hi", "temperature": -1}),
+                 "invalid temperature: Input should be greater than or equal to 0"),
+                (client.post("/generate", json={"prompt": ""}), "invalid prompt:"),
+                (client.post("/switch", json={}), "invalid model: Field required"),
+                (client.post("/route", content=b"{not json",
+                             headers={"content-type": "application/json"}),
+                 "the request body is not valid JSON"),
+                (client.get("/history", params={"limit": -1}),
+                 "invalid limit: Input should be greater than or equal to 0"),
+            ]
+            for request, sentence in cases:
+                response = await request
+                assert response.status_code == 422
+                detail = response.json()["detail"]
+                assert isinstance(detail, str)
+                assert detail.startswith(sentence), detail
+                assert "\n" not in detail
+            assert (await client.get("/owner")).json()["active_model"] is None
+            assert runtime.manager.active_model is None  # nothing was loaded or switched
+        finally:
+            await client.aclose()
+            await server.close()
+            await runtime.close()
+
+    asyncio.run(body())

@@ -1,0 +1,203 @@
+"""History rows round-trip through SQLite exactly, the predictions use the windows they promise,
+and a history that cannot be opened is refused, never overwritten."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from core.history_store import (
+    NO_MODEL,
+    OUTCOMES,
+    PHASE_COLUMNS,
+    REASONS,
+    HistoryStore,
+    HistoryStoreError,
+    SwitchRecord,
+    ThroughputStats,
+    percentile,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> HistoryStore:
+    s = HistoryStore(tmp_path / "h.sqlite3")
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+def test_a_row_comes_back_exactly_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    phases = {p: 0.5 + i for i, p in enumerate(PHASE_COLUMNS)}
+    first = store.record_switch(from_model="qwen3-8b", to_model="qwen3-14b", reason="alert",
+                                outcome="timed_out", total_s=12.25, phases=phases,
+                                error="deadline", attempts=3, started_at=1234.5, forced=True)
+    second = store.record_switch(from_model=None, to_model=NO_MODEL, reason="crash",
+                                 outcome="crashed", total_s=0.0, phases={})
+    assert (first, second) == (1, 2)
+    store.close()
+    reopened = HistoryStore(path)  # what was written is on disk, not only in the connection
+    newest, oldest = reopened.recent()
+    assert oldest == SwitchRecord(1, 1234.5, "qwen3-8b", "qwen3-14b", "alert", "timed_out",
+                                  "deadline", 12.25, 3, phases, True)
+    assert oldest.reason_label == "alert, forced"
+    assert (newest.id, newest.from_model, newest.to_model, newest.reason, newest.outcome) == (
+        2, None, NO_MODEL, "crash", "crashed")
+    assert (newest.error, newest.attempts, newest.phases, newest.forced) == (None, 1, {}, False)
+    assert newest.reason_label == "crash"
+    assert abs(newest.started_at - time.time()) < 60  # stamped now when not given
+    assert reopened.count() == 2
+    assert [r.id for r in reopened.recent(1)] == [2]
+    reopened.close()
+
+
+def test_only_the_phases_given_are_stored(store: HistoryStore) -> None:
+    store.record_switch(from_model=None, to_model="m", reason="manual", outcome="ready",
+                        total_s=1.0, phases={"loading": 0.75, "planning": 0.0})
+    [row] = store.recent()
+    assert row.phases == {"planning": 0.0, "loading": 0.75}
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_every_reason_is_accepted(store: HistoryStore, reason: str) -> None:
+    store.record_switch(from_model=None, to_model="m", reason=reason, outcome="ready",
+                        total_s=1.0, phases={})
+    assert store.recent()[0].reason == reason
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_every_outcome_is_accepted(store: HistoryStore, outcome: str) -> None:
+    store.record_switch(from_model=None, to_model="m", reason="manual", outcome=outcome,
+                        total_s=1.0, phases={})
+    assert store.recent()[0].outcome == outcome
+
+
+def test_bad_values_name_themselves(store: HistoryStore) -> None:
+    with pytest.raises(ValueError, match=r"reason must be one of .* got 'whim'"):
+        store.record_switch(from_model=None, to_model="m", reason="whim", outcome="ready",
+                            total_s=1.0, phases={})
+    with pytest.raises(ValueError, match=r"outcome must be one of .* got 'meh'"):
+        store.record_switch(from_model=None, to_model="m", reason="manual", outcome="meh",
+                            total_s=1.0, phases={})
+    with pytest.raises(ValueError, match=r"unknown phases \['boot', 'zap'\]"):
+        store.record_switch(from_model=None, to_model="m", reason="manual", outcome="ready",
+                            total_s=1.0, phases={"zap": 1.0, "boot": 2.0, "loading": 1.0})
+    with pytest.raises(ValueError, match="unknown phase 'boot'"):
+        store.predicted_phase("m", "boot")
+    assert store.count() == 0
+
+
+def ready(store: HistoryStore, from_model: str | None, to_model: str, total: float,
+          outcome: str = "ready", **phases: float) -> None:
+    store.record_switch(from_model=from_model, to_model=to_model, reason="manual",
+                        outcome=outcome, total_s=total, phases=phases, started_at=total)
+
+
+def test_predicted_duration_prefers_the_pair_then_the_target(store: HistoryStore) -> None:
+    assert store.predicted_duration("a", "b") is None
+    ready(store, "x", "b", 40.0)
+    ready(store, "x", "b", 20.0, outcome="failed")  # only successful switches count
+    assert store.predicted_duration("a", "b") == 40.0  # no a -> b yet: any switch to b
+    assert store.predicted_duration(None, "b") == 40.0
+    ready(store, "a", "b", 10.0)
+    ready(store, "a", "b", 14.0)
+    assert store.predicted_duration("a", "b") == 12.0  # the pair's own mean
+    assert store.predicted_duration(None, "b") == pytest.approx(64 / 3)
+    assert store.predicted_duration("a", "c") is None
+
+
+def test_predictions_use_the_latest_window(store: HistoryStore) -> None:
+    for total in (100.0, *([10.0] * 10)):
+        ready(store, "a", "b", total, loading=total / 2)
+    assert store.predicted_duration("a", "b") == 10.0  # the 11th-newest is outside the window
+    assert store.predicted_duration("a", "b", window=11) == pytest.approx(200 / 11)
+    assert store.predicted_phase("b", "loading") == 5.0
+    assert store.predicted_phase("b", "loading", window=11) == pytest.approx(100 / 11)
+    assert store.predicted_phase("b", "warming_up") is None  # never recorded
+    assert store.predicted_phase("a", "loading") is None
+    ready(store, "a", "b", 7.0, outcome="refused", loading=1.0)
+    assert store.predicted_phase("b", "loading") == 5.0  # a refusal is not a duration
+
+
+def test_trend_is_oldest_first_per_target_and_pair(store: HistoryStore) -> None:
+    ready(store, "a", "b", 1.0)
+    ready(store, "c", "b", 2.0)
+    ready(store, "a", "b", 3.0)
+    ready(store, "a", "d", 4.0)
+    ready(store, "a", "b", 5.0, outcome="failed")
+    assert store.trend("b") == [(1.0, 1.0), (2.0, 2.0), (3.0, 3.0)]
+    assert store.trend("b", "a") == [(1.0, 1.0), (3.0, 3.0)]
+    assert store.trend("b", limit=2) == [(2.0, 2.0), (3.0, 3.0)]
+    assert store.trend("z") == []
+
+
+def test_pair_stats_sorted_with_the_initial_load_first(store: HistoryStore) -> None:
+    ready(store, "b", "a", 4.0)
+    ready(store, None, "b", 8.0)
+    ready(store, "a", "b", 2.0)
+    ready(store, "a", "b", 6.0)
+    stats = store.pair_stats()
+    assert [(s.from_model, s.to_model, s.count, s.mean_s, s.p95_s) for s in stats] == [
+        (None, "b", 1, 8.0, 8.0), ("a", "b", 2, 4.0, 6.0), ("b", "a", 1, 4.0, 4.0)]
+
+
+def test_throughput_per_model(store: HistoryStore) -> None:
+    store.record_generation("b", 100, 2.0, 0.1, 50.0)
+    store.record_generation("a", 10, 1.0, None, None)
+    store.record_generation("b", 30, 1.0, 0.2, 30.0)
+    assert store.throughput() == [ThroughputStats("a", 1, None), ThroughputStats("b", 2, 40.0)]
+
+
+@pytest.mark.parametrize(("values", "q", "expected"), [
+    ([5.0], 95, 5.0), ([3.0, 1.0, 2.0], 0, 1.0), ([3.0, 1.0, 2.0], 50, 2.0),
+    ([3.0, 1.0, 2.0], 100, 3.0), ([float(i) for i in range(1, 21)], 95, 19.0),
+    ([float(i) for i in range(1, 21)], 96, 20.0),
+])
+def test_percentile_nearest_rank(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_a_history_from_before_the_forced_column_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE switches (id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL "
+                 "NOT NULL, from_model TEXT, to_model TEXT NOT NULL, reason TEXT NOT NULL, "
+                 "outcome TEXT NOT NULL, error TEXT, total_s REAL NOT NULL, attempts INTEGER "
+                 "NOT NULL DEFAULT 1, " + ", ".join(f"{c}_s REAL" for c in PHASE_COLUMNS) + ")")
+    conn.execute("INSERT INTO switches (started_at, from_model, to_model, reason, outcome, "
+                 "total_s) VALUES (1.0, NULL, 'm', 'manual', 'ready', 3.0)")
+    conn.commit()
+    conn.close()
+    store = HistoryStore(path)
+    [old] = store.recent()
+    assert (old.to_model, old.total_s, old.forced, old.attempts) == ("m", 3.0, False, 1)
+    store.record_switch(from_model="m", to_model="n", reason="alert", outcome="ready",
+                        total_s=1.0, phases={}, forced=True)
+    assert store.recent()[0].forced is True
+    store.close()
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(b"not a database, just text " * 400)
+    with pytest.raises(HistoryStoreError) as info:
+        HistoryStore(path)
+    assert info.value.path == path
+    assert str(info.value).startswith(f"the switch history {path} cannot be opened (")
+    assert str(info.value).endswith("); move it aside to start a new one")
+    assert path.read_bytes() == b"not a database, just text " * 400
+    with pytest.raises(HistoryStoreError, match="cannot be opened"):
+        HistoryStore(tmp_path / "no-such-dir" / "h.sqlite3")
+
+
+def test_the_default_path_is_in_the_data_directory(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VRAMPILOT_DATA_DIR", str(tmp_path / "data"))
+    store = HistoryStore()
+    assert store.path.parent == tmp_path / "data"
+    assert store.path.exists()
+    store.close()
