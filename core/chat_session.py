@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.engine.base import GenerationDelta, GenerationRequest
 from core.history_store import HistoryStore
@@ -48,6 +49,33 @@ class ChatSession:
     def model_choices(self) -> list[str]:
         """Models a user may pick by name: enabled and loadable here."""
         return [e.id for e in self.manager.catalog if self.manager.is_usable(e)]
+
+    def model_context(self, model_id: str) -> int | None:
+        """The context the model has (loaded) or would get on this device (the estimator's fit,
+        else the catalog's default); None for a remote model."""
+        entry = self.manager.catalog.get(model_id)
+        state = self.manager.state
+        if state.active_model == model_id and state.max_model_len:
+            return state.max_model_len
+        if entry.is_remote:
+            return None
+        try:
+            fit = self.manager.plan_switch(model_id).fit
+        except Exception:  # noqa: BLE001 - an estimate that cannot be made: the catalog's value
+            fit = None
+        return fit.context if fit is not None else entry.default_context
+
+    def tokenizer_dir(self, model_id: str) -> Path | None:
+        """The model's local directory when it is on disk (its tokenizer counts prompts)."""
+        entry = self.manager.catalog.get(model_id)
+        if entry.is_remote or not self.manager.catalog.is_on_disk(entry):
+            return None
+        return self.manager.catalog.local_path(entry)
+
+    def thinking_mode(self, model_id: str) -> str:
+        """The catalog's mode: "thinking" (always thinks), "base" (Qwen3 hybrid: a toggle),
+        "instruct" (never thinks)."""
+        return self.manager.catalog.get(model_id).mode
 
     def hardware_state(self) -> HardwareState:
         """The device as the router should see it: the active model's memory counts as free,

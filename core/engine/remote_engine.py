@@ -317,7 +317,12 @@ class RemoteEngine:
             payload["seed"] = request.seed
         if request.stop:
             payload["stop"] = list(request.stop)
-        if self._config.send_chat_template_kwargs:
+        if request.top_k > 0:
+            payload["top_k"] = request.top_k  # a vLLM extension
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(request, name):
+                payload[name] = getattr(request, name)
+        if self._config.send_chat_template_kwargs and request.thinking is not None:
             payload["chat_template_kwargs"] = {"enable_thinking": request.thinking}
         if request.ignore_eos:
             payload["ignore_eos"] = True  # a vLLM extension
