@@ -50,6 +50,9 @@ class ChatSession:
         """Models a user may pick by name: enabled and loadable here."""
         return [e.id for e in self.manager.catalog if self.manager.is_usable(e)]
 
+    def active_model(self) -> str | None:
+        return self.manager.active_model
+
     def model_context(self, model_id: str) -> int | None:
         """The context the model has (loaded) or would get on this device (the estimator's fit,
         else the catalog's default); None for a remote model."""

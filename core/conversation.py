@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class Conversation:
     model: str | None = None  # None: Auto (the router picks)
     task_type: str = "unknown"
     private: bool = False
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     # -- editing -------------------------------------------------------------------------------
 
@@ -167,7 +169,8 @@ class Conversation:
             raise ValueError("system is not text")
         return cls(system=system, turns=turns, sampling=_sampling(data.get("sampling", {})),
                    model=data.get("model"), task_type=str(data.get("task_type", "unknown")),
-                   private=bool(data.get("private", False)))
+                   private=bool(data.get("private", False)),
+                   id=str(data.get("id") or uuid.uuid4().hex))
 
     def save(self, path: Path | str) -> None:
         """Write as JSON, atomically: a failed write never leaves a half-written file."""

@@ -24,7 +24,8 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
 from core.models.added_dirs import add_dir
 from core.models.catalog import ModelEntry
-from core.paths import logs_dir, resource
+from core.paths import data_dir, logs_dir, resource
+from core.recent_runs import RecentRuns
 from core.runtime import CLOSE_DEADLINE_S, Runtime
 from core.server.service import ApiService
 from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
@@ -113,7 +114,8 @@ class AppController(QObject):
         self.models.download_handler = self.open_download
         self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store)
-        self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
+        self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active,
+                                          recent=RecentRuns(data_dir()))
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
         self.notifier = TrayNotifier(icon) if tray else None
         self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, self.notifier)
