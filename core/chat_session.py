@@ -4,10 +4,12 @@ tokens/s in history. Every generation of the app goes through here, so through t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.engine.base import GenerationDelta, GenerationRequest
 from core.history_store import HistoryStore
@@ -16,6 +18,9 @@ from core.manager.memory_wait import MemoryProbe
 from core.models.estimator import fmt_bytes
 from core.router.selection import HardwareState, Router, RoutingDecision
 from core.scheduler import Admission, NoModelError, RequestScheduler
+
+if TYPE_CHECKING:
+    from core.side_by_side import ModelRun
 
 __all__ = ["ChatSession", "NoModelError", "Target"]
 
@@ -80,6 +85,11 @@ class ChatSession:
         "instruct" (never thinks)."""
         return self.manager.catalog.get(model_id).mode
 
+    def default_thinking(self, model_id: str) -> bool:
+        """Whether a request that leaves thinking open (None) thinks on this model: the
+        catalog's mode decides (hybrids think by default, as Qwen3's template does)."""
+        return self.thinking_mode(model_id) != "instruct"
+
     def hardware_state(self) -> HardwareState:
         """The device as the router should see it: the active model's memory counts as free,
         since switching would release it."""
@@ -124,7 +134,10 @@ class ChatSession:
     async def stream(self, request: GenerationRequest, target: Target, private: bool = False,
                      on_admitted: Callable[[Admission], None] | None = None,
                      ) -> AsyncIterator[GenerationDelta]:
-        """Stream the reply on `target` once the scheduler admits the request."""
+        """Stream the reply on `target` once the scheduler admits the request. A request that
+        leaves thinking open gets the target model's default."""
+        if request.thinking is None and target.model in self.manager.catalog:
+            request = dataclasses.replace(request, thinking=self.default_thinking(target.model))
         async with self.scheduler.admit(target.model, target.reason, private) as admission:
             engine = self.manager.active_engine
             active = self.manager.active_model
@@ -144,6 +157,13 @@ class ChatSession:
                 if last is not None and last.tokens > 0:
                     self.history.record_generation(active, last.tokens, last.elapsed_s,
                                                    last.first_token_s, last.tokens_per_s)
+
+    def side_by_side(self, request: GenerationRequest, models: list[str],
+                     private: bool = False) -> AsyncIterator[tuple[int, ModelRun]]:
+        """The request on each model in turn (core.side_by_side)."""
+        from core.side_by_side import side_by_side
+
+        return side_by_side(self, request, models, private)
 
     async def abort(self, request_id: str) -> None:
         """Stop a running request (no-op when it already ended)."""
