@@ -194,6 +194,8 @@ class AppController(QObject):
         b.log.connect(self.events.add)
         self.models.log.connect(self.events.add)
         self.playground.log.connect(self.events.add)
+        self.playground.side_by_side.log.connect(self.events.add)
+        self.playground.side_by_side.finished.connect(lambda _runs: self.history.refresh())
         self.soak.log.connect(self.events.add)
         self.recording.log.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())

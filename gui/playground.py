@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QTabWidget,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -39,6 +40,8 @@ from core.models.estimator import GIB
 from core.prompt_tokens import PromptCounter
 from core.recent_runs import RecentRuns
 from core.router.selection import RoutingDecision
+from core.side_by_side import ModelRun
+from gui.side_by_side import SideBySidePanel
 
 DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "
                "that loading, streaming and switching work.")
@@ -69,6 +72,9 @@ class ChatBackend(Protocol):
     def thinking_mode(self, model_id: str) -> str: ...
 
     def active_model(self) -> str | None: ...
+
+    def side_by_side(self, request: GenerationRequest, models: list[str],
+                     private: bool = False) -> AsyncIterator[tuple[int, ModelRun]]: ...
 
 
 class PromptEdit(QPlainTextEdit):
@@ -207,6 +213,9 @@ class PlaygroundPanel(QWidget):
         self._count_timer.setSingleShot(True)
         self._count_timer.setInterval(COUNT_DEBOUNCE_MS)
         self._count_timer.timeout.connect(self._start_count)
+        self.views = QTabWidget()
+        self.side_by_side = SideBySidePanel(backend, self.single_request,
+                                            self.private.isChecked)
         self._layout()
         self._connect()
         self._on_model_changed()
@@ -270,8 +279,14 @@ class PlaygroundPanel(QWidget):
         right_layout = QVBoxLayout(right_box)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.demo_notice)
-        right_layout.addWidget(right, 1)
-        right_layout.addWidget(self.stats)
+        conversation_box = QWidget()
+        conversation_layout = QVBoxLayout(conversation_box)
+        conversation_layout.setContentsMargins(0, 0, 0, 0)
+        conversation_layout.addWidget(right, 1)
+        conversation_layout.addWidget(self.stats)
+        self.views.addTab(conversation_box, "Conversation")
+        self.views.addTab(self.side_by_side, "Side by side")
+        right_layout.addWidget(self.views, 1)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
@@ -386,6 +401,16 @@ class PlaygroundPanel(QWidget):
             self.conversation.ask(text)
         self.prompt.clear()
         self._start_reply()
+
+    def single_request(self, request_id: str) -> GenerationRequest | None:
+        """The prompt box alone (after the system prompt) with the current settings: what side
+        by side sends to each model. None when the prompt is empty."""
+        text = self.prompt.toPlainText().strip()
+        if not text:
+            return None
+        one = Conversation(self.system.toPlainText(), sampling=self.sampling())
+        one.ask(text)
+        return one.request(request_id)
 
     def regenerate(self) -> None:
         """Answer the last user turn again (its reply is replaced)."""
@@ -773,9 +798,16 @@ class PlaygroundPanel(QWidget):
             parts.append(f"finished ({delta.finish_reason})")
         return " · ".join(parts)
 
+    async def wait_idle(self) -> None:
+        """Return once no reply is streaming (a stopped one has unwound)."""
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+
     async def shutdown(self) -> None:
         """Cancel a running stream and a count, wait for them to unwind, end the count thread."""
         self._count_timer.stop()
+        await self.side_by_side.shutdown()
         for task in (self._task, self._count_task):
             if task is not None and not task.done():
                 task.cancel()

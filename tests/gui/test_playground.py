@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import qasync
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QGuiApplication
 from pytestqt.qtbot import QtBot
 
@@ -161,3 +161,19 @@ def test_prompt_tokens_are_counted_with_the_models_tokenizer(
         assert context > expected
 
     loop.run_until_complete(body())
+
+
+def test_the_think_toggle_follows_the_catalogs_mode(controller: AppController) -> None:
+    pg = controller.playground
+    assert pg.model.currentData() is None  # Auto: the chosen model's default
+    assert pg.think.checkState() == Qt.CheckState.PartiallyChecked
+    assert not pg.think.isEnabled()
+    assert pg.sampling().thinking is None
+    pg.model.setCurrentIndex(pg.model.findData("demo-tiny-a"))  # mode: instruct
+    assert not pg.think.isChecked()
+    assert not pg.think.isEnabled()
+    assert pg.sampling().thinking is False
+    chat = controller.runtime.chat
+    assert chat.default_thinking("qwen3-4b-thinking-2507")
+    assert chat.default_thinking("qwen3-8b")  # a hybrid thinks unless told not to
+    assert not chat.default_thinking("demo-tiny-a")
