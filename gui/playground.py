@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QGuiApplication, QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QGuiApplication, QKeyEvent, QKeySequence, QShortcut, QTextCursor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -129,6 +129,7 @@ class PlaygroundPanel(QWidget):
         self._count_task: asyncio.Task[None] | None = None
         self._count_serial = 0
         self._shown_system = ""
+        self._turn_start: dict[int, int] = {}  # where each shown turn begins in the transcript
 
         self.system = QPlainTextEdit()
         self.system.setPlaceholderText("System prompt (optional)")
@@ -550,38 +551,41 @@ class PlaygroundPanel(QWidget):
             lines += [r.text or "*(no text)*", "", "---", ""]
         return "\n".join(lines)
 
-    def transcript_markdown(self) -> str:
-        head = f"*System:* {self.conversation.system}\n\n---\n\n" if (
-            self.conversation.system.strip()) else ""
-        return head + "".join(self._turn_markdown(i) + "\n"
-                              for i in range(len(self.conversation.turns)))
-
     def render_transcript(self) -> None:
         """Render the whole transcript (a fold, an open, a new system prompt)."""
         self._shown_system = self.conversation.system
-        self.transcript.setMarkdown(self.transcript_markdown())
+        self.transcript.clear()
+        self._turn_start.clear()
+        if self.conversation.system.strip():
+            cursor = QTextCursor(self.transcript.document())
+            cursor.insertMarkdown(f"*System:* {self.conversation.system}\n\n---\n")
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertBlock()
+        for index in range(len(self.conversation.turns)):
+            self.show_turn(index)
         self._scroll_to_end()
 
     def show_turn(self, index: int) -> None:
         """Show turn `index` as it is now, in place of what the transcript showed from that turn
-        on (a finished reply, a new or regenerated turn); the turns before it are not re-parsed,
-        so a long transcript costs nothing per reply."""
-        doc = self.transcript.document()
-        anchor = f"edit:{index}"
-        block = doc.lastBlock()
-        while block.isValid() and anchor not in _block_anchors(block):
-            block = block.previous()
-        cursor = self.transcript.textCursor()
-        if block.isValid():
-            cursor.setPosition(block.position())
-            cursor.movePosition(cursor.MoveOperation.End, cursor.MoveMode.KeepAnchor)
+        on (a finished reply, a new, edited or regenerated turn). Where each turn starts is kept,
+        so nothing before it is touched or searched: a long transcript costs nothing per reply."""
+        cursor = QTextCursor(self.transcript.document())
+        start = self._turn_start.get(index)
+        if start is not None:
+            cursor.setPosition(start)
+            cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
             cursor.removeSelectedText()
-        elif index > 0 or self.conversation.system.strip():
-            cursor.movePosition(cursor.MoveOperation.End)
+            for later in [i for i in self._turn_start if i > index]:
+                del self._turn_start[later]
+        elif index == len(self._turn_start):
+            cursor.movePosition(QTextCursor.MoveOperation.End)
         else:
             self.render_transcript()
             return
+        self._turn_start[index] = cursor.position()
         cursor.insertMarkdown(self._turn_markdown(index))
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertBlock()  # the next turn starts in a block of its own
         self._scroll_to_end()
 
     def _scroll_to_end(self) -> None:
@@ -830,15 +834,3 @@ def _double(low: float, high: float, value: float, step: float) -> QDoubleSpinBo
 def _quote(text: str) -> str:
     """User text and thinking shown as Markdown block quotes (their Markdown still renders)."""
     return "\n".join("> " + line for line in text.splitlines()) or "> "
-
-
-def _block_anchors(block: object) -> str:
-    """The link targets in one text block, joined."""
-    out = []
-    it = block.begin()  # type: ignore[attr-defined]
-    while not it.atEnd():
-        fragment = it.fragment()
-        if fragment.isValid():
-            out.append(fragment.charFormat().anchorHref())
-        it += 1
-    return " ".join(out)

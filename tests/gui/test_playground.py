@@ -87,6 +87,19 @@ def test_open_render_fold_copy_edit_and_export(controller: AppController, tmp_pa
     assert pg.prompt.toPlainText() == "Again?"
     assert "editing turn 2" in pg.stats.text()
 
+    # A turn replaced in place (as a regenerated reply is) reads as a full render does.
+    pg.conversation.regenerate()
+    pg.show_turn(1)
+    incremental = pg.transcript.toPlainText()
+    assert "Sure." not in incremental
+    assert "Again?" in incremental
+    assert "print('hi')" in incremental
+    pg.render_transcript()
+    assert pg.transcript.toPlainText() == incremental
+    pg.conversation.finish(Reply("Sure.", model="demo-tiny-a", tokens=2))
+    pg.show_turn(1)
+    assert pg.transcript.toPlainText().count("Sure.") == 1
+
     md = tmp_path / "out.md"
     assert pg.export_markdown(md)
     text = md.read_text()
