@@ -154,6 +154,7 @@ class AppController(QObject):
             return f"Not added: {problem}"
         self.runtime.refresh_models_on_disk()
         self.models.refresh()
+        self.playground.refresh_models()
         where = directory.expanduser().resolve()
         entry = next(e for e in self.runtime.manager.catalog if e.path == where)
         fit = self.runtime.manager.plan_switch(entry.id).fit
@@ -178,6 +179,7 @@ class AppController(QObject):
         dialog = DownloadDialog(entry.hf_repo, entry, self.runtime.manager.catalog,
                                 self.runtime.hardware_state, buffer, self.window)
         dialog.downloaded.connect(lambda _path: self.models.refresh())
+        dialog.downloaded.connect(lambda _path: self.playground.refresh_models())
         self.download_dialog = dialog
         dialog.show()
         return dialog

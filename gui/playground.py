@@ -138,9 +138,7 @@ class PlaygroundPanel(QWidget):
         self.prompt.setPlaceholderText("Type a prompt; Ctrl+Enter sends, Esc stops.")
         self.tokens_label = QLabel("")
         self.model = QComboBox()
-        self.model.addItem("Auto (router)", None)
-        for name in backend.model_choices():
-            self.model.addItem(name, name)
+        self.refresh_models()
         self.task_type = QComboBox()
         self.task_type.addItems(["simple_extraction", "standard_parsing", "salary_analysis",
                                  "complex_reasoning", "multi_step_analysis",
@@ -360,10 +358,24 @@ class PlaygroundPanel(QWidget):
                                    }.get(mode, "Qwen3 hybrid: think before answering"))
         self._count_timer.start()
 
+    def refresh_models(self) -> None:
+        """(Re)list Auto and the models usable here, keeping the choice when it still is."""
+        current = self.model.currentData()
+        self.model.blockSignals(True)
+        self.model.clear()
+        self.model.addItem("Auto (router)", None)
+        for name in self._backend.model_choices():
+            self.model.addItem(name, name)
+        self.model.setCurrentIndex(max(0, self.model.findData(current)))
+        self.model.blockSignals(False)
+
     def _apply_settings(self, c: Conversation) -> None:
         s = c.sampling
         self.system.setPlainText(c.system)
         index = self.model.findData(c.model)
+        if index < 0:
+            self.refresh_models()
+            index = self.model.findData(c.model)
         self.model.setCurrentIndex(max(0, index))
         self.task_type.setCurrentText(c.task_type)
         self.private.setChecked(c.private)

@@ -190,3 +190,19 @@ def test_the_think_toggle_follows_the_catalogs_mode(controller: AppController) -
     assert chat.default_thinking("qwen3-4b-thinking-2507")
     assert chat.default_thinking("qwen3-8b")  # a hybrid thinks unless told not to
     assert not chat.default_thinking("demo-tiny-a")
+
+
+def test_a_conversation_for_a_model_not_usable_here_opens_on_auto(
+        controller: AppController, tmp_path: Path) -> None:
+    pg = controller.playground
+    c = Conversation(model="qwen3-8b")  # in the catalog, not on disk here
+    c.ask("hi")
+    c.finish(Reply("hello", model="qwen3-8b"))
+    c.save(tmp_path / "c.json")
+    assert pg.open_from(tmp_path / "c.json")
+    assert pg.model.currentData() is None
+    assert pg.conversation.turns[0].reply is not None
+    pg.refresh_models()  # relisting keeps the choice
+    pg.model.setCurrentIndex(pg.model.findData("demo-tiny-b"))
+    pg.refresh_models()
+    assert pg.model.currentData() == "demo-tiny-b"
