@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ from gui.side_by_side import SideBySidePanel
 DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "
                "that loading, streaming and switching work.")
 COUNT_DEBOUNCE_MS = 250
+FRAME_S = 1 / 30  # streamed text reaches the panes at most this often
 
 
 class ChatBackend(Protocol):
@@ -501,6 +503,20 @@ class PlaygroundPanel(QWidget):
         text: list[str] = []
         decision_before = self._backend.last_decision
         model: str | None = self.conversation.model
+        # Deltas arrive hundreds a second: the panes are updated at most once a frame, so the
+        # loop keeps time for typing however fast the model writes.
+        shown = [0, 0]  # pieces of thinking and of text already in the panes
+        flushed = 0.0
+
+        def flush(delta: GenerationDelta) -> None:
+            if len(thinking) > shown[0]:
+                self._append(self.thinking, "".join(thinking[shown[0]:]))
+                shown[0] = len(thinking)
+            if len(text) > shown[1]:
+                self._append(self.answer, "".join(text[shown[1]:]))
+                shown[1] = len(text)
+            self.stats.setText(self._format_stats(delta))
+
         try:
             stream = self._backend.generate(
                 request, self.model.currentData(), self.task_type.currentText(),
@@ -511,17 +527,23 @@ class PlaygroundPanel(QWidget):
                     self.update_context()
                 if delta.thinking:
                     thinking.append(delta.thinking)
-                    self._append(self.thinking, delta.thinking)
                 if delta.text:
                     text.append(delta.text)
-                    self._append(self.answer, delta.text)
-                self.stats.setText(self._format_stats(delta))
                 last = delta
+                if delta.finished or time.monotonic() - flushed >= FRAME_S:
+                    flush(delta)
+                    flushed = time.monotonic()
+            if isinstance(last, GenerationDelta):
+                flush(last)  # a stream that ended without a finished delta
         except asyncio.CancelledError:
+            if isinstance(last, GenerationDelta):
+                flush(last)
             self.stats.setText(self.stats.text() + "  (stopped)")
             if self._request_id:
                 await self._backend.abort(self._request_id)
         except Exception as exc:  # noqa: BLE001 - any failure is shown, and the UI restored
+            if isinstance(last, GenerationDelta):
+                flush(last)
             last = exc
             self.stats.setText(f"error: {exc}")
             self.log.emit("error", f"generation failed: {exc}")
