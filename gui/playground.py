@@ -9,7 +9,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +47,7 @@ from gui.side_by_side import SideBySidePanel
 DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "
                "that loading, streaming and switching work.")
 COUNT_DEBOUNCE_MS = 250
+COUNT_GRACE_S = 2.0
 FRAME_S = 1 / 30  # streamed text reaches the panes at most this often
 
 
@@ -130,6 +131,8 @@ class PlaygroundPanel(QWidget):
         self._count_pool: ThreadPoolExecutor | None = None
         self._count_task: asyncio.Task[None] | None = None
         self._count_serial = 0
+        self._count_future: Future[int] | None = None
+        self._closed = False
         self._shown_system = ""
         self._turn_start: dict[int, int] = {}  # where each shown turn begins in the transcript
 
@@ -766,6 +769,8 @@ class PlaygroundPanel(QWidget):
         return self.model.currentData() or self._backend.active_model()
 
     def _start_count(self) -> None:
+        if self._closed:
+            return  # a reply cancelled by the shutdown asks for a count: none after it
         if self._count_task is not None and not self._count_task.done():
             self._count_timer.start()  # one count at a time; the newest text follows it
             return
@@ -793,9 +798,10 @@ class PlaygroundPanel(QWidget):
         messages = Conversation(self.conversation.system, before).messages(draft)
         if self._count_pool is None:
             self._count_pool = ThreadPoolExecutor(1, thread_name_prefix="prompt-count")
+        self._count_future = self._count_pool.submit(self._counter.count, folder, messages,
+                                                     self._thinking())
         try:
-            n = await asyncio.get_running_loop().run_in_executor(
-                self._count_pool, self._counter.count, folder, messages, self._thinking())
+            n = await asyncio.wrap_future(self._count_future)
         except Exception as exc:  # noqa: BLE001 - a tokenizer that fails: said, not fatal
             self.tokens_label.setText(f"Prompt tokens: cannot count ({exc})")
             return
@@ -844,6 +850,7 @@ class PlaygroundPanel(QWidget):
 
     async def shutdown(self) -> None:
         """Cancel a running stream and a count, wait for them to unwind, end the count thread."""
+        self._closed = True
         self._count_timer.stop()
         await self.side_by_side.shutdown()
         for task in (self._task, self._count_task):
@@ -852,6 +859,11 @@ class PlaygroundPanel(QWidget):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._count_pool is not None:
+            # A count already running (a tokenizer loading) cannot be interrupted: give it a
+            # moment to end, so its thread does not outlive the panel.
+            running = self._count_future
+            if running is not None and not running.done():
+                await asyncio.wait({asyncio.wrap_future(running)}, timeout=COUNT_GRACE_S)
             self._count_pool.shutdown(wait=False, cancel_futures=True)
             self._count_pool = None
 
