@@ -4,11 +4,14 @@ tokens/s in history. Every generation of the app goes through here, so through t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.engine.base import GenerationDelta, GenerationRequest
 from core.history_store import HistoryStore
@@ -18,6 +21,9 @@ from core.models.estimator import fmt_bytes
 from core.router.selection import HardwareState, Router, RoutingDecision
 from core.routing_log import RoutedRequest, RoutingLog
 from core.scheduler import Admission, NoModelError, RequestScheduler
+
+if TYPE_CHECKING:
+    from core.side_by_side import ModelRun
 
 __all__ = ["ChatSession", "NoModelError", "Target"]
 
@@ -58,6 +64,41 @@ class ChatSession:
     def model_choices(self) -> list[str]:
         """Models a user may pick by name: enabled and loadable here."""
         return [e.id for e in self.manager.catalog if self.manager.is_usable(e)]
+
+    def active_model(self) -> str | None:
+        return self.manager.active_model
+
+    def model_context(self, model_id: str) -> int | None:
+        """The context the model has (loaded) or would get on this device (the estimator's fit,
+        else the catalog's default); None for a remote model."""
+        entry = self.manager.catalog.get(model_id)
+        state = self.manager.state
+        if state.active_model == model_id and state.max_model_len:
+            return state.max_model_len
+        if entry.is_remote:
+            return None
+        try:
+            fit = self.manager.plan_switch(model_id).fit
+        except Exception:  # noqa: BLE001 - an estimate that cannot be made: the catalog's value
+            fit = None
+        return fit.context if fit is not None else entry.default_context
+
+    def tokenizer_dir(self, model_id: str) -> Path | None:
+        """The model's local directory when it is on disk (its tokenizer counts prompts)."""
+        entry = self.manager.catalog.get(model_id)
+        if entry.is_remote or not self.manager.catalog.is_on_disk(entry):
+            return None
+        return self.manager.catalog.local_path(entry)
+
+    def thinking_mode(self, model_id: str) -> str:
+        """The catalog's mode: "thinking" (always thinks), "base" (Qwen3 hybrid: a toggle),
+        "instruct" (never thinks)."""
+        return self.manager.catalog.get(model_id).mode
+
+    def default_thinking(self, model_id: str) -> bool:
+        """Whether a request that leaves thinking open (None) thinks on this model: the
+        catalog's mode decides (hybrids think by default, as Qwen3's template does)."""
+        return self.thinking_mode(model_id) != "instruct"
 
     def hardware_state(self) -> HardwareState:
         """The device as the router should see it: the active model's memory counts as free,
@@ -105,7 +146,10 @@ class ChatSession:
                      on_admitted: Callable[[Admission], None] | None = None,
                      ) -> AsyncIterator[GenerationDelta]:
         """Stream the reply on `target` once the scheduler admits the request. A routed
-        request (target.decision set) is logged in the routing log as it ends, however it ends."""
+        request (target.decision set) is logged in the routing log as it ends, however it ends.
+        A request that leaves thinking open gets the target model's default."""
+        if request.thinking is None and target.model in self.manager.catalog:
+            request = dataclasses.replace(request, thinking=self.default_thinking(target.model))
         active: str | None = None
         last: GenerationDelta | None = None
         outcome = "stopped"  # closed early (the user's Stop, a client gone) unless set below
@@ -171,6 +215,13 @@ class ChatSession:
             raise FeedbackError("routing feedback is off: this session keeps no routing log")
         return self.routing_log.give_feedback(request_id, verdict, wanted_model,
                                               self.manager.catalog.ids)
+
+    def side_by_side(self, request: GenerationRequest, models: list[str],
+                     private: bool = False) -> AsyncIterator[tuple[int, ModelRun]]:
+        """The request on each model in turn (core.side_by_side)."""
+        from core.side_by_side import side_by_side
+
+        return side_by_side(self, request, models, private)
 
     async def abort(self, request_id: str) -> None:
         """Stop a running request (no-op when it already ended)."""

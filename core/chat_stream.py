@@ -18,11 +18,22 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from core.chat_session import ChatSession
-from core.engine.base import EngineError, GenerationDelta, GenerationRequest
+from core.engine.base import ChatMessage, EngineError, GenerationDelta, GenerationRequest
 from core.manager.events import SwitchEvent
 from core.models.catalog import UnknownModelError
 
 Event = dict[str, Any]
+
+
+def prompt_request(prompt: str, request_id: str, *, system: str = "", max_tokens: int = 128,
+                   temperature: float = 0.7, top_p: float = 0.95, seed: int | None = None,
+                   thinking: bool | None = None) -> GenerationRequest:
+    """One user prompt (after an optional system prompt) as a request; thinking None: the
+    model's default (core.chat_session)."""
+    messages = ((ChatMessage("system", system),) if system.strip() else ()) + (
+        ChatMessage("user", prompt),)
+    return GenerationRequest(messages=messages, max_tokens=max_tokens, temperature=temperature,
+                             top_p=top_p, seed=seed, thinking=thinking, request_id=request_id)
 
 
 def switch_event_json(event: SwitchEvent) -> Event:

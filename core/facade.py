@@ -30,6 +30,7 @@ from core import paths, settings_file
 from core.cli.estimate import profile_state
 from core.config import AppConfig
 from core.config_loading import ConfigError
+from core.conversation import Conversation, ConversationFileError, Reply, Sampling, reply_stats
 from core.engine.base import (
     ChatMessage,
     EngineError,
@@ -56,7 +57,9 @@ from core.models.pull import (
     fit_verdict,
     plan_pull,
 )
-from core.paths import logs_dir, resource
+from core.paths import data_dir, logs_dir, resource
+from core.prompt_tokens import PromptCounter
+from core.recent_runs import RecentRuns
 from core.router.selection import HardwareState, RoutingDecision
 from core.routing_log import RoutedRequest
 from core.routing_report import RoutingReport, build_report
@@ -65,6 +68,7 @@ from core.server.instance_lock import InstanceLock
 from core.server.service import ApiService
 from core.server.settings import ServerConfigError, ServerSettings, resolve_api_key
 from core.settings_file import FIELDS, SettingField
+from core.side_by_side import MAX_MODELS, ModelRun
 from core.soak.report import CHART_FILE, SoakRun, load_run, save_run, soak_dir
 from core.soak.report import describe as describe_soak_run
 from core.soak.runner import MAX_CONCURRENCY, SoakInputError, SoakRunner, SoakSettings
@@ -110,6 +114,7 @@ __all__ = [
     "FIELDS",
     "GIB",
     "MAX_CONCURRENCY",
+    "MAX_MODELS",
     "PHASE_COLUMNS",
     "STATE_PHASES",
     "TERMINAL_PHASES",
@@ -120,6 +125,8 @@ __all__ = [
     "ChatMessage",
     "ConfigError",
     "ControlServer",
+    "Conversation",
+    "ConversationFileError",
     "DeviceReading",
     "EngineError",
     "GenerationDelta",
@@ -132,20 +139,25 @@ __all__ = [
     "ManagerState",
     "ModelEntry",
     "ModelManager",
+    "ModelRun",
     "Owner",
     "PairStats",
     "Progress",
+    "PromptCounter",
     "PullCancelled",
     "PullError",
     "PullPlan",
+    "RecentRuns",
     "RemoteConfig",
     "RemoteHealth",
     "RemoteState",
+    "Reply",
     "RoutedRequest",
     "RoutingDecision",
     "RoutingReport",
     "Runtime",
     "Sample",
+    "Sampling",
     "ServerConfigError",
     "ServerSettings",
     "SettingField",
@@ -168,6 +180,7 @@ __all__ = [
     "check_remote_health",
     "clock_events",
     "control_router",
+    "data_dir",
     "describe_soak_run",
     "download",
     "ensure_demo_models",
@@ -183,6 +196,7 @@ __all__ = [
     "plan_pull",
     "profile_state",
     "recordings_dir",
+    "reply_stats",
     "resolve_api_key",
     "resource",
     "save_run",

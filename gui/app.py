@@ -30,6 +30,7 @@ from core.facade import (
     ApiService,
     AppConfig,
     ModelEntry,
+    RecentRuns,
     Runtime,
     ServerConfigError,
     ServerSettings,
@@ -37,6 +38,7 @@ from core.facade import (
     SwitchPhase,
     TelemetryRecorder,
     add_dir,
+    data_dir,
     gpu_metric,
     import_control_server,
     logs_dir,
@@ -144,7 +146,8 @@ class AppController(QObject):
         self.models.vram_holders = self._vram_holders
         self.download_dialog: DownloadDialog | None = None
         self.history = HistoryPanel(runtime.history_store, live_session=runtime.uptime.session)
-        self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active)
+        self.playground = PlaygroundPanel(runtime.chat, demo_active=self.models.demo_active,
+                                          recent=RecentRuns(data_dir()))
         icon = QIcon(str(resource("icons", "vrampilot.svg")))
         self.notifier: TrayNotifier | None = None
         self.events = EventsPanel(runtime.alert_policy, runtime.set_alert_policy, None)
@@ -201,6 +204,7 @@ class AppController(QObject):
             return f"Not added: {problem}"
         self.runtime.refresh_models_on_disk()
         self.models.refresh()
+        self.playground.refresh_models()
         where = directory.expanduser().resolve()
         entry = next(e for e in self.runtime.manager.catalog if e.path == where)
         fit = self.runtime.manager.plan_switch(entry.id).fit
@@ -279,6 +283,7 @@ class AppController(QObject):
         dialog = DownloadDialog(entry.hf_repo, entry, self.runtime.manager.catalog,
                                 self.runtime.hardware_state, buffer, self.window)
         dialog.downloaded.connect(lambda _path: self.models.refresh())
+        dialog.downloaded.connect(lambda _path: self.playground.refresh_models())
         self.download_dialog = dialog
         dialog.show()
         return dialog
@@ -295,6 +300,8 @@ class AppController(QObject):
         b.log.connect(self.events.add)
         self.models.log.connect(self.events.add)
         self.playground.log.connect(self.events.add)
+        self.playground.side_by_side.log.connect(self.events.add)
+        self.playground.side_by_side.finished.connect(lambda _runs: self.history.refresh())
         self.soak.log.connect(self.events.add)
         self.gpu_status.log.connect(self.events.add)
         self.recording.log.connect(self.events.add)

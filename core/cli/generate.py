@@ -1,4 +1,5 @@
-"""`vrampilot generate [--model NAME|auto] [--task-type T] [--max-tokens N] PROMPT`.
+"""`vrampilot generate [--model NAME|auto] [--task-type T] [--max-tokens N] [--system TEXT]
+[--seed N] [--top-p P] [--think|--no-think] PROMPT`.
 
 Goes through the router and the manager like the GUI does: the reply streams to stdout, the
 routing decision, the switch phases and the timings go to stderr (so stdout can be piped).
@@ -18,8 +19,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.engine.base import ChatMessage, GenerationRequest
-
 if TYPE_CHECKING:
     from core.server.control_client import ControlClient
     from core.server.instance_lock import InstanceLock
@@ -36,6 +35,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--task-type", default="unknown", help="router task type (default unknown)")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None,
+                   help="same seed, prompt and model: the same reply")
+    p.add_argument("--system", default="", help="a system prompt")
+    p.add_argument("--think", action=argparse.BooleanOptionalAction, default=None,
+                   help="thinking on/off for Qwen3 hybrids (default: the catalog's mode)")
     p.add_argument("--private", action="store_true",
                    help="never send this prompt to a remote endpoint")
     p.set_defaults(func=run)
@@ -48,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.temperature <= 2.0:  # the local API's bound; checked before any load
         print(f"vrampilot generate: --temperature must be between 0 and 2, got {args.temperature}",
               file=sys.stderr)
+        return 2
+    if not 0.0 < args.top_p <= 1.0:
+        print(f"vrampilot generate: --top-p must be in (0, 1], not {args.top_p}",
+              file=sys.stderr)
+        return 2
+    if args.seed is not None and args.seed < 0:
+        print(f"vrampilot generate: --seed must be 0 or more, not {args.seed}", file=sys.stderr)
         return 2
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     if not prompt.strip():
@@ -169,7 +181,8 @@ def _generate_attached(args: argparse.Namespace, prompt: str, owner: ControlClie
     printer = _ReplyPrinter()
     body = {"prompt": prompt, "model": args.model, "task_type": args.task_type,
             "max_tokens": args.max_tokens, "temperature": args.temperature,
-            "private": args.private}
+            "private": args.private, "system": args.system, "top_p": args.top_p,
+            "seed": args.seed, "thinking": args.think}
     try:
         for event in owner.stream_events("/generate", body):
             code = printer.show(event)
@@ -188,7 +201,7 @@ def _generate_attached(args: argparse.Namespace, prompt: str, owner: ControlClie
 async def _generate_here(args: argparse.Namespace, prompt: str, lock: InstanceLock) -> int:
     """No owner runs: this command runs the engine, and serves the control socket meanwhile so
     other commands (and a launched app) attach to it instead of starting a second engine."""
-    from core.chat_stream import reply_events
+    from core.chat_stream import prompt_request, reply_events
     from core.engine.processes import reap_orphan_engines
     from core.runtime import Runtime
     from core.server.control_routes import Owner
@@ -201,9 +214,9 @@ async def _generate_here(args: argparse.Namespace, prompt: str, lock: InstanceLo
         await control.start()
     except Exception as exc:  # noqa: BLE001 - the reply works without it; said once
         _err(f"[owner] cannot serve the control socket ({exc}); other commands wait for this one")
-    request = GenerationRequest(messages=(ChatMessage("user", prompt),),
-                                max_tokens=args.max_tokens, temperature=args.temperature,
-                                request_id=f"cli-{uuid.uuid4().hex[:12]}")
+    request = prompt_request(prompt, f"cli-{uuid.uuid4().hex[:12]}", system=args.system,
+                             max_tokens=args.max_tokens, temperature=args.temperature,
+                             top_p=args.top_p, seed=args.seed, thinking=args.think)
     printer = _ReplyPrinter()
     code = 1
     try:

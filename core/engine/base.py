@@ -43,9 +43,14 @@ class GenerationRequest:
     top_p: float = 0.95
     seed: int | None = None
     request_id: str = ""
-    thinking: bool = False
+    # enable_thinking for the chat template; None leaves the template's own default (Qwen3
+    # hybrids think, thinking-2507 models always think, instruct models never do).
+    thinking: bool | None = False
     ignore_eos: bool = False  # keep generating past end-of-sequence (benchmarks: fixed length)
     stop: tuple[str, ...] = ()  # stop sequences (not included in the output)
+    top_k: int = 0  # 0: every token is considered
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,7 @@ class RemoteEngine:
     def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
         """The create() arguments; vLLM's extensions go in extra_body."""
         extra: dict[str, Any] = {}
-        if self._config.send_chat_template_kwargs:
+        if self._config.send_chat_template_kwargs and request.thinking is not None:
             extra["chat_template_kwargs"] = {"enable_thinking": request.thinking}
         if request.ignore_eos:
             extra["ignore_eos"] = True
@@ -240,6 +240,11 @@ class RemoteEngine:
             args["seed"] = request.seed
         if request.stop:
             args["stop"] = list(request.stop)
+        if request.top_k > 0:
+            extra["top_k"] = request.top_k  # a vLLM extension
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(request, name):
+                args[name] = getattr(request, name)
         return args
 
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:

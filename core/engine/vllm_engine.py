@@ -559,9 +559,10 @@ class VllmEngine:
 
     def _render_prompt(self, request: GenerationRequest) -> tuple[list[int], bool]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        # enable_thinking left out: the template's own default decides.
+        options = {} if request.thinking is None else {"enable_thinking": request.thinking}
         prompt: str = self._tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True,
-            enable_thinking=request.thinking)
+            messages, tokenize=False, add_generation_prompt=True, **options)
         ids: list[int] = self._tokenizer.encode(prompt, add_special_tokens=False)
         return ids, prompt.rstrip().endswith(OPEN_TAG)
 
@@ -586,7 +587,9 @@ class VllmEngine:
             raise PromptTooLongError(len(ids), spec.max_model_len)
         params = SamplingParams(
             max_tokens=max(1, min(request.max_tokens, spec.max_model_len - len(ids))),
-            temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+            temperature=request.temperature, top_p=request.top_p, top_k=request.top_k,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty, seed=request.seed,
             ignore_eos=request.ignore_eos, stop=list(request.stop) or None,
             output_kind=RequestOutputKind.DELTA)
         queue: asyncio.Queue[Any] = asyncio.Queue()

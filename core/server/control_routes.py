@@ -22,8 +22,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from core.chat_stream import reply_events, switch_event_json
-from core.engine.base import ChatMessage, GenerationRequest
+from core.chat_stream import prompt_request, reply_events, switch_event_json
 from core.manager.events import SwitchEvent
 from core.models.catalog import UnknownModelError
 from core.telemetry.alerts import AlertEvent
@@ -85,6 +84,10 @@ class GenerateBody(BaseModel):
     max_tokens: int = Field(128, gt=0)
     temperature: float = Field(0.7, ge=0.0)
     private: bool = False
+    system: str = ""
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0)
+    thinking: bool | None = None  # None: the model's default
 
 
 async def _sample(runtime: Runtime) -> Sample:
@@ -155,9 +158,10 @@ def control_router(runtime: Runtime, owner: Owner) -> APIRouter:
     @router.post("/generate")
     async def generate(body: GenerateBody) -> StreamingResponse:
         """The reply as NDJSON events (core.chat_stream); a client that disconnects ends it."""
-        request = GenerationRequest(messages=(ChatMessage("user", body.prompt),),
-                                    max_tokens=body.max_tokens, temperature=body.temperature,
-                                    request_id=f"ctl-{uuid.uuid4().hex[:12]}")
+        request = prompt_request(body.prompt, f"ctl-{uuid.uuid4().hex[:12]}",
+                                 system=body.system, max_tokens=body.max_tokens,
+                                 temperature=body.temperature, top_p=body.top_p,
+                                 seed=body.seed, thinking=body.thinking)
 
         async def lines() -> AsyncIterator[str]:
             events = reply_events(runtime.chat, request, body.model, body.task_type,

@@ -57,8 +57,36 @@ def fill_hour(history: Any, metrics: list[str], end: float, hz: float = 10.0) ->
 
 def _config_file(folder: Path) -> Path:
     path = folder / "bench.yaml"
-    path.write_text("hardware_monitoring:\n  interval_seconds: 0.1\n")
+    # demo-tiny-a gets its model's full context, so a long conversation fits its prompt. Advise
+    # only: the simulated card heats under the streaming, and a thermal step-down (which would
+    # unload the model mid-measurement) is the policy's business, not the GUI's lag.
+    path.write_text("hardware_monitoring:\n  interval_seconds: 0.1\n  policy: advise\n"
+                    "models:\n  demo-tiny-a: {default_context: 4096}\n")
     return path
+
+
+TURN = ("Here is step {i} of the plan, with a table and some code.\n\n"
+        "| step | what | cost |\n|---|---|---|\n| {i} | migrate **data** | low |\n\n"
+        "```python\ndef step_{i}(rows):\n    return [r for r in rows if r.ok]\n```\n")
+
+
+def long_conversation(model_dir: Path, max_prompt_tokens: int = 3000) -> Any:
+    """A conversation of Markdown replies (tables, code) as long as demo-tiny-a's context
+    allows: the transcript on screen while the reply to its last turn streams."""
+    from core.conversation import Conversation, Reply
+    from core.prompt_tokens import PromptCounter
+
+    counter = PromptCounter()
+    c = Conversation(model="demo-tiny-a")
+    for i in range(400):
+        c.ask(f"What is step {i}?")
+        c.finish(Reply(TURN.format(i=i), thinking="Reasoning. " * 20, model="demo-tiny-a",
+                       tokens=60))
+        if counter.count(model_dir, c.messages("Write a long story.")) > max_prompt_tokens:
+            c.turns.pop()  # the prompt must leave room for the reply in the context
+            break
+    c.ask("Write a long story.")
+    return c
 
 
 async def _ticker(seconds: float) -> list[float]:
@@ -82,8 +110,11 @@ def _lag_figures(prefix: str, lags: list[float]) -> dict[str, Figure]:
     }
 
 
-def event_loop_lag(seconds: float = 10.0, stream: bool = True) -> dict[str, Figure]:
-    """Lag figures for the idle app and (stream=True) the app streaming from demo-tiny-a."""
+def event_loop_lag(seconds: float = 10.0, stream: bool = True,
+                   long_transcript: bool = True) -> dict[str, Figure]:
+    """Lag figures for the idle app and (stream=True) the app streaming from demo-tiny-a; with
+    long_transcript, also the playground on screen with a long Markdown transcript while its
+    last reply streams and text is typed into the prompt box."""
     from PySide6.QtWidgets import QApplication
 
     from core.engine.demo_model import ensure_demo_models
@@ -118,6 +149,7 @@ def event_loop_lag(seconds: float = 10.0, stream: bool = True) -> dict[str, Figu
                 result = await runtime.manager.switch_to("demo-tiny-a")
                 assert result.ok, result.errors
                 pg = controller.playground
+                pg.refresh_models()  # the demo models were built after the window
                 pg.model.setCurrentIndex(pg.model.findData("demo-tiny-a"))
                 pg.max_tokens.setValue(900)
                 pg.temperature.setValue(1.0)
@@ -125,9 +157,11 @@ def event_loop_lag(seconds: float = 10.0, stream: bool = True) -> dict[str, Figu
                 controller.window.tabs.setCurrentIndex(0)  # the charts are what is painted
 
                 async def keep_streaming() -> None:
+                    # The same one-turn prompt again and again (a conversation would grow).
+                    pg.send()
                     while True:
                         if not pg.busy:
-                            pg.send()
+                            pg.regenerate()
                         await asyncio.sleep(0.05)
 
                 streamer = asyncio.ensure_future(keep_streaming())
@@ -136,6 +170,8 @@ def event_loop_lag(seconds: float = 10.0, stream: bool = True) -> dict[str, Figu
                 streamer.cancel()
                 pg.stop()
                 figures.update(_lag_figures("streaming_lag", lags))
+                if long_transcript:
+                    figures.update(await _long_transcript_lag(controller, seconds))
             controller.window.close()
             await controller.finished.wait()
 
@@ -143,6 +179,62 @@ def event_loop_lag(seconds: float = 10.0, stream: bool = True) -> dict[str, Figu
             loop.run_until_complete(body())
         asyncio.set_event_loop(None)
     return figures
+
+
+async def _long_transcript_lag(controller: Any, seconds: float) -> dict[str, Figure]:
+    """The playground tab shown with a long transcript; the last turn's reply regenerated over
+    and over (the prompt stays the same) while a key is typed into the prompt box every 50 ms."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    pg = controller.playground
+    await pg.wait_idle()
+    model_dir = controller.runtime.chat.tokenizer_dir("demo-tiny-a")
+    conversation = await asyncio.get_running_loop().run_in_executor(
+        None, long_conversation, model_dir)
+    conversation.sampling = pg.sampling()
+    conversation.turns.pop()  # shown finished, then the last turn is asked again below
+    pg._show_conversation(conversation)
+    pg.max_tokens.setValue(900)
+    pg.temperature.setValue(1.0)
+    controller.window.tabs.setCurrentWidget(pg)
+    pg.prompt.setFocus()
+    pg.prompt.setPlainText("Write a long story.")
+    pg.send()
+
+    async def keep_streaming() -> None:
+        while True:
+            if not pg.busy:
+                pg.regenerate()
+            await asyncio.sleep(0.05)
+
+    async def keep_typing() -> None:
+        while True:
+            QTest.keyClick(pg.prompt, Qt.Key.Key_A)
+            if len(pg.prompt.toPlainText()) > 400:
+                pg.prompt.clear()
+            await asyncio.sleep(0.05)
+
+    streamed: list[int] = []
+    pg.generation_finished.connect(
+        lambda last: streamed.append(getattr(last, "tokens", 0)))
+    streamer = asyncio.ensure_future(keep_streaming())
+    await asyncio.sleep(1.0)
+    typist = asyncio.ensure_future(keep_typing())
+    lags = await _ticker(seconds)
+    streamer.cancel()
+    typist.cancel()
+    pg.stop()
+    await pg.wait_idle()
+    if sum(streamed) == 0:  # measured nothing streaming: say so, loudly
+        raise RuntimeError(f"the long-transcript reply did not stream: {pg.stats.text()}; "
+                           f"{controller.events.log.toPlainText()[-600:]}")
+    out = _lag_figures("long_transcript_streaming_typing_lag", lags)
+    out["long_transcript_tokens_streamed"] = _figure([float(sum(streamed))], "tokens")
+    out["long_transcript_turns"] = _figure([float(len(pg.conversation.turns))], "turns")
+    out["long_transcript_chars"] = _figure(
+        [float(len(pg.transcript.toPlainText()))], "chars")
+    return out
 
 
 def redraw_ms(repeats: int = 30, row_step_s: float = 0.1, new_rows: bool = True) -> list[float]:

@@ -85,6 +85,12 @@ def test_routes_answer_on_the_private_socket(lock: InstanceLock, tmp_path: Path)
             events = [json.loads(line) for line in reply.text.splitlines()]
             assert events[-1]["type"] == "error"
             assert events[-1]["exit_code"] == 2
+            # The generate command's sampling options arrive checked.
+            bad = await client.post("/generate", json={"prompt": "hi", "top_p": 1.5})
+            assert bad.status_code == 422
+            assert "top_p" in bad.text
+            bad = await client.post("/generate", json={"prompt": "hi", "seed": -1})
+            assert bad.status_code == 422
 
             assert (await client.post("/raise")).json()["raised"] is True
             assert raised == [True]

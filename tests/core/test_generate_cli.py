@@ -51,3 +51,33 @@ def test_generate_streams_through_router_and_manager(tmp_path: Path,
     assert "Complexity" in result.stderr or "complexity" in result.stderr  # router explanation
     history = vrampilot("history", "--json", data_dir=tmp_path)
     assert f'"to_model": "{done.group(1)}"' in history.stdout
+
+
+def test_bad_top_p_and_seed_are_refused(tmp_path: Path) -> None:
+    result = vrampilot("generate", "--top-p", "1.5", "hi", data_dir=tmp_path)
+    assert result.returncode == 2
+    assert "--top-p must be in (0, 1], not 1.5" in result.stderr
+    result = vrampilot("generate", "--seed", "-3", "hi", data_dir=tmp_path)
+    assert result.returncode == 2
+    assert "--seed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.vllm
+def test_same_seed_same_reply_with_system_prompt_and_no_think(tmp_path: Path,
+                                                              demo_model_dir: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "demo-tiny-a").symlink_to(demo_model_dir, target_is_directory=True)
+    args = ("generate", "--model", "demo-tiny-a", "--max-tokens", "12", "--temperature", "1.0",
+            "--top-p", "0.9", "--seed", "77", "--system", "You are terse.", "--no-think",
+            "Say something.")
+    first = vrampilot(*args, data_dir=tmp_path, timeout=400)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = vrampilot(*args, data_dir=tmp_path, timeout=400)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert first.stdout.strip()
+    assert first.stdout == second.stdout
+    other = vrampilot(*[a if a != "77" else "78" for a in args], data_dir=tmp_path, timeout=400)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert other.stdout != first.stdout

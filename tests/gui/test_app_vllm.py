@@ -74,9 +74,11 @@ def test_chat_stop_switch_and_clean_close(app: AppController, runtime: Runtime,
         assert pg.demo_notice.isVisibleTo(pg)  # the demo model's text is noise: said so
         assert "noise" in app.window.model_status.text()
 
-        # Stop ends a long stream early.
+        # Stop ends a long stream early. (Send moved the prompt into the conversation.)
+        assert pg.prompt.toPlainText() == ""
         pg.max_tokens.setValue(900)
         pg.temperature.setValue(1.0)
+        qtbot.keyClicks(pg.prompt, "Tell a long story.")
         qtbot.mouseClick(pg.send_button, Qt.MouseButton.LeftButton)
         await wait_until(lambda: pg.answer.toPlainText() or not pg.busy, 60, "first tokens")
         assert pg.busy, "the stream ended before Stop could be pressed"
@@ -106,6 +108,7 @@ def test_chat_stop_switch_and_clean_close(app: AppController, runtime: Runtime,
 
         # Close while a generation runs: it is cancelled, the engine shuts down, no child left.
         pg.model.setCurrentIndex(pg.model.findData("demo-tiny-b"))
+        qtbot.keyClicks(pg.prompt, "One more.")
         qtbot.mouseClick(pg.send_button, Qt.MouseButton.LeftButton)
         started = time.monotonic()
         assert not app.finished.is_set()
