@@ -85,7 +85,7 @@ def test_switch_anyway_after_confirmation_is_recorded_as_forced(
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        history.run(argparse.Namespace(json=False, limit=5))
+        history.run(argparse.Namespace(json=False, limit=5, routing=False))
     assert "-> demo-tiny-a [manual, forced] ready" in out.getvalue()
 
 
