@@ -46,7 +46,8 @@ from core.facade import (
     settings_file,
 )
 from gui.bridge import CoreBridge
-from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
+from gui.chart_data import ChartAnnotations, ChartSpec
+from gui.charts import ChartPanel
 from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier

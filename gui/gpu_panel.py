@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import GpuProcess, GpuSnapshot, Sample, clock_events, gpu_metric
-from gui.charts import ChartAnnotations, ChartPanel
+from gui.chart_data import ChartAnnotations
+from gui.charts import ChartPanel
 
 GIB = 1024**3
 MIB = 1024**2

@@ -11,7 +11,8 @@ from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from core.facade import TelemetryHistory, TelemetryRecorder, recordings_dir
-from gui.charts import ChartPanel, ChartSpec
+from gui.chart_data import ChartSpec
+from gui.charts import ChartPanel
 
 
 class RecordingWindow(QWidget):

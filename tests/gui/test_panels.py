@@ -22,7 +22,8 @@ from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
 from gui.app import AppController
-from gui.charts import ChartPanel, ChartSpec, PeakBuckets
+from gui.chart_data import ChartSpec, PeakBuckets
+from gui.charts import ChartPanel
 from gui.history_panel import HistoryPanel, pair_label
 from gui.model_switcher import ModelSwitcherPanel
 from tests.gui.conftest import wait_until
