@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from core.facade import (
     CLOSE_DEADLINE_S,
+    DEMO_NOTICE,
     GIB,
     STATE_PHASES,
     TERMINAL_PHASES,
@@ -33,6 +34,7 @@ from core.facade import (
     Runtime,
     ServerConfigError,
     ServerSettings,
+    StateChange,
     SwitchEvent,
     SwitchPhase,
     TelemetryRecorder,
@@ -342,7 +344,7 @@ class AppController(QObject):
 
     def _on_switch_event(self, event: SwitchEvent) -> None:
         if event.phase in STATE_PHASES:
-            if event.phase in (SwitchPhase.CRASHED, SwitchPhase.UNLOADED):
+            if event.phase in (StateChange.CRASHED, StateChange.UNLOADED):
                 self.history.refresh()
                 self._show_model()
             return
@@ -359,7 +361,7 @@ class AppController(QObject):
         active = self.runtime.manager.active_model
         text = f"model: {active}" if active else "no model loaded"
         if self.models.demo_active():
-            text += " (demo: random weights, its text is noise)"
+            text += f" - {DEMO_NOTICE}"
         self.window.set_model_status(text)
 
     # -- lifecycle ------------------------------------------------------------------------------

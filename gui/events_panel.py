@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.facade import GIB, AlertEvent, SwitchEvent, SwitchPhase
+from core.facade import GIB, AlertEvent, StateChange, SwitchEvent, SwitchPhase
 
 POLICIES = (("Act: switch or limit automatically", "act"),
             ("Advise only: never change the model", "advise"))
@@ -52,11 +52,11 @@ def format_alert(e: AlertEvent) -> str:
 
 def format_switch(e: SwitchEvent) -> tuple[str, str] | None:
     """The switch events worth a log line (phase starts are shown by the progress bar)."""
-    if e.phase == SwitchPhase.ADVICE:
+    if e.phase == StateChange.ADVICE:
         return "advice", e.message
-    if e.phase == SwitchPhase.CRASHED:
+    if e.phase == StateChange.CRASHED:
         return "error", e.message
-    if e.phase == SwitchPhase.UNLOADED:
+    if e.phase == StateChange.UNLOADED:
         return "action", e.message
     if e.phase == SwitchPhase.READY:
         return "switch", f"{e.from_model or '(none)'} → {e.target} ready in {e.elapsed_s:.1f} s" \

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import (
+    DEMO_NOTICE,
     GIB,
     STATE_PHASES,
     TERMINAL_PHASES,
@@ -40,6 +41,7 @@ from core.facade import (
     RemoteConfig,
     RemoteHealth,
     RemoteState,
+    StateChange,
     SwitchEvent,
     SwitchPhase,
     SwitchPlan,
@@ -47,8 +49,6 @@ from core.facade import (
     check_remote_health,
 )
 
-DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes is noise, "
-               "not an answer. It exercises loading, streaming and switching for real.")
 COLUMNS = ("Model", "Engine / quant.", "Fits here", "On disk", "Expected tok/s",
            "Measured tok/s", "State")
 STATE_COLUMN = COLUMNS.index("State")
@@ -115,7 +115,8 @@ class ModelSwitcherPanel(QWidget):
 
         self.active_label = QLabel()
         self.active_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.demo_notice = QLabel(DEMO_NOTICE)
+        self.demo_notice = QLabel(
+            f"{DEMO_NOTICE} It exercises loading, streaming and switching for real.")
         self.demo_notice.setWordWrap(True)
         self.demo_notice.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; "
                                        "padding: 6px; border-radius: 4px; }")
@@ -379,7 +380,7 @@ class ModelSwitcherPanel(QWidget):
     def on_switch_event(self, event: SwitchEvent) -> None:
         """Progress by phase: value from the history's prediction, busy bar without one."""
         if event.phase in STATE_PHASES:
-            if event.phase in (SwitchPhase.CRASHED, SwitchPhase.UNLOADED):
+            if event.phase in (StateChange.CRASHED, StateChange.UNLOADED):
                 self.phase_text.setText(event.message)
             self.refresh()
             return

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent
 from core.manager.manager import ModelManager
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.config import AlertAction, AlertPolicy, HardwareMonitoring
@@ -139,7 +139,7 @@ class AlertReactor:
         self._limited_at = None if limit is None else self._clock()
         log.warning("%s", reason)
         active = self.manager.active_model or ""
-        self.manager.emit(SwitchEvent(0, SwitchPhase.CONCURRENCY, active, active, "alert", 0.0,
+        self.manager.emit(SwitchEvent(0, StateChange.CONCURRENCY, active, active, "alert", 0.0,
                                       message=reason))
         return AlertReaction(action, kind, reason, applied=True)
 
@@ -207,5 +207,5 @@ class AlertReactor:
 
     def _advise(self, message: str) -> None:
         active = self.manager.active_model or ""
-        self.manager.emit(SwitchEvent(0, SwitchPhase.ADVICE, active, active, "alert", 0.0,
+        self.manager.emit(SwitchEvent(0, StateChange.ADVICE, active, active, "alert", 0.0,
                                       message=message))

@@ -40,7 +40,7 @@ from core.engine.base import (
 from core.engine.load_phases import LABELS as LOAD_LABELS
 from core.history_store import NO_MODEL, HistoryStore
 from core.manager.eta import SwitchEta
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
 from core.manager.plan import (
     DeviceReading,
@@ -415,7 +415,7 @@ class ModelManager:
                                         outcome="unloaded", total_s=self._clock() - started,
                                         phases={"unloading": took}, error=message, forced=True)
             log.warning("%s", message)
-            self.emit(SwitchEvent(0, SwitchPhase.UNLOADED, model, model, "alert", took,
+            self.emit(SwitchEvent(0, StateChange.UNLOADED, model, model, "alert", took,
                                   message=message))
             return took
 
@@ -759,7 +759,7 @@ class ModelManager:
         log.error("%s", message)
         self._history.record_switch(from_model=model, to_model=NO_MODEL, reason="crash",
                                     outcome="crashed", total_s=0.0, phases={}, error=detail)
-        self.emit(SwitchEvent(0, SwitchPhase.CRASHED, model, model, "crash", 0.0,
+        self.emit(SwitchEvent(0, StateChange.CRASHED, model, model, "crash", 0.0,
                               message=message, error=detail))
         try:
             await loaded.engine.shutdown()  # reap what is left of it
