@@ -67,6 +67,7 @@ from core.engine.thinking import OPEN_TAG, ThinkingSplitter
 from core.engine.vllm_process import (
     console_errors_only,
     freeze_import_heap,
+    quiet_teardown,
     read_log,
     rotated_log,
     set_engine_environment,
@@ -392,6 +393,7 @@ class VllmEngine:
         self._registry.reap_orphans()
         set_engine_environment(config_file)
         before = child_pids()
+        quiet_teardown()  # before vLLM's import
         try:
             from transformers import AutoTokenizer
             from vllm.engine.arg_utils import AsyncEngineArgs

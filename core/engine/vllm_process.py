@@ -5,22 +5,26 @@
   that file (the parent only sees "Engine core initialization failed").
 - Environment: the variables the spawned engine processes read (logging config, worker grace).
 - Imports: vLLM's ~8 s import, and freezing the heap it leaves behind out of the collector's way.
+- Exit: the teardown noise vLLM's imports bring (nanobind leak reports) is kept off stderr.
 Engine processes themselves (finding, ending, reaping orphans) are core.engine.processes.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 _LOG_FILE = "vllm-engine.log"
 _LOG_CONFIG_FILE = "vllm-logging.json"
 _LOG_MAX_BYTES = 20 * 1024 * 1024
 _import_heap_frozen = False
+_teardown_quiet = False
 
 # Seconds vLLM's engine core gives its worker to exit by itself at shutdown (vLLM's default: 5).
 WORKER_SHUTDOWN_GRACE_S = 1
@@ -61,6 +65,37 @@ def write_logging_config(log_dir: Path) -> tuple[Path, Path]:
     return config_file, log_file
 
 
+def quiet_teardown() -> None:
+    """From the end of the atexit callbacks on, send this process's stderr to /dev/null. Idempotent.
+
+    Call it before vLLM is imported. What writes to stderr after the atexit callbacks is the
+    interpreter's teardown, and with vLLM imported that is third-party noise, not news:
+    - nanobind (the bindings of triton, which vLLM imports) reports every object and type
+      still alive when it is unloaded: hundreds of "leaked instance/type" lines, each exit;
+    - vLLM's ``AsyncLLM.__del__`` calls its shutdown() again while modules are being torn down
+      and prints "TypeError: 'NoneType' object is not callable" (the engine processes were
+      ended already: our unload ends them whatever vLLM does).
+    triton does the same in its own compile workers (triton/_compile_warmup_pool.py,
+    _silence_worker_shutdown_diagnostics). atexit runs callbacks last-registered first, so this
+    one, registered before vLLM's, runs after them: their output, and the traceback of an
+    uncaught exception (printed before any callback), still show.
+    """
+    global _teardown_quiet
+    if not _teardown_quiet:
+        _teardown_quiet = True
+        atexit.register(_stderr_to_devnull)
+
+
+def _stderr_to_devnull() -> None:
+    try:
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError):  # stderr already closed: nothing to silence
+        pass
+
+
 def import_vllm() -> None:
     """Import vLLM and transformers (~8 s, longer on a busy machine). Blocking.
 
@@ -68,6 +103,7 @@ def import_vllm() -> None:
     the event loop can stall for hundreds of milliseconds during the first load. An app that
     must stay smooth calls this in a thread at start-up, before it animates anything.
     """
+    quiet_teardown()
     for module in ("transformers", "vllm.engine.arg_utils", "vllm.v1.engine.async_llm"):
         importlib.import_module(module)
     freeze_import_heap()
