@@ -295,12 +295,12 @@ class AppController(QObject):
         b.switch_event.connect(self.events.on_switch_event)
         b.switch_event.connect(self.playground.on_switch_event)
         b.switch_event.connect(self._on_switch_event)
-        b.log.connect(self.events.add)
-        self.models.log.connect(self.events.add)
+        b.event_line.connect(self.events.add)
+        self.models.event_line.connect(self.events.add)
         self.playground.log.connect(self.events.add)
-        self.soak.log.connect(self.events.add)
-        self.gpu_status.log.connect(self.events.add)
-        self.recording.log.connect(self.events.add)
+        self.soak.event_line.connect(self.events.add)
+        self.gpu_status.event_line.connect(self.events.add)
+        self.recording.event_line.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
         self.window.serve_action.toggled.connect(self._on_serve_toggled)
@@ -369,8 +369,8 @@ class AppController(QObject):
         """Subscribe to the core, start sampling and the charts, show the window."""
         self._unsubscribe.append(self.runtime.sampler.subscribe(self.bridge.on_sample))
         self._unsubscribe.append(self.runtime.manager.subscribe(self.bridge.on_switch_event))
-        self.runtime.add_log_listener(self.bridge.on_log)
-        self.runtime.add_log_listener(self.soak.note)  # alert actions go into a soak's report
+        self.runtime.add_event_listener(self.bridge.on_event_line)
+        self.runtime.add_event_listener(self.soak.note)  # alert actions go into a soak's report
         self._previous_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
         self.runtime.start()

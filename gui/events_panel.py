@@ -120,14 +120,14 @@ class EventsPanel(QWidget):
         super().__init__(parent)
         self._set_policy = set_policy
         self.notifier = notifier
-        self.log = EventLog()
+        self.event_log = EventLog()
         self.policy = QComboBox()
         for label, value in POLICIES:
             self.policy.addItem(label, value)
         self.policy.setCurrentIndex(0 if policy == "act" else 1)
         self.policy.currentIndexChanged.connect(self._policy_changed)
         clear = QPushButton("Clear")
-        clear.clicked.connect(self.log.clear)
+        clear.clicked.connect(self.event_log.clear)
         bar = QHBoxLayout()
         bar.addWidget(QLabel("On critical alerts:"))
         bar.addWidget(self.policy)
@@ -135,10 +135,10 @@ class EventsPanel(QWidget):
         bar.addWidget(clear)
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
-        layout.addWidget(self.log, 1)
+        layout.addWidget(self.event_log, 1)
 
     def add(self, level: str, text: str) -> None:
-        self.log.add(level, text)
+        self.event_log.add(level, text)
 
     def on_alerts(self, events: Sequence[AlertEvent]) -> None:
         for e in events:

@@ -75,7 +75,7 @@ from core.engine.vllm_process import (
 from core.models.estimator import architecture_from_config, kv_bytes_per_token
 from core.telemetry.activity import EngineActivity
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _END = object()
 # Prompts longer than this are tokenized in the worker thread, not on the event loop.
@@ -234,7 +234,7 @@ class VllmEngine:
         if self._activity is not None:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
-        log.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
+        logger.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
                  self.pids(), ", ".join(f"{k} {v:.2f} s" for k, v in self.load_phases.items()))
 
     def _new_log_text(self) -> str:
@@ -299,7 +299,7 @@ class VllmEngine:
                     proc.kill()  # no waiting here: the loop keeps running
             await asyncio.wait({starting}, timeout=0.2)
         if not starting.done():
-            log.warning("a cancelled vLLM start did not end within the deadline")
+            logger.warning("a cancelled vLLM start did not end within the deadline")
             return
         if starting.cancelled() or starting.exception() is not None:
             return
@@ -462,7 +462,7 @@ class VllmEngine:
             try:
                 llm.shutdown(timeout=self._shutdown_timeout_s)
             except Exception:  # the processes are ended below whatever happened
-                log.exception("vLLM shutdown raised; ending its processes directly")
+                logger.exception("vLLM shutdown raised; ending its processes directly")
             del llm
             gc.collect()  # AsyncLLM sits in reference cycles
         # All of them, also those vLLM already killed: they are reaped there (no zombie stays).
@@ -617,7 +617,7 @@ class VllmEngine:
         self._dead = EngineDiedError(f"The engine running {model} stopped ({what}); "
                                      "the model is unloaded and the next request loads it "
                                      "again.")
-        log.error("%s", self._dead)
+        logger.error("%s", self._dead)
         for queue in self._streams.values():
             queue.put_nowait(("error", self._dead))
         self._cleanup = asyncio.create_task(self._reap_after_death(),
@@ -630,7 +630,7 @@ class VllmEngine:
         try:
             await loop.run_in_executor(self._executor, self._stop, holder, procs)
         except EngineError:
-            log.exception("engine processes survived after a crash")
+            logger.exception("engine processes survived after a crash")
         finally:
             self._spec = None
             self._tokenizer = None

@@ -73,7 +73,7 @@ class Recorder:
         self.events: list[SwitchEvent] = []
         self.logs: list[tuple[str, str]] = []
         rt.manager.subscribe(self.events.append)
-        rt.add_log_listener(lambda level, text: self.logs.append((level, text)))
+        rt.add_event_listener(lambda level, text: self.logs.append((level, text)))
 
     def phase(self, phase: SwitchPhase) -> list[SwitchEvent]:
         return [e for e in self.events if e.phase is phase]
