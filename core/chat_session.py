@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ChatSession", "NoModelError", "Target"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class ChatSession:
                 tokens_per_s=last.tokens_per_s if last else None,
                 first_token_s=last.first_token_s if last else None)
         except sqlite3.Error as exc:  # e.g. closed while closing: the reply itself stands
-            log.warning("the routed request %s was not logged: %s", request_id, exc)
+            logger.warning("the routed request %s was not logged: %s", request_id, exc)
 
     def feedback_models(self) -> list[str]:
         """Models a user may name as the one that should have answered: the whole catalog."""

@@ -37,11 +37,11 @@ from core.engine.base import (
     GenerationDelta,
     GenerationRequest,
 )
-from core.engine.demo_model import build_demo_model, ensure_demo_models
+from core.engine.demo_model import DEMO_NOTICE, build_demo_model, ensure_demo_models
 from core.engine.remote_engine import RemoteConfig
 from core.engine.remote_health import RemoteHealth, RemoteState, check_remote_health
 from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
-from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.manager.events import STATE_PHASES, TERMINAL_PHASES, StateChange, SwitchEvent, SwitchPhase
 from core.manager.manager import ManagerState, ModelManager, SwitchResult
 from core.manager.plan import DeviceReading, SwitchPlan
 from core.models.added_dirs import add_dir
@@ -111,6 +111,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CHART_FILE",
     "CLOSE_DEADLINE_S",
+    "DEMO_NOTICE",
     "FIELDS",
     "GIB",
     "MAX_CONCURRENCY",
@@ -166,6 +167,7 @@ __all__ = [
     "SoakRunner",
     "SoakSeries",
     "SoakSettings",
+    "StateChange",
     "SwitchEvent",
     "SwitchPhase",
     "SwitchPlan",

@@ -40,12 +40,13 @@ from core.telemetry.sampler import Sampler, SerializedDevice, open_gpu_devices
 from core.telemetry.snapshot import GpuSnapshot, Sample
 from core.uptime import UptimeRecorder
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "demo-tiny-a"
 CUSTOM_MODEL_ID = "custom"
 
-LogListener = Callable[[str, str], None]
+# A line for the app's event log (level, text): the Events tab, a soak's report, the CLI.
+EventLineListener = Callable[[str, str], None]
 EngineFactory = Callable[[ModelEntry], Engine]
 
 # Closing (app exit, end of a command) finishes within this, whatever the engine is doing, so
@@ -115,7 +116,7 @@ class Runtime:
     engines: weakref.WeakSet[Engine] = field(default_factory=weakref.WeakSet)
     # Child processes that were there before this runtime: not its engines, close() spares them.
     children_before: set[int] = field(default_factory=set)
-    _log_listeners: list[LogListener] = field(default_factory=list)
+    _event_listeners: list[EventLineListener] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _pending_events: list[AlertEvent] = field(default_factory=list)
@@ -244,11 +245,12 @@ class Runtime:
         self.router.set_buffer_gib(new.router.selection.buffer_gib)
         self.config = replace(new, catalog=self.config.catalog)
 
-    def add_log_listener(self, listener: LogListener) -> None:
-        self._log_listeners.append(listener)
+    def add_event_listener(self, listener: EventLineListener) -> None:
+        self._event_listeners.append(listener)
 
-    def log(self, level: str, text: str) -> None:
-        for listener in self._log_listeners:
+    def post_event(self, level: str, text: str) -> None:
+        """Tell the event log's listeners (not Python logging: `logger` is that)."""
+        for listener in self._event_listeners:
             listener(level, text)
 
     def start(self) -> None:
@@ -259,10 +261,10 @@ class Runtime:
         from core.engine.processes import reap_orphan_engines
 
         for warning in self.config.warnings:  # already on stderr; the GUI's events show it too
-            self.log("warning", warning)
+            self.post_event("warning", warning)
         reaped = reap_orphan_engines()
         if reaped:
-            self.log("warning", f"ended {len(reaped)} engine process(es) left by an earlier "
+            self.post_event("warning", f"ended {len(reaped)} engine process(es) left by an earlier "
                                 f"crash: {', '.join(map(str, reaped))}")
         self._loop = asyncio.get_event_loop()
         self.sampler.subscribe(self._on_sample)
@@ -293,10 +295,10 @@ class Runtime:
                 key = (reaction.action, reaction.kind, reaction.target)
                 if reaction.action != Reaction.NONE and key != self._last_reaction:
                     verb = "action" if reaction.applied else "advice"
-                    self.log(verb, f"{reaction.kind}: {reaction.reason}")
+                    self.post_event(verb, f"{reaction.kind}: {reaction.reason}")
                 self._last_reaction = key
         except Exception as exc:  # noqa: BLE001 - an alert reaction must never kill the loop
-            self.log("error", f"reacting to an alert failed: {exc}")
+            self.post_event("error", f"reacting to an alert failed: {exc}")
 
     async def autoload(self, model_path: str | Path | None = None,
                        model_id: str | None = None) -> None:
@@ -311,17 +313,17 @@ class Runtime:
             if self.manager.catalog.get(target).priority == "DEMO":  # built here, if missing
                 from core.engine.demo_model import ensure_demo_models
 
-                self.log("info", "building the demo models if missing…")
+                self.post_event("info", "building the demo models if missing…")
                 await asyncio.get_running_loop().run_in_executor(None, ensure_demo_models)
             result = await self.manager.switch_to(target, reason="manual")
             if result.ok:
-                self.log("info", f"{result.active} is ready ({result.total_s:.1f} s)")
+                self.post_event("info", f"{result.active} is ready ({result.total_s:.1f} s)")
             else:
-                self.log("error", f"could not load {target}: " + "; ".join(result.errors))
+                self.post_event("error", f"could not load {target}: " + "; ".join(result.errors))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app stays usable
-            self.log("error", f"loading the first model failed: {exc}")
+            self.post_event("error", f"loading the first model failed: {exc}")
 
     def _register_custom(self, path: Path) -> str:
         """Add a catalog entry for a model directory given with --model."""
@@ -366,20 +368,20 @@ class Runtime:
         closing.set_name("runtime-close")
         await asyncio.wait({closing}, timeout=max(0.0, deadline - loop.time() - CLOSE_FORCE_AT_S))
         if not closing.done():
-            self.log("warning", "the engine did not shut down in time: ending it by force")
+            self.post_event("warning", "the engine did not shut down in time: ending it by force")
         # Also after a clean close: a cancelled start may have spawned a process meanwhile.
         ended = await loop.run_in_executor(None, end_engine_processes, self.children_before,
                                            ENGINE_EXIT_GRACE_S)
         if ended and closing.done():
-            log.info("ended leftover engine process(es) %s", ended)
+            logger.info("ended leftover engine process(es) %s", ended)
         if not closing.done():
             await asyncio.wait({closing}, timeout=max(0.0, deadline - loop.time()))
         if not closing.done():
             closing.cancel()
-            log.warning("closing the model manager did not finish within %.1f s", deadline_s)
+            logger.warning("closing the model manager did not finish within %.1f s", deadline_s)
             return  # the history store stays open for a write still to come
         if not closing.cancelled() and closing.exception() is not None:
-            self.log("error", f"shutting the engine down failed: {closing.exception()}")
+            self.post_event("error", f"shutting the engine down failed: {closing.exception()}")
         for device in self.devices:
             device.close()
         self.history_store.close()

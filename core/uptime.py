@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.history_store import HistoryStore
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 
 STATES = ("ready", "switching", "down", "idle")
 UPTIME_TARGET = 0.95  # the record's "Model Uptime: 95%+ availability"
 SEEN_EVERY_S = 30.0
 _IN_PROGRESS = frozenset({SwitchPhase.UNLOADING, SwitchPhase.WAITING_FOR_MEMORY,
                           SwitchPhase.CHECKING, SwitchPhase.LOADING, SwitchPhase.WARMING_UP})
-_LOST = frozenset({SwitchPhase.CRASHED, SwitchPhase.UNLOADED, SwitchPhase.FAILED,
+_LOST = frozenset({StateChange.CRASHED, StateChange.UNLOADED, SwitchPhase.FAILED,
                    SwitchPhase.CANCELLED})
 
 

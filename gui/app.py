@@ -23,6 +23,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from core.facade import (
     CLOSE_DEADLINE_S,
+    DEMO_NOTICE,
     GIB,
     STATE_PHASES,
     TERMINAL_PHASES,
@@ -34,6 +35,7 @@ from core.facade import (
     Runtime,
     ServerConfigError,
     ServerSettings,
+    StateChange,
     SwitchEvent,
     SwitchPhase,
     TelemetryRecorder,
@@ -48,7 +50,8 @@ from core.facade import (
     settings_file,
 )
 from gui.bridge import CoreBridge
-from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
+from gui.chart_data import ChartAnnotations, ChartSpec
+from gui.charts import ChartPanel
 from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
@@ -297,14 +300,14 @@ class AppController(QObject):
         b.switch_event.connect(self.events.on_switch_event)
         b.switch_event.connect(self.playground.on_switch_event)
         b.switch_event.connect(self._on_switch_event)
-        b.log.connect(self.events.add)
-        self.models.log.connect(self.events.add)
-        self.playground.log.connect(self.events.add)
-        self.playground.side_by_side.log.connect(self.events.add)
+        b.event_line.connect(self.events.add)
+        self.models.event_line.connect(self.events.add)
+        self.playground.event_line.connect(self.events.add)
+        self.playground.side_by_side.event_line.connect(self.events.add)
         self.playground.side_by_side.finished.connect(lambda _runs: self.history.refresh())
-        self.soak.log.connect(self.events.add)
-        self.gpu_status.log.connect(self.events.add)
-        self.recording.log.connect(self.events.add)
+        self.soak.event_line.connect(self.events.add)
+        self.gpu_status.event_line.connect(self.events.add)
+        self.recording.event_line.connect(self.events.add)
         self.playground.generation_finished.connect(lambda _last: self.models.refresh())
         self.window.shutdown_requested.connect(self._on_shutdown_requested)
         self.window.serve_action.toggled.connect(self._on_serve_toggled)
@@ -348,7 +351,7 @@ class AppController(QObject):
 
     def _on_switch_event(self, event: SwitchEvent) -> None:
         if event.phase in STATE_PHASES:
-            if event.phase in (SwitchPhase.CRASHED, SwitchPhase.UNLOADED):
+            if event.phase in (StateChange.CRASHED, StateChange.UNLOADED):
                 self.history.refresh()
                 self._show_model()
             return
@@ -365,7 +368,7 @@ class AppController(QObject):
         active = self.runtime.manager.active_model
         text = f"model: {active}" if active else "no model loaded"
         if self.models.demo_active():
-            text += " (demo: random weights, its text is noise)"
+            text += f" - {DEMO_NOTICE}"
         self.window.set_model_status(text)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -373,8 +376,8 @@ class AppController(QObject):
         """Subscribe to the core, start sampling and the charts, show the window."""
         self._unsubscribe.append(self.runtime.sampler.subscribe(self.bridge.on_sample))
         self._unsubscribe.append(self.runtime.manager.subscribe(self.bridge.on_switch_event))
-        self.runtime.add_log_listener(self.bridge.on_log)
-        self.runtime.add_log_listener(self.soak.note)  # alert actions go into a soak's report
+        self.runtime.add_event_listener(self.bridge.on_event_line)
+        self.runtime.add_event_listener(self.soak.note)  # alert actions go into a soak's report
         self._previous_excepthook = sys.excepthook
         sys.excepthook = self._excepthook
         self.runtime.start()

@@ -14,7 +14,7 @@ class CoreBridge(QObject):
 
     alerts = Signal(object)  # list[core.telemetry.alerts.AlertEvent]
     switch_event = Signal(object)  # core.manager.events.SwitchEvent
-    log = Signal(str, str)  # level, text
+    event_line = Signal(str, str)  # level, text: a line for the Events tab
 
     def on_sample(self, _sample: Any, alert_events: Sequence[Any] = ()) -> None:
         """Sampler subscriber: runs on the sampler thread, so it only emits (queued)."""
@@ -25,5 +25,5 @@ class CoreBridge(QObject):
         """Manager subscriber (event-loop thread; a signal keeps delivery uniform)."""
         self.switch_event.emit(event)
 
-    def on_log(self, level: str, text: str) -> None:
-        self.log.emit(level, text)
+    def on_event_line(self, level: str, text: str) -> None:
+        self.event_line.emit(level, text)

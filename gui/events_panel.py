@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.facade import GIB, AlertEvent, SwitchEvent, SwitchPhase
+from core.facade import GIB, AlertEvent, StateChange, SwitchEvent, SwitchPhase
 
 POLICIES = (("Act: switch or limit automatically", "act"),
             ("Advise only: never change the model", "advise"))
@@ -52,11 +52,11 @@ def format_alert(e: AlertEvent) -> str:
 
 def format_switch(e: SwitchEvent) -> tuple[str, str] | None:
     """The switch events worth a log line (phase starts are shown by the progress bar)."""
-    if e.phase == SwitchPhase.ADVICE:
+    if e.phase == StateChange.ADVICE:
         return "advice", e.message
-    if e.phase == SwitchPhase.CRASHED:
+    if e.phase == StateChange.CRASHED:
         return "error", e.message
-    if e.phase == SwitchPhase.UNLOADED:
+    if e.phase == StateChange.UNLOADED:
         return "action", e.message
     if e.phase == SwitchPhase.READY:
         return "switch", f"{e.from_model or '(none)'} → {e.target} ready in {e.elapsed_s:.1f} s" \
@@ -120,14 +120,14 @@ class EventsPanel(QWidget):
         super().__init__(parent)
         self._set_policy = set_policy
         self.notifier = notifier
-        self.log = EventLog()
+        self.event_log = EventLog()
         self.policy = QComboBox()
         for label, value in POLICIES:
             self.policy.addItem(label, value)
         self.policy.setCurrentIndex(0 if policy == "act" else 1)
         self.policy.currentIndexChanged.connect(self._policy_changed)
         clear = QPushButton("Clear")
-        clear.clicked.connect(self.log.clear)
+        clear.clicked.connect(self.event_log.clear)
         bar = QHBoxLayout()
         bar.addWidget(QLabel("On critical alerts:"))
         bar.addWidget(self.policy)
@@ -135,10 +135,10 @@ class EventsPanel(QWidget):
         bar.addWidget(clear)
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
-        layout.addWidget(self.log, 1)
+        layout.addWidget(self.event_log, 1)
 
     def add(self, level: str, text: str) -> None:
-        self.log.add(level, text)
+        self.event_log.add(level, text)
 
     def on_alerts(self, events: Sequence[AlertEvent]) -> None:
         for e in events:

@@ -23,7 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import GpuProcess, GpuSnapshot, Sample, clock_events, gpu_metric
-from gui.charts import ChartAnnotations, ChartPanel
+from gui.chart_data import ChartAnnotations
+from gui.charts import ChartPanel
 
 GIB = 1024**3
 MIB = 1024**2
@@ -65,7 +66,7 @@ def used_text(process: GpuProcess) -> str:
 class GpuStatusPanel(QWidget):
     """Header lines and the GPU process table, refreshed from the sampler's latest sample."""
 
-    log = Signal(str, str)  # level, text
+    event_line = Signal(str, str)  # level, text
 
     def __init__(self, latest: Callable[[], Sample | None],
                  annotations: ChartAnnotations | None = None, refresh_ms: int = 1000,
@@ -127,15 +128,15 @@ class GpuStatusPanel(QWidget):
         started, ended = clock_events.changes(before, gpu.clock_events)
         for event in started:
             name = clock_events.reason_name(event)
-            self.log.emit("warning" if event in WARN_REASONS else "info",
-                          f"GPU {gpu.index} throttling: {name} ({event}) started")
+            self.event_line.emit("warning" if event in WARN_REASONS else "info",
+                                 f"GPU {gpu.index} throttling: {name} ({event}) started")
             if self._annotations is not None:
                 self._annotations.alert_changed(throttle_metric(gpu.index, event), "throttle",
                                                 "raised", gpu.timestamp, gpu.timestamp,
                                                 label=f"throttle: {name}")
         for event in ended:
-            self.log.emit("info", f"GPU {gpu.index} throttling: "
-                                  f"{clock_events.reason_name(event)} ({event}) ended")
+            self.event_line.emit("info", f"GPU {gpu.index} throttling: "
+                                 f"{clock_events.reason_name(event)} ({event}) ended")
             if self._annotations is not None:
                 self._annotations.alert_changed(throttle_metric(gpu.index, event), "throttle",
                                                 "ended", gpu.timestamp, gpu.timestamp)

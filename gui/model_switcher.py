@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import (
+    DEMO_NOTICE,
     GIB,
     STATE_PHASES,
     TERMINAL_PHASES,
@@ -40,6 +41,7 @@ from core.facade import (
     RemoteConfig,
     RemoteHealth,
     RemoteState,
+    StateChange,
     SwitchEvent,
     SwitchPhase,
     SwitchPlan,
@@ -47,8 +49,6 @@ from core.facade import (
     check_remote_health,
 )
 
-DEMO_NOTICE = ("Demo model active: it has random weights, so the text it writes is noise, "
-               "not an answer. It exercises loading, streaming and switching for real.")
 COLUMNS = ("Model", "Engine / quant.", "Fits here", "On disk", "Expected tok/s",
            "Measured tok/s", "State")
 STATE_COLUMN = COLUMNS.index("State")
@@ -79,7 +79,7 @@ def phase_label(event: SwitchEvent) -> str:
 class ModelSwitcherPanel(QWidget):
     """Receives the manager and the history it shows; all work runs as named, kept tasks."""
 
-    log = Signal(str, str)
+    event_line = Signal(str, str)
     switch_finished = Signal(object)  # SwitchResult, or an Exception
     # A probe's RemoteHealth, emitted from its worker thread (queued to the GUI thread).
     remote_checked = Signal(object)
@@ -115,7 +115,8 @@ class ModelSwitcherPanel(QWidget):
 
         self.active_label = QLabel()
         self.active_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.demo_notice = QLabel(DEMO_NOTICE)
+        self.demo_notice = QLabel(
+            f"{DEMO_NOTICE} It exercises loading, streaming and switching for real.")
         self.demo_notice.setWordWrap(True)
         self.demo_notice.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; "
                                        "padding: 6px; border-radius: 4px; }")
@@ -282,7 +283,7 @@ class ModelSwitcherPanel(QWidget):
             self._remote_worker.join(0.5)  # it has emitted: it ends now
         if before is None or before.state is not health.state:
             level = "info" if health.state is RemoteState.REACHABLE else "warning"
-            self.log.emit(level, f"remote endpoint {health.state.value}: {health.detail}")
+            self.event_line.emit(level, f"remote endpoint {health.state.value}: {health.detail}")
         self._show_state()
 
     def _refresh_clicked(self) -> None:
@@ -379,7 +380,7 @@ class ModelSwitcherPanel(QWidget):
     def on_switch_event(self, event: SwitchEvent) -> None:
         """Progress by phase: value from the history's prediction, busy bar without one."""
         if event.phase in STATE_PHASES:
-            if event.phase in (SwitchPhase.CRASHED, SwitchPhase.UNLOADED):
+            if event.phase in (StateChange.CRASHED, StateChange.UNLOADED):
                 self.phase_text.setText(event.message)
             self.refresh()
             return
@@ -413,7 +414,7 @@ class ModelSwitcherPanel(QWidget):
         try:
             plan = self._manager.plan_switch(target)
         except Exception as exc:  # noqa: BLE001 - shown, the panel stays usable
-            self.log.emit("error", f"planning the switch to {target} failed: {exc}")
+            self.event_line.emit("error", f"planning the switch to {target} failed: {exc}")
             return False
         if plan.noop:
             self.phase_text.setText(f"{target} is already active")
@@ -440,7 +441,7 @@ class ModelSwitcherPanel(QWidget):
         # Only the temperature/power gate may be overridden, never memory, disk or a crash loop.
         self.force_target = plan.target if plan.refused_only_on_heat_or_power else None
         self.force_button.setVisible(self.force_target is not None)
-        self.log.emit("warning", f"switch to {plan.target} refused: {plan.refusal}")
+        self.event_line.emit("warning", f"switch to {plan.target} refused: {plan.refusal}")
 
     def confirm_force(self) -> None:
         """Ask before skipping the gate. Non-modal (open(), not exec()): exec() inside the
@@ -465,11 +466,11 @@ class ModelSwitcherPanel(QWidget):
         if box is not None:
             box.deleteLater()
         if result != QMessageBox.StandardButton.Yes or self.busy:
-            self.log.emit("info", f"forced switch to {target} not confirmed")
+            self.event_line.emit("info", f"forced switch to {target} not confirmed")
             return
         self._clear_refusal()
-        self.log.emit("warning", f"switching to {target} anyway (temperature/power gate "
-                                 "skipped by the user)")
+        self.event_line.emit("warning", f"switching to {target} anyway (temperature/power gate "
+                             "skipped by the user)")
         self._start(self._switch(target, force=True), f"forced switch to {target}")
 
     def _clear_refusal(self) -> None:
@@ -498,17 +499,17 @@ class ModelSwitcherPanel(QWidget):
             self.switch_finished.emit(exc)
             raise
         if result.outcome == "fallback":
-            self.log.emit("warning", f"{target} could not load; {result.active} loaded instead: "
-                          + "; ".join(result.errors))
+            self.event_line.emit("warning", f"{target} could not load; {result.active} loaded "
+                                 "instead: " + "; ".join(result.errors))
         elif not result.ok:
-            self.log.emit("error", f"switch to {target} failed: " + "; ".join(result.errors))
+            self.event_line.emit("error", f"switch to {target} failed: " + "; ".join(result.errors))
             self.refusal.setText("Switch failed:\n" + "\n".join(result.errors))
         self.switch_finished.emit(result)
 
     async def _unload(self) -> None:
         active = self._manager.active_model
         await self._manager.unload()
-        self.log.emit("info", f"unloaded {active}")
+        self.event_line.emit("info", f"unloaded {active}")
 
     def _start(self, coro: Coroutine[Any, Any, None], what: str) -> None:
         task = asyncio.ensure_future(self._guard(coro, what))
@@ -527,10 +528,10 @@ class ModelSwitcherPanel(QWidget):
         try:
             await coro
         except asyncio.CancelledError:
-            self.log.emit("info", f"{what} cancelled")
+            self.event_line.emit("info", f"{what} cancelled")
             raise
         except Exception as exc:  # noqa: BLE001 - shown in the Events tab, UI restored after
-            self.log.emit("error", f"{what} failed: {type(exc).__name__}: {exc}")
+            self.event_line.emit("error", f"{what} failed: {type(exc).__name__}: {exc}")
 
     async def shutdown(self) -> None:
         """Cancel this panel's tasks and wait for them to unwind. A remote probe still running

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import (
+    DEMO_NOTICE,
     GIB,
     Conversation,
     ConversationFileError,
@@ -52,8 +53,6 @@ from core.facade import (
 from gui.feedback_bar import FeedbackBackend, FeedbackBar
 from gui.side_by_side import SideBySidePanel
 
-DEMO_NOTICE = ("Demo model: random weights. The text below is noise, not an answer; it shows "
-               "that loading, streaming and switching work.")
 COUNT_DEBOUNCE_MS = 250
 COUNT_GRACE_S = 2.0
 FRAME_S = 1 / 30  # streamed text reaches the panes at most this often
@@ -121,7 +120,7 @@ class PlaygroundPanel(QWidget):
     # routing (good / wrong model) attaches here.
     reply_finished = Signal(int, object)
     request_sent = Signal(object)  # the GenerationRequest handed to the backend
-    log = Signal(str, str)
+    event_line = Signal(str, str)  # (level, text) for the Events tab
 
     def __init__(self, backend: ChatBackend, demo_active: Callable[[], bool] = lambda: False,
                  recent: RecentRuns | None = None, parent: QWidget | None = None) -> None:
@@ -210,7 +209,8 @@ class PlaygroundPanel(QWidget):
         self.answer.setReadOnly(True)
         self.answer.setPlaceholderText("The reply streams here.")
         self.stats = QLabel("")
-        self.demo_notice = QLabel(DEMO_NOTICE)
+        self.demo_notice = QLabel(f"{DEMO_NOTICE} It shows that loading, streaming and "
+                                  "switching work.")
         self.demo_notice.setWordWrap(True)
         self.demo_notice.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; "
                                        "padding: 6px; border-radius: 4px; }")
@@ -559,7 +559,7 @@ class PlaygroundPanel(QWidget):
                 flush(last)
             last = exc
             self.stats.setText(f"error: {exc}")
-            self.log.emit("error", f"generation failed: {exc}")
+            self.event_line.emit("error", f"generation failed: {exc}")
         finally:
             self._set_busy(False)
             self.update_context()
@@ -705,7 +705,7 @@ class PlaygroundPanel(QWidget):
     def _file_error(self, text: str) -> bool:
         self.file_status.setStyleSheet("QLabel { color: #b02a37; }")
         self.file_status.setText(text)
-        self.log.emit("error", text)
+        self.event_line.emit("error", text)
         return False
 
     def _file_ok(self, text: str) -> None:

@@ -11,7 +11,8 @@ from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from core.facade import TelemetryHistory, TelemetryRecorder, recordings_dir
-from gui.charts import ChartPanel, ChartSpec
+from gui.chart_data import ChartSpec
+from gui.charts import ChartPanel
 
 
 class RecordingWindow(QWidget):
@@ -42,7 +43,7 @@ class RecordingWindow(QWidget):
 class RecordingControls(QWidget):
     """"Record" (toggles) and "Open recording…"."""
 
-    log = Signal(str, str)
+    event_line = Signal(str, str)
 
     def __init__(self, make_recorder: Callable[[], TelemetryRecorder],
                  specs: Callable[[], list[ChartSpec]], parent: QWidget | None = None) -> None:
@@ -67,12 +68,12 @@ class RecordingControls(QWidget):
             self.recorder = self._make_recorder()
             path = self.recorder.start()
             self.record_button.setText("■ Stop recording")
-            self.log.emit("info", f"recording the monitoring to {path}")
+            self.event_line.emit("info", f"recording the monitoring to {path}")
         elif not on and self.recorder is not None:
             recorder, self.recorder = self.recorder, None
             path = recorder.stop()
             self.record_button.setText("● Record")
-            self.log.emit("info", f"recorded {recorder.rows} samples to {path}")
+            self.event_line.emit("info", f"recorded {recorder.rows} samples to {path}")
         if self.record_button.isChecked() != on:
             self.record_button.setChecked(on)
 
@@ -91,7 +92,7 @@ class RecordingControls(QWidget):
         try:
             self.open_recording(name)
         except (OSError, ValueError) as exc:
-            self.log.emit("error", f"cannot open {name}: {exc}")
+            self.event_line.emit("error", f"cannot open {name}: {exc}")
 
     def close_all(self) -> None:
         """Stop recording and close the recording windows (app exit)."""

@@ -54,7 +54,7 @@ def run_stats(run: ModelRun) -> str:
 class SideBySidePanel(QWidget):
     """Model pickers, Run / Stop, one column per model."""
 
-    log = Signal(str, str)
+    event_line = Signal(str, str)  # (level, text) for the Events tab
     finished = Signal(object)  # list[ModelRun]
 
     def __init__(self, backend: CompareBackend,
@@ -117,7 +117,7 @@ class SideBySidePanel(QWidget):
         if self.busy or len(models) < 2:
             return
         if len(set(models)) != len(models):
-            self.log.emit("error", "side by side: pick different models")
+            self.event_line.emit("error", "side by side: pick different models")
             return
         request = self._make_request(f"compare-{uuid.uuid4().hex[:8]}")
         if request is None:
@@ -146,7 +146,7 @@ class SideBySidePanel(QWidget):
                     shown[column] = len(run.text)
                 stats.setText(run_stats(run))
                 if run.error:
-                    self.log.emit("error", f"side by side, {run.model}: {run.error}")
+                    self.event_line.emit("error", f"side by side, {run.model}: {run.error}")
         finally:
             self.run_button.setEnabled(True)
             self.stop_button.setEnabled(False)

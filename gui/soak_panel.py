@@ -50,7 +50,7 @@ SAVE_ON_EXIT_S = 3.0  # a stopped soak ends its streams and saves within this at
 class SoakPanel(QWidget):
     """Settings, Start / Stop, the live charts, the report; Open… and Overlay… saved runs."""
 
-    log = Signal(str, str)
+    event_line = Signal(str, str)
 
     def __init__(self, make_runner: RunnerFactory, model_choices: Callable[[], list[str]],
                  active_model: Callable[[], str | None], parent: QWidget | None = None) -> None:
@@ -183,13 +183,13 @@ class SoakPanel(QWidget):
             with contextlib.suppress(OSError):
                 self.charts.export_png(run.folder / CHART_FILE)
             self.status.setText(f"saved in {run.folder}")
-            self.log.emit("info", f"soak of {report['model']}: {report['end_reason']}; "
-                                  f"saved in {run.folder}")
+            self.event_line.emit("info", f"soak of {report['model']}: {report['end_reason']}; "
+                                 f"saved in {run.folder}")
         except asyncio.CancelledError:
             self.status.setText("soak cancelled before it started")
         except (EngineError, SoakInputError) as exc:
             self.status.setText(f"soak failed: {exc}")
-            self.log.emit("error", f"soak failed: {exc}")
+            self.event_line.emit("error", f"soak failed: {exc}")
         finally:
             self._live.stop()
             self.start_button.setEnabled(True)

@@ -229,3 +229,28 @@ def test_quit_during_a_switch(launch: Callable[..., Run]) -> None:
     time.sleep(0.3)  # vLLM is shutting demo-tiny-a's engine down
     check_clean_exit(run, run.signal_and_time(), "switch (unloading)")
 
+
+
+@pytest.mark.vllm
+def test_quit_with_a_model_loaded_and_idle(launch: Callable[..., Run]) -> None:
+    """The normal exit: the demo model loaded, nothing running, then SIGTERM (what Ctrl+Q and
+    the window's close button do too)."""
+    run = launch(*APP)
+    run.wait_for_line(r"vrampilot: switch ready demo-tiny-a")
+    check_clean_exit(run, run.signal_and_time(), "idle, model loaded")
+
+
+@pytest.mark.vllm
+def test_generate_that_finishes_exits_quietly(launch: Callable[..., Run]) -> None:
+    """`vrampilot generate` run to its end: exit code 0, nothing alarming on stderr, no process
+    left (vLLM's teardown would print nanobind leak reports and an AsyncLLM.__del__ error)."""
+    run = launch("generate", "--simulate", "rtx4090-laptop", "--model", "demo-tiny-a",
+                 "--max-tokens", "8", "hello")
+    assert run.proc.wait(timeout=START_S) == 0, run.text()
+    for t in run._threads:
+        t.join(5)
+    assert not run.left_behind(), run.text()
+    err = "".join(run.err)
+    assert "[done] model demo-tiny-a" in err, err[-3000:]
+    for word in ALARMING:
+        assert word not in err, f"{word!r} on stderr:\n{err[-6000:]}"

@@ -19,6 +19,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.engine.demo_model import DEMO_NOTICE
+
 if TYPE_CHECKING:
     from core.server.control_client import ControlClient
     from core.server.instance_lock import InstanceLock
@@ -165,7 +167,7 @@ class _ReplyPrinter:
         _err(f"[done] model {event['model']}: {event['tokens']} tokens, first token {ttft}, "
              f"{speed}; {total:.1f} s in all (switch included)")
         if event["demo"]:
-            _err("[note] demo models have random weights: their text is noise.")
+            _err(f"[note] {DEMO_NOTICE}")
 
 
 def _generate_attached(args: argparse.Namespace, prompt: str, owner: ControlClient) -> int:

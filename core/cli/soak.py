@@ -86,8 +86,8 @@ async def _soak(args: argparse.Namespace, settings: Any) -> int:
              else "host (CPU engine)")
     runner = SoakRunner(runtime.chat, runtime.sampler, settings, device_label=label,
                         simulated=runtime.simulated)
-    runtime.add_log_listener(runner.note)
-    runtime.add_log_listener(lambda level, text: _err(f"[{level}] {text}"))
+    runtime.add_event_listener(runner.note)
+    runtime.add_event_listener(lambda level, text: _err(f"[{level}] {text}"))
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
         loop.add_signal_handler(signal.SIGINT, runner.stop)

@@ -19,6 +19,8 @@ from core.engine.model_dir import check_model_dir
 
 DEMO_FORMAT_VERSION = 1
 MARKER_FILE = "vrampilot-demo.json"
+# What every front end says while a demo model is active (and its marker file says too).
+DEMO_NOTICE = "Demo model: random weights, so the text it writes is noise, not an answer."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +164,7 @@ def build_demo_model(path: Path, seed: int = 0, name: str = "demo-tiny",
         pad_id = int(tok.convert_tokens_to_ids("<|endoftext|>"))  # type: ignore[arg-type]
         _build_weights(tmp, seed, eos_id, pad_id, shape)
         marker = {"name": name, "seed": seed, "format": DEMO_FORMAT_VERSION,
-                  "note": "random weights: the text this model writes is noise"}
+                  "note": DEMO_NOTICE}
         if shape != TINY:
             marker["shape"] = dataclasses.asdict(shape)
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")

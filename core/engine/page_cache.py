@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # What vLLM reads at load: weights and the small files around them.
 _SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".json", ".model", ".jinja", ".txt")
@@ -39,5 +39,5 @@ def prefetch_model_files(model_dir: Path) -> int:
                 hinted += os.fstat(fd).st_size
             finally:
                 os.close(fd)
-    log.debug("asked the kernel to read ahead %d bytes of %s", hinted, model_dir)
+    logger.debug("asked the kernel to read ahead %d bytes of %s", hinted, model_dir)
     return hinted

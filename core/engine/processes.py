@@ -21,7 +21,7 @@ import psutil
 
 from core import paths
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PID_FILE = "engine-pids.json"
 # Spawned vLLM processes rename themselves (setproctitle) to "VLLM::EngineCore", "VLLM::Worker"...
@@ -162,7 +162,7 @@ def end_engine_processes(spared: set[int], grace_s: float = 0.5) -> list[int]:
     everyone = new_engine_processes(spared)
     procs = [p for p in everyone if alive(p)]
     if procs:
-        log.info("ending engine process(es) %s", [p.pid for p in procs])
+        logger.info("ending engine process(es) %s", [p.pid for p in procs])
         end_processes(procs, timeout_s=grace_s)
     _reap(everyone)  # those that had exited already are zombies until we wait for them
     return [p.pid for p in procs]
@@ -185,7 +185,7 @@ class EngineProcessRegistry:
         except FileNotFoundError:
             return []
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            log.warning("ignoring unreadable engine pid file %s: %s", self._path, exc)
+            logger.warning("ignoring unreadable engine pid file %s: %s", self._path, exc)
             return []
 
     def _write(self, records: list[ProcessRecord]) -> None:
@@ -232,7 +232,7 @@ class EngineProcessRegistry:
             if looks_like_engine(proc):
                 victims.append(proc)
         if victims:
-            log.warning("ending %d engine process(es) left by a previous run: %s",
+            logger.warning("ending %d engine process(es) left by a previous run: %s",
                         len(victims), [p.pid for p in victims])
             end_processes(victims, timeout_s)
         self._write(keep)

@@ -8,6 +8,9 @@
   reports unhealthy and unloaded.
 - shutdown() returns only when every engine process (and their children) is gone.
 
+Setting up vLLM's processes (logging config and file, environment, the import) is
+core.engine.vllm_process; finding and ending them is core.engine.processes.
+
 Scripts that use this must guard their entry point with ``if __name__ == "__main__":`` because
 vLLM spawns its engine process.
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import json
 import logging
 import os
@@ -62,80 +64,22 @@ from core.engine.processes import (
     start_quiet_resource_tracker,
 )
 from core.engine.thinking import OPEN_TAG, ThinkingSplitter
+from core.engine.vllm_process import (
+    console_errors_only,
+    freeze_import_heap,
+    quiet_teardown,
+    read_log,
+    rotated_log,
+    set_engine_environment,
+)
 from core.models.estimator import architecture_from_config, kv_bytes_per_token
 from core.telemetry.activity import EngineActivity
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _END = object()
-_LOG_FILE = "vllm-engine.log"
-_LOG_CONFIG_FILE = "vllm-logging.json"
-_LOG_MAX_BYTES = 20 * 1024 * 1024
 # Prompts longer than this are tokenized in the worker thread, not on the event loop.
 _INLINE_TOKENIZE_CHARS = 20_000
-_import_heap_frozen = False
-
-
-def write_logging_config(log_dir: Path) -> tuple[Path, Path]:
-    """A vLLM logging config sending everything to a file and warnings to stderr.
-
-    The engine core runs in its own process and raises its start-up errors there; the parent only
-    sees "Engine core initialization failed", so the real message is read back from this file.
-    """
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / _LOG_FILE
-    fmt = "%(asctime)s %(processName)s pid=%(process)d %(levelname)s [%(name)s] %(message)s"
-    config = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": fmt}},
-        "handlers": {
-            "file": {"class": "logging.FileHandler", "filename": str(log_file),
-                     "formatter": "plain", "level": "INFO", "encoding": "utf-8"},
-            "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                        "formatter": "plain", "level": "WARNING"},
-            "console_errors": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                               "formatter": "plain", "level": "ERROR"},
-        },
-        "loggers": {"vllm": {"handlers": ["file", "console"], "level": "INFO",
-                             "propagate": False},
-                    # They warn when an engine process outlives its grace at an unload and
-                    # is terminated or killed: planned (WORKER_SHUTDOWN_GRACE_S,
-                    # UNLOAD_GRACE_S), so warnings go to the file only, errors still show.
-                    **{name: {"handlers": ["file", "console_errors"], "level": "INFO",
-                              "propagate": False}
-                       for name in ("vllm.v1.utils", "vllm.v1.executor.multiproc_executor")}},
-    }
-    config_file = log_dir / _LOG_CONFIG_FILE
-    config_file.write_text(json.dumps(config, indent=1), encoding="utf-8")
-    return config_file, log_file
-
-
-def import_vllm() -> None:
-    """Import vLLM and transformers (~8 s, longer on a busy machine). Blocking.
-
-    load() does this in its worker thread, but module imports hold the GIL in long stretches, so
-    the event loop can stall for hundreds of milliseconds during the first load. An app that
-    must stay smooth calls this in a thread at start-up, before it animates anything.
-    """
-    for module in ("transformers", "vllm.engine.arg_utils", "vllm.v1.engine.async_llm"):
-        importlib.import_module(module)
-    freeze_import_heap()
-
-
-def freeze_import_heap() -> None:
-    """Put every object alive now out of the cyclic collector's reach (``gc.freeze``). Idempotent.
-
-    After the imports of torch, transformers and vLLM the process holds ~600k tracked objects; a
-    full collection walks them all while holding the GIL (~350 ms on the build machine), which
-    stalls the event loop whichever thread runs it - our gc.collect() after a shutdown, or one
-    the interpreter starts itself. Those objects are module-level and live as long as the process,
-    and right after the imports there is no cyclic garbage to freeze along with them.
-    """
-    global _import_heap_frozen
-    if not _import_heap_frozen:
-        _import_heap_frozen = True
-        gc.freeze()
 
 
 def _checkpoint_dtype(model_dir: str) -> str | None:
@@ -155,8 +99,6 @@ def engine_dtype(spec: LoadSpec) -> str:
     return spec.dtype
 
 
-# Seconds vLLM's engine core gives its worker to exit by itself at shutdown (vLLM's default: 5).
-WORKER_SHUTDOWN_GRACE_S = 1
 # Seconds an unload gives vLLM's processes to end cleanly before vLLM kills their tree. They
 # hold nothing worth a slow teardown (the OS frees their memory either way), and on a busy
 # machine their interpreters took 4-5 s more to wind down: every switch waited for it.
@@ -292,11 +234,11 @@ class VllmEngine:
         if self._activity is not None:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
-        log.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
+        logger.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
                  self.pids(), ", ".join(f"{k} {v:.2f} s" for k, v in self.load_phases.items()))
 
     def _new_log_text(self) -> str:
-        return self._read_log(self.log_file, self._log_offset) if self.log_file else ""
+        return read_log(self.log_file, self._log_offset) if self.log_file else ""
 
     async def _report_progress(self, starting: asyncio.Future[Any],
                                marks: dict[str, float]) -> None:
@@ -357,7 +299,7 @@ class VllmEngine:
                     proc.kill()  # no waiting here: the loop keeps running
             await asyncio.wait({starting}, timeout=0.2)
         if not starting.done():
-            log.warning("a cancelled vLLM start did not end within the deadline")
+            logger.warning("a cancelled vLLM start did not end within the deadline")
             return
         if starting.cancelled() or starting.exception() is not None:
             return
@@ -410,10 +352,8 @@ class VllmEngine:
         memory), and waiting for it would keep the app alive for seconds."""
         self._shutdown_timeout_s = grace_s
         # vLLM then warns on stderr that it is "force killing" its processes: here that is the
-        # plan, not news. Its console gets errors only; the log file keeps everything.
-        for handler in logging.getLogger("vllm").handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.setLevel(logging.ERROR)
+        # plan, not news.
+        console_errors_only()
 
     def is_healthy(self) -> bool:
         """Loaded, not dead, and every engine process still running."""
@@ -447,21 +387,13 @@ class VllmEngine:
 
     def _start(self, spec: LoadSpec, control: _StartControl, marks: dict[str, float]
                ) -> tuple[Any, Any, list[psutil.Process]]:
-        config_file, log_file = write_logging_config(self._log_dir)
-        if log_file.exists() and log_file.stat().st_size > _LOG_MAX_BYTES:
-            log_file.unlink()
-        offset = log_file.stat().st_size if log_file.exists() else 0
+        config_file, log_file, offset = rotated_log(self._log_dir)
         self.log_file, self._log_offset = log_file, offset
         # A previous crash of the app may have left engines holding memory (vllm #55510).
         self._registry.reap_orphans()
-        # Spawned engine processes read their logging config from the environment.
-        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
-        # At shutdown vLLM's engine core waits this long for its worker to exit on its own
-        # before it sends SIGTERM (which the worker handles as a clean exit). Its default of
-        # 5 s was most of every unload here; a user's own setting is kept.
-        os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS",
-                              str(WORKER_SHUTDOWN_GRACE_S))
+        set_engine_environment(config_file)
         before = child_pids()
+        quiet_teardown()  # before vLLM's import
         try:
             from transformers import AutoTokenizer
             from vllm.engine.arg_utils import AsyncEngineArgs
@@ -504,7 +436,7 @@ class VllmEngine:
             # exit its __del__ fails noisily ("'NoneType' object is not callable"). Free it now.
             traceback.clear_frames(exc.__traceback__)
             gc.collect()
-            text = self._read_log(log_file, offset)
+            text = read_log(log_file, offset)
             mapped = map_vllm_error(exc, text, requested_len=spec.max_model_len)
             if mapped is not None:
                 raise mapped from exc
@@ -522,15 +454,6 @@ class VllmEngine:
         marks["ended"] = time.time()
         return llm, tokenizer, procs
 
-    @staticmethod
-    def _read_log(log_file: Path, offset: int) -> str:
-        try:
-            with log_file.open("rb") as fh:
-                fh.seek(offset)
-                return fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
     def _stop(self, holder: list[Any], procs: list[psutil.Process]) -> None:
         """Shut vLLM down and end its processes. holder is emptied so the AsyncLLM can be freed
         here: left to the interpreter's exit, its __del__ fails noisily."""
@@ -539,7 +462,7 @@ class VllmEngine:
             try:
                 llm.shutdown(timeout=self._shutdown_timeout_s)
             except Exception:  # the processes are ended below whatever happened
-                log.exception("vLLM shutdown raised; ending its processes directly")
+                logger.exception("vLLM shutdown raised; ending its processes directly")
             del llm
             gc.collect()  # AsyncLLM sits in reference cycles
         # All of them, also those vLLM already killed: they are reaped there (no zombie stays).
@@ -697,7 +620,7 @@ class VllmEngine:
         self._dead = EngineDiedError(f"The engine running {model} stopped ({what}); "
                                      "the model is unloaded and the next request loads it "
                                      "again.")
-        log.error("%s", self._dead)
+        logger.error("%s", self._dead)
         for queue in self._streams.values():
             queue.put_nowait(("error", self._dead))
         self._cleanup = asyncio.create_task(self._reap_after_death(),
@@ -710,7 +633,7 @@ class VllmEngine:
         try:
             await loop.run_in_executor(self._executor, self._stop, holder, procs)
         except EngineError:
-            log.exception("engine processes survived after a crash")
+            logger.exception("engine processes survived after a crash")
         finally:
             self._spec = None
             self._tokenizer = None

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent
 from core.manager.manager import ModelManager
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.config import AlertAction, AlertPolicy, HardwareMonitoring
@@ -28,7 +28,7 @@ THERMAL_KINDS = frozenset({"temperature", "thermal_throttle"})
 # The concurrency the engine is limited to while it is too hot.
 THERMAL_MAX_CONCURRENT = 1
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class Reaction(StrEnum):
@@ -137,9 +137,9 @@ class AlertReactor:
             return AlertReaction(action, kind, reason)
         await self.manager.set_max_concurrent(limit)
         self._limited_at = None if limit is None else self._clock()
-        log.warning("%s", reason)
+        logger.warning("%s", reason)
         active = self.manager.active_model or ""
-        self.manager.emit(SwitchEvent(0, SwitchPhase.CONCURRENCY, active, active, "alert", 0.0,
+        self.manager.emit(SwitchEvent(0, StateChange.CONCURRENCY, active, active, "alert", 0.0,
                                       message=reason))
         return AlertReaction(action, kind, reason, applied=True)
 
@@ -164,7 +164,7 @@ class AlertReactor:
             self._advise(f"{reason} (advise only)")
             return AlertReaction(Reaction.SWITCH_SMALLER, kind, reason, target)
         self._last_switch = now
-        log.warning("%s (forced: the temperature/power gate is skipped)", reason)
+        logger.warning("%s (forced: the temperature/power gate is skipped)", reason)
         result = await self.manager.switch_to(target, reason="alert", force=True)
         if not result.ok:
             reason += " failed: " + "; ".join(result.errors)
@@ -184,7 +184,7 @@ class AlertReactor:
         if self.advise_only:
             self._advise(f"{reason} (advise only)")
             return AlertReaction(Reaction.SWITCH_REMOTE, kind, reason, remote)
-        log.warning("%s", reason)
+        logger.warning("%s", reason)
         result = await self.manager.switch_to(remote, reason="alert", force=True)
         if not result.ok:
             reason += " failed: " + "; ".join(result.errors)
@@ -207,5 +207,5 @@ class AlertReactor:
 
     def _advise(self, message: str) -> None:
         active = self.manager.active_model or ""
-        self.manager.emit(SwitchEvent(0, SwitchPhase.ADVICE, active, active, "alert", 0.0,
+        self.manager.emit(SwitchEvent(0, StateChange.ADVICE, active, active, "alert", 0.0,
                                       message=message))

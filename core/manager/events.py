@@ -17,8 +17,13 @@ class SwitchPhase(StrEnum):
     FAILED = "failed"
     FALLBACK = "fallback"
     CANCELLED = "cancelled"
-    ADVICE = "advice"  # not a switch phase: the alert policy's advice in advise-only mode
-    # Not switch phases either: what happened to the active model outside a switch.
+
+
+class StateChange(StrEnum):
+    """Not a switch's phase: what happened to the active model outside a switch. Sent as a
+    SwitchEvent (phase = one of these, switch_id 0) so subscribers keep one stream of events."""
+
+    ADVICE = "advice"  # the alert policy's advice in advise-only mode
     CRASHED = "crashed"  # its engine died; no model is active
     UNLOADED = "unloaded"  # an emergency unload (an alert with nothing smaller to go to)
     CONCURRENCY = "concurrency"  # the thermal policy changed how many requests run at once
@@ -29,8 +34,7 @@ TIMED_PHASES = (SwitchPhase.PLANNING, SwitchPhase.UNLOADING, SwitchPhase.WAITING
                 SwitchPhase.CHECKING, SwitchPhase.LOADING, SwitchPhase.WARMING_UP)
 TERMINAL_PHASES = frozenset({SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED})
 # Events about the active model that are not part of a switch's progress.
-STATE_PHASES = frozenset({SwitchPhase.ADVICE, SwitchPhase.CRASHED, SwitchPhase.UNLOADED,
-                          SwitchPhase.CONCURRENCY})
+STATE_PHASES: frozenset[StateChange] = frozenset(StateChange)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class SwitchEvent:
     """
 
     switch_id: int
-    phase: SwitchPhase
+    phase: SwitchPhase | StateChange
     target: str
     from_model: str | None
     reason: str

@@ -40,7 +40,7 @@ from core.engine.base import (
 from core.engine.load_phases import LABELS as LOAD_LABELS
 from core.history_store import NO_MODEL, HistoryStore
 from core.manager.eta import SwitchEta
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, MemoryProbe, wait_for_memory
 from core.manager.plan import (
     DeviceReading,
@@ -69,7 +69,7 @@ CRASH_LOOP_WINDOW_S = 600.0
 # How often the active engine's processes are checked (a death is seen within this, well under 2 s).
 ENGINE_WATCH_INTERVAL_S = 0.5
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -414,8 +414,8 @@ class ModelManager:
             self._history.record_switch(from_model=model, to_model=NO_MODEL, reason="alert",
                                         outcome="unloaded", total_s=self._clock() - started,
                                         phases={"unloading": took}, error=message, forced=True)
-            log.warning("%s", message)
-            self.emit(SwitchEvent(0, SwitchPhase.UNLOADED, model, model, "alert", took,
+            logger.warning("%s", message)
+            self.emit(SwitchEvent(0, StateChange.UNLOADED, model, model, "alert", took,
                                   message=message))
             return took
 
@@ -756,15 +756,15 @@ class ModelManager:
         message = f"{model} crashed: {detail}" + (
             f" Crash-loop guard: {guard}; requests fall back down the cascade." if guard
             else " The next request loads it again.")
-        log.error("%s", message)
+        logger.error("%s", message)
         self._history.record_switch(from_model=model, to_model=NO_MODEL, reason="crash",
                                     outcome="crashed", total_s=0.0, phases={}, error=detail)
-        self.emit(SwitchEvent(0, SwitchPhase.CRASHED, model, model, "crash", 0.0,
+        self.emit(SwitchEvent(0, StateChange.CRASHED, model, model, "crash", 0.0,
                               message=message, error=detail))
         try:
             await loaded.engine.shutdown()  # reap what is left of it
         except EngineError as exc:
-            log.warning("cleaning up after the crash of %s: %s", model, exc)
+            logger.warning("cleaning up after the crash of %s: %s", model, exc)
         finally:
             if self._loaded is None:
                 self._activity.set_loaded(None, 0)

@@ -17,7 +17,7 @@ from typing import Any
 
 from core.chat_session import ChatSession
 from core.engine.base import ChatMessage, EngineError, GenerationRequest
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.soak.recording import RequestRow, SoakRecording
 from core.soak.report import build_report
 from core.telemetry.alerts import AlertEvent
@@ -199,7 +199,7 @@ class SoakRunner:
                                                f"({e.metric} {e.value:.1f}, line {e.threshold:g})")
 
     def _on_switch_event(self, event: SwitchEvent) -> None:
-        if event.phase == SwitchPhase.ADVICE:
+        if event.phase == StateChange.ADVICE:
             self.note("advice", event.message)
         elif event.phase == SwitchPhase.PLANNING and event.target != self.model:
             # Another model is about to replace this one: the soak of this model is over (it

@@ -20,12 +20,12 @@ from core.config_loading import ConfigError, deep_merge, describe_error, read_ya
 from core.paths import resource
 from core.telemetry import record_keys
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def log_warning(text: str) -> None:
     """A configuration warning on stderr (logging's last-resort handler when none is set up)."""
-    log.warning("vrampilot: warning: %s", text)
+    logger.warning("vrampilot: warning: %s", text)
 
 SECTIONS = ("hardware_monitoring", "model_switching", "performance_tracking")
 

@@ -12,7 +12,7 @@ import psutil
 
 from core.telemetry.snapshot import HostSnapshot
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Intel RAPL package-0 energy counter (microjoules). Root-only on kernels >= 5.10 (CVE-2020-8694).
 RAPL_PACKAGE = Path("/sys/class/powercap/intel-rapl:0")
@@ -127,7 +127,7 @@ def cpu_temperature(ps: Any = psutil) -> float | None:
     try:
         sensors: dict[str, list[Any]] = read()
     except (OSError, RuntimeError) as exc:
-        log.debug("sensors_temperatures failed: %s", exc)
+        logger.debug("sensors_temperatures failed: %s", exc)
         return None
     for chip in _CPU_SENSORS:  # other chips (nvme, GPU, battery) are not the CPU
         entries = sensors.get(chip)

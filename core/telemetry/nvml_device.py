@@ -19,7 +19,7 @@ from core.telemetry.snapshot import GpuProcess, GpuSnapshot
 
 __all__ = ["DriverReport", "NvmlDevices", "NvmlGpu", "decode_clock_events", "read_driver_report"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A 4090 Laptop has been seen reporting ~593,000 mW while power-gated; no single GPU draws 1 kW.
 MAX_PLAUSIBLE_POWER_W = 1000.0
@@ -103,7 +103,7 @@ class NvmlGpu:
         try:
             snap = self._read_all(now)
         except _GpuLostError as exc:
-            log.error("GPU %d (%s) is lost: %s; polling stops", self.index, self.name, exc)
+            logger.error("GPU %d (%s) is lost: %s; polling stops", self.index, self.name, exc)
             self._lost = GpuSnapshot(
                 timestamp=now, index=self.index, name=self.name, simulated=False,
                 vram_total_bytes=None, vram_used_bytes=None, vram_free_bytes=None,
@@ -287,7 +287,7 @@ class NvmlGpu:
             if code in self._not_supported:
                 self._unsupported.add(metric)
             else:
-                log.debug("GPU %d: %s failed: %s", self.index, metric, exc)
+                logger.debug("GPU %d: %s failed: %s", self.index, metric, exc)
             return None
 
     def _first_of(self, metric: str, names: Sequence[str], *args: Any) -> Any:
@@ -311,7 +311,7 @@ class NvmlGpu:
                 if code in self._api_gone:
                     last_error = exc
                     continue
-                log.debug("GPU %d: %s via %s failed: %s", self.index, metric, name, exc)
+                logger.debug("GPU %d: %s via %s failed: %s", self.index, metric, name, exc)
                 return None
             except Exception as exc:
                 if self._lib_mismatch is not None and isinstance(exc, self._lib_mismatch):
@@ -320,7 +320,7 @@ class NvmlGpu:
                 raise
             self._api_choice[metric] = name
             return value
-        log.debug("GPU %d: %s not available (%s)", self.index, metric, last_error)
+        logger.debug("GPU %d: %s not available (%s)", self.index, metric, last_error)
         self._unsupported.add(metric)
         return None
 
@@ -373,12 +373,12 @@ class NvmlDevices:
         try:
             nvml.nvmlInit()
         except (nvml.NVMLError, OSError) as exc:
-            log.info("NVML not available: %s", exc)
+            logger.info("NVML not available: %s", exc)
             return None
         try:
             devices = cls(nvml, clock=clock, process_poll_every=process_poll_every)
         except nvml.NVMLError as exc:
-            log.warning("NVML initialised but listing GPUs failed: %s", exc)
+            logger.warning("NVML initialised but listing GPUs failed: %s", exc)
             cls._shutdown(nvml)
             return None
         if not devices.devices:
@@ -401,7 +401,7 @@ class NvmlDevices:
         try:
             nvml.nvmlShutdown()
         except nvml.NVMLError as exc:
-            log.debug("nvmlShutdown failed: %s", exc)
+            logger.debug("nvmlShutdown failed: %s", exc)
 
 
 @dataclasses.dataclass(frozen=True)

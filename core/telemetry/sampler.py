@@ -23,7 +23,7 @@ from core.telemetry.history import TelemetryHistory
 from core.telemetry.host import HostSampler
 from core.telemetry.snapshot import GpuSnapshot, Sample
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Sample, list[AlertEvent]], None]
 
@@ -170,7 +170,7 @@ class Sampler:
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                log.warning("sampler thread did not stop within %.1f s", timeout)
+                logger.warning("sampler thread did not stop within %.1f s", timeout)
 
     def close(self) -> None:
         """Stop sampling and release the devices."""
@@ -184,7 +184,7 @@ class Sampler:
             try:
                 self._tick()
             except Exception:  # one bad tick must not kill monitoring
-                log.exception("telemetry tick failed")
+                logger.exception("telemetry tick failed")
             deadline += self.interval_seconds
             now = time.monotonic()
             if deadline < now:  # fell behind (suspend, slow driver): skip, don't burst
@@ -216,5 +216,5 @@ class Sampler:
             try:
                 callback(sample, events)
             except Exception:  # a broken view must not stop the sampler
-                log.exception("telemetry subscriber %r failed", callback)
+                logger.exception("telemetry subscriber %r failed", callback)
         return sample

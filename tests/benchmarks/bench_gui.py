@@ -337,7 +337,7 @@ def _whole_hour_peaks(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.nd
 
 def decimation_us(frames: int = 2000, buckets: int = 600) -> dict[str, Figure]:
     """One curve's decimation per frame with one new 10 Hz row each frame, an hour shown."""
-    from gui.charts import PeakBuckets
+    from gui.chart_data import PeakBuckets
 
     n = HOUR_ROWS
     t = 1e6 + np.arange(n + frames) / 10

@@ -22,7 +22,8 @@ from typing import Any
 from core.engine.base import ChatMessage, GenerationRequest, LoadSpec
 from core.engine.demo_model import build_demo_model
 from core.engine.processes import EngineProcessRegistry
-from core.engine.vllm_engine import VllmEngine, engine_dtype, import_vllm
+from core.engine.vllm_engine import VllmEngine, engine_dtype
+from core.engine.vllm_process import import_vllm
 
 ROUNDS = 5
 MAX_TOKENS = 64

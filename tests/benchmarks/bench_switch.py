@@ -31,7 +31,8 @@ from core.engine.demo_model import ensure_demo_models
 from core.engine.load_phases import LoadMarks, breakdown, parse_log, process_started_at
 from core.engine.page_cache import prefetch_model_files
 from core.engine.processes import child_pids, new_engine_processes
-from core.engine.vllm_engine import VllmEngine, engine_dtype, write_logging_config
+from core.engine.vllm_engine import VllmEngine, engine_dtype
+from core.engine.vllm_process import write_logging_config
 from core.history_store import HistoryStore
 from core.manager.events import SwitchEvent
 from core.manager.fit import CPU_MIN_UTILIZATION, estimator_fit
@@ -252,7 +253,7 @@ def run() -> dict[str, dict[str, Any]]:
             log_dir = Path(tmp) / "logs"
             config_file, log_file = write_logging_config(log_dir)
             os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)
-            from core.engine.vllm_engine import import_vllm
+            from core.engine.vllm_process import import_vllm
 
             import_vllm()  # once for all: neither side pays it
             asyncio.run(_bench_loads(results, Path(tmp) / "models", log_dir))

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from core.manager.alert_policy import AlertReaction, AlertReactor
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent
 from core.telemetry.config import load_monitoring_config
 from tests.core.manager_fakes import Rig, make_rig
 from tests.core.test_manager_alerts import alert
@@ -19,7 +19,7 @@ def reactor(rig: Rig, policy: str = "act") -> AlertReactor:
 
 
 def advice(rig: Rig) -> list[SwitchEvent]:
-    return [e for e in rig.events if isinstance(e, SwitchEvent) and e.phase is SwitchPhase.ADVICE]
+    return [e for e in rig.events if isinstance(e, SwitchEvent) and e.phase is StateChange.ADVICE]
 
 
 def test_thermal_reactions_in_full(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from core.manager.alert_policy import AlertReactor
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent
 from core.telemetry.alerts import AlertEvaluator, AlertEvent
 from core.telemetry.config import load_monitoring_config
 from core.telemetry.snapshot import HostSnapshot, Sample
@@ -139,6 +139,6 @@ def test_advise_only_emits_advice_and_changes_nothing(tmp_path: Path) -> None:
     assert rig.manager.active_model == "qwen3-14b"
     assert rig.manager.state.max_concurrent is None
     advice = [e for e in rig.events if isinstance(e, SwitchEvent)
-              and e.phase is SwitchPhase.ADVICE]
+              and e.phase is StateChange.ADVICE]
     assert len(advice) == 2
     assert any("qwen3-14b -> qwen3-8b" in e.message for e in advice)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.history_store import NO_MODEL
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.manager.manager import CRASH_LOOP_WINDOW_S
 from tests.core.manager_fakes import GIB, make_rig
 
@@ -42,7 +42,7 @@ def test_a_dead_engine_is_a_crash_row_an_event_and_no_active_model(
         FOUR_B, NO_MODEL, "crash", "crashed")
     assert crash.error == "process 4242 was killed by signal SIGKILL"
     assert (crash.total_s, crash.phases) == (0.0, {})
-    [event] = events_of(rig, SwitchPhase.CRASHED)
+    [event] = events_of(rig, StateChange.CRASHED)
     assert (event.switch_id, event.target, event.from_model, event.reason) == (
         0, FOUR_B, FOUR_B, "crash")
     assert event.error == "process 4242 was killed by signal SIGKILL"
@@ -92,7 +92,7 @@ def test_the_crash_loop_guard_counts_three_deaths_in_ten_minutes(tmp_path: Path)
     left = CRASH_LOOP_WINDOW_S - (rig.clock.now - first_death)
     assert crashing == {FOUR_B: f"its engine died 3 times in the last 10 minutes; not reloaded "
                                 f"for {left:.0f} s"}
-    last = events_of(rig, SwitchPhase.CRASHED)[-1]
+    last = events_of(rig, StateChange.CRASHED)[-1]
     assert last.message.endswith(f"Crash-loop guard: {crashing[FOUR_B]}; requests fall back "
                                  "down the cascade.")
     assert rig.manager.state.crashing == crashing
@@ -159,7 +159,7 @@ def test_emergency_unload_records_why_and_leaves_nothing(
     assert ("core.manager.manager", logging.WARNING, row.error) in caplog.record_tuples
     assert set(row.phases) == {"unloading"}
     assert row.phases["unloading"] == pytest.approx(took)
-    [event] = events_of(rig, SwitchPhase.UNLOADED)
+    [event] = events_of(rig, StateChange.UNLOADED)
     assert (event.switch_id, event.target, event.from_model, event.reason) == (0, B8, B8, "alert")
     assert event.message == row.error
     assert event.elapsed_s == pytest.approx(took)

@@ -13,7 +13,7 @@ import pytest
 from core.engine.base import ModelDirectoryError
 from core.history_store import NO_MODEL
 from core.manager.alert_policy import AlertReactor
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.manager.manager import CRASH_LOOP_WINDOW_S
 from core.models.catalog import load_catalog
 from core.telemetry.config import ModelSwitching, load_monitoring_config
@@ -114,7 +114,7 @@ def test_temperature_critical_steps_down_through_the_gate_it_raised(tmp_path: Pa
     assert rig.manager.active_model == "qwen3-8b"
     row = rig.history.recent()[0]
     assert (row.reason, row.outcome, row.forced) == ("alert", "ready", True)
-    assert events(rig, SwitchPhase.CONCURRENCY)
+    assert events(rig, StateChange.CONCURRENCY)
 
 
 def test_throttle_alert_at_its_configured_warning_level_is_acted_on(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_vram_critical_with_nothing_smaller_unloads(tmp_path: Path) -> None:
     row = rig.history.recent()[0]
     assert (row.from_model, row.to_model, row.outcome) == ("demo-tiny-a", NO_MODEL, "unloaded")
     assert "no smaller model" in (row.error or "")
-    assert events(rig, SwitchPhase.UNLOADED)
+    assert events(rig, StateChange.UNLOADED)
 
 
 # -- gpu_lost ----------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ def test_a_dead_engine_is_not_active_and_the_next_request_reloads_it(tmp_path: P
     assert (crashed.from_model, crashed.to_model, crashed.reason, crashed.outcome) == (
         "demo-tiny-a", NO_MODEL, "crash", "crashed")
     assert "SIGKILL" in (crashed.error or "")
-    assert events(rig, SwitchPhase.CRASHED)
+    assert events(rig, StateChange.CRASHED)
 
 
 def test_crash_loop_guard_trips_on_the_third_death_and_falls_back(tmp_path: Path) -> None:

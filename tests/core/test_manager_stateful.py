@@ -32,7 +32,7 @@ from core.engine.base import (
     ModelDirectoryError,
 )
 from core.manager.alert_policy import AlertReactor
-from core.manager.events import TERMINAL_PHASES, SwitchEvent, SwitchPhase
+from core.manager.events import TERMINAL_PHASES, StateChange, SwitchEvent, SwitchPhase
 from core.router import Router, load_router_config
 from core.telemetry.config import load_monitoring_config
 from tests.core.manager_fakes import RecordingEngine, make_rig
@@ -199,7 +199,7 @@ class ManagerMachine(RuleBasedStateMachine):
                  and e.switch_id > 0 and e.phase in TERMINAL_PHASES]
         # Emergency unloads (an alert with nothing smaller) are rows too, announced by an event.
         unloads = [e for e in self.rig.events if isinstance(e, SwitchEvent)
-                   and e.phase is SwitchPhase.UNLOADED]
+                   and e.phase is StateChange.UNLOADED]
         assert len({e.switch_id for e in ended}) + len(unloads) == self.rig.history.count()
         assert sum(t.generations for t in self.rig.history.throughput()) == \
             self.generations_with_tokens

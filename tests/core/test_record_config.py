@@ -168,7 +168,7 @@ def test_runtime_shows_the_warning_in_its_log(tmp_path: Path,
     async def run() -> Runtime:
         rt = Runtime.create(config_file=RECORD, simulate="rtx4090-laptop",
                             history_path=tmp_path / "h.sqlite3")
-        rt.add_log_listener(lambda level, text: lines.append((level, text)))
+        rt.add_event_listener(lambda level, text: lines.append((level, text)))
         rt.start()
         await rt.close()
         return rt

@@ -26,7 +26,7 @@ import yaml
 
 from core.engine.base import ChatMessage, EngineDiedError, EngineError, GenerationRequest
 from core.history_store import NO_MODEL
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.runtime import Runtime
 
 pytestmark = pytest.mark.vllm
@@ -73,7 +73,7 @@ class Recorder:
         self.events: list[SwitchEvent] = []
         self.logs: list[tuple[str, str]] = []
         rt.manager.subscribe(self.events.append)
-        rt.add_log_listener(lambda level, text: self.logs.append((level, text)))
+        rt.add_event_listener(lambda level, text: self.logs.append((level, text)))
 
     def phase(self, phase: SwitchPhase) -> list[SwitchEvent]:
         return [e for e in self.events if e.phase is phase]
@@ -185,7 +185,7 @@ def test_heat_under_load_lowers_concurrency_then_steps_down(
             # Short requests: clients come back often, so a limit that did not hold would show.
             load = Load(rt, clients=3, max_tokens=200)
             try:
-                await wait_for(lambda: rec.phase(SwitchPhase.CONCURRENCY), 120,
+                await wait_for(lambda: rec.phase(StateChange.CONCURRENCY), 120,
                                "step 1 (fewer requests at once)")
                 load.limited_at = time.monotonic()
                 assert rt.manager.max_concurrent == 1
@@ -253,7 +253,7 @@ def test_vram_critical_steps_down_then_unloads(
 
     async def run() -> None:
         async with started(rt, "demo-small") as rec:
-            await wait_for(lambda: rec.phase(SwitchPhase.UNLOADED), 2 * LOAD_S,
+            await wait_for(lambda: rec.phase(StateChange.UNLOADED), 2 * LOAD_S,
                            "the step-down and the emergency unload")
             rows = rt.history_store.recent(8)
             described = [(r.from_model, r.to_model, r.reason, r.outcome, r.error) for r in rows]
@@ -273,7 +273,7 @@ def test_vram_critical_steps_down_then_unloads(
             # The engine processes are gone, not just forgotten.
             assert not [p for p in psutil.Process().children(recursive=True)
                         if "EngineCore" in " ".join(_cmd(p))]
-            text = rec.phase(SwitchPhase.UNLOADED)[0].message
+            text = rec.phase(StateChange.UNLOADED)[0].message
             unload_s.append(float(text.rsplit(" in ", 1)[1].split(" s")[0]))
 
     asyncio.run(run())
@@ -313,7 +313,7 @@ def test_engine_killed_mid_stream_recovers_then_the_crash_loop_guard_trips(
     async def kill_and_wait_seen(rec: Recorder, deaths: int) -> float:
         os.kill(engine_core_pid(rt), signal.SIGKILL)
         killed = time.monotonic()
-        await wait_for(lambda: len(rec.phase(SwitchPhase.CRASHED)) == deaths, 5,
+        await wait_for(lambda: len(rec.phase(StateChange.CRASHED)) == deaths, 5,
                        f"death {deaths} to be seen")
         return time.monotonic() - killed
 
@@ -331,7 +331,7 @@ def test_engine_killed_mid_stream_recovers_then_the_crash_loop_guard_trips(
 
             with pytest.raises(EngineDiedError, match="SIGKILL"):
                 await killed_mid_stream()
-            await wait_for(lambda: rec.phase(SwitchPhase.CRASHED), 5, "the crash to be seen")
+            await wait_for(lambda: rec.phase(StateChange.CRASHED), 5, "the crash to be seen")
             seen_s = time.monotonic() - killed
             assert seen_s < 2.0, seen_s
             print(f"\nengine death seen {seen_s:.2f} s after the SIGKILL")

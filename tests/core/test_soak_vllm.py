@@ -100,7 +100,7 @@ def soak(rig: Rig, settings: SoakSettings, stop_after: float | None = None) -> t
     rt = rig.runtime
     runner = SoakRunner(rt.chat, rt.sampler, settings, device_label=rt.gpu_snapshots()[0].name,
                         simulated=True)
-    rt.add_log_listener(runner.note)
+    rt.add_event_listener(runner.note)
 
     async def go() -> dict[str, Any]:
         if stop_after is not None:

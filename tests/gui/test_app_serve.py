@@ -85,7 +85,7 @@ def test_busy_port_is_reported_and_the_toggle_turns_back_off(
 
         loop.run_until_complete(body())
     assert not app.api.running
-    log = app.events.log.toPlainText()
+    log = app.events.event_log.toPlainText()
     assert "the local API did not start: Cannot listen on 127.0.0.1:" + str(port) in log
 
 

@@ -104,7 +104,7 @@ def test_chat_stop_switch_and_clean_close(app: AppController, runtime: Runtime,
         await wait_until(lambda: any(lbl == "demo-tiny-b"
                                      for _t, lbl in app.charts.switch_labels(title)),
                          5, "the switch line on the charts")
-        assert "demo-tiny-a → demo-tiny-b ready" in app.events.log.toPlainText()
+        assert "demo-tiny-a → demo-tiny-b ready" in app.events.event_log.toPlainText()
 
         # Close while a generation runs: it is cancelled, the engine shuts down, no child left.
         pg.model.setCurrentIndex(pg.model.findData("demo-tiny-b"))
@@ -118,8 +118,8 @@ def test_chat_stop_switch_and_clean_close(app: AppController, runtime: Runtime,
         assert time.monotonic() - started < CLOSE_BOUND_S
         left = engine_processes()
         assert left == [], ([(p.pid, p.name(), p.status()) for p in left],
-                            time.monotonic() - started, app.events.log.toPlainText())
-        assert "Task" not in app.events.log.toPlainText(), app.events.log.toPlainText()
+                            time.monotonic() - started, app.events.event_log.toPlainText())
+        assert "Task" not in app.events.event_log.toPlainText(), app.events.event_log.toPlainText()
 
     loop.run_until_complete(body())
 

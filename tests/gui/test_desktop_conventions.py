@@ -86,7 +86,7 @@ def test_ctrl_q_quits_through_the_shutdown(controller: AppController, loop: qasy
     qtbot.keyClick(controller.window, Qt.Key.Key_Q, CTRL)
     loop.run_until_complete(wait_until(controller.finished.is_set, 20, "the shutdown to finish"))
     assert not controller.window.isVisible()
-    assert "shut down in" in controller.events.log.toPlainText()
+    assert "shut down in" in controller.events.event_log.toPlainText()
 
 
 def test_header_and_table_agree_during_a_switch(tmp_path: Path, loop: qasync.QEventLoop,

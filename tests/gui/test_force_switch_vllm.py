@@ -71,7 +71,7 @@ def test_switch_anyway_after_confirmation_is_recorded_as_forced(
         rows = [(r.to_model, r.reason, r.outcome, r.error)
                 for r in hot_runtime.history_store.recent(5)]
         assert hot_runtime.manager.active_model == "demo-tiny-a", (
-            rows, app.events.log.toPlainText())
+            rows, app.events.event_log.toPlainText())
         app.history.refresh()
         reason_col = 3
         assert app.history.table.item(0, reason_col).text() == "manual, forced"

@@ -102,7 +102,7 @@ def test_heating_under_load_shows_thermal_slowdown_by_name(
 
     async def body() -> None:
         controller.start(autoload=False)
-        status, log = controller.gpu_status, controller.events.log
+        status, log = controller.gpu_status, controller.events.event_log
         await wait_until(lambda: "throttle:" in status.header.text(), 10, "first header")
         assert "thermal slowdown" not in status.header.text()
         # What an engine reports while it streams: the simulated card's power, then its

@@ -22,7 +22,8 @@ from core.runtime import Runtime
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.history import TelemetryHistory
 from gui.app import AppController
-from gui.charts import ChartPanel, ChartSpec, PeakBuckets
+from gui.chart_data import ChartSpec, PeakBuckets
+from gui.charts import ChartPanel
 from gui.history_panel import HistoryPanel, pair_label
 from gui.model_switcher import ModelSwitcherPanel
 from tests.gui.conftest import wait_until
@@ -141,7 +142,7 @@ def test_alert_from_the_sampler_thread_appears_in_log_and_chart(
         worker = threading.Thread(target=controller.bridge.on_sample, args=(None, [start]))
         worker.start()
         worker.join()
-        log = controller.events.log
+        log = controller.events.event_log
         await wait_until(lambda: "temperature critical" in log.toPlainText(), 5, "alert line")
         assert "91 °C" in log.toPlainText()
         assert "line 87 °C" in log.toPlainText()
@@ -238,7 +239,7 @@ def test_exception_in_a_handler_is_logged_and_buttons_come_back(
         panel.select_model("demo-tiny-b")
         qtbot.mouseClick(panel.switch_button, Qt.MouseButton.LeftButton)
         assert not panel.switch_button.isEnabled()  # busy while the task runs
-        log = controller.events.log
+        log = controller.events.event_log
         await wait_until(lambda: "switch to demo-tiny-b failed" in log.toPlainText(), 5,
                          "error line")
         assert "RuntimeError" in log.toPlainText()
@@ -294,7 +295,7 @@ def test_auto_with_no_usable_model_shows_the_router_explanation(
         await wait_until(lambda: pg.send_button.isEnabled(), 10, "send restored")
         assert "Chosen model" in pg.explanation.toPlainText()
         assert "rejected" in pg.explanation.toPlainText()
-        assert "generation failed" in controller.events.log.toPlainText()
+        assert "generation failed" in controller.events.event_log.toPlainText()
         controller.window.close()
         await asyncio_wait(controller.finished.wait(), 10)
 

@@ -24,7 +24,7 @@ def test_a_recording_reopens_with_the_same_chart_data(qtbot: QtBot, runtime: Run
                                  lambda: chart_specs(runtime))
     qtbot.addWidget(controls)
     logs: list[tuple[str, str]] = []
-    controls.log.connect(lambda level, text: logs.append((level, text)))
+    controls.event_line.connect(lambda level, text: logs.append((level, text)))
     runtime.sampler.interval_seconds = 0.1
     runtime.sampler.start()
     try:

@@ -96,7 +96,7 @@ def test_remote_row_shows_each_state_without_blocking_the_gui(
                                remote=remote_runtime.config.remote, remote_check_s=0.3)
     qtbot.addWidget(panel)
     logged: list[tuple[str, str]] = []
-    panel.log.connect(lambda level, text: logged.append((level, text)))
+    panel.event_line.connect(lambda level, text: logged.append((level, text)))
     assert panel.remote_timer.isActive()
 
     # The first probe starts with the panel; the row says so until the answer comes.

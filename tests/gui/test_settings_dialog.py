@@ -84,7 +84,7 @@ def test_a_changed_setting_is_written_and_applied_live(
         assert runtime.alert_policy == "advise"
         assert controller.events.policy.currentData() == "advise"
         assert runtime.router.config.selection.buffer_gib == 2.5
-        log = controller.events.log
+        log = controller.events.event_log
         await wait_until(lambda: "temperature warning (started)" in log.toPlainText(), 10,
                          "an alert at the new line")
         assert "line 40 °C" in log.toPlainText()

@@ -71,7 +71,7 @@ def test_soak_tab_runs_live_and_stops(app: AppController, runtime: Runtime,
         assert report["tokens"] > 0
         assert report["duration_s"] < 60
         assert (folder / "charts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert "soak of demo-tiny-a" in app.events.log.toPlainText()
+        assert "soak of demo-tiny-a" in app.events.event_log.toPlainText()
         app.window.close()
         await asyncio.wait_for(app.finished.wait(), 15)
 
