@@ -228,7 +228,7 @@ async def _long_transcript_lag(controller: Any, seconds: float) -> dict[str, Fig
     await pg.wait_idle()
     if sum(streamed) == 0:  # measured nothing streaming: say so, loudly
         raise RuntimeError(f"the long-transcript reply did not stream: {pg.stats.text()}; "
-                           f"{controller.events.log.toPlainText()[-600:]}")
+                           f"{controller.events.event_log.toPlainText()[-600:]}")
     out = _lag_figures("long_transcript_streaming_typing_lag", lags)
     out["long_transcript_tokens_streamed"] = _figure([float(sum(streamed))], "tokens")
     out["long_transcript_turns"] = _figure([float(len(pg.conversation.turns))], "turns")

@@ -124,7 +124,7 @@ def test_a_bad_file_is_named_and_the_conversation_kept(controller: AppController
     assert pg.file_status.text().startswith(f"Not opened: {bad}: ")
     assert pg.transcript.toPlainText() == before
     assert len(pg.conversation.turns) == 2
-    assert "Not opened" in controller.events.log.toPlainText()
+    assert "Not opened" in controller.events.event_log.toPlainText()
     assert not pg.save_to(tmp_path / "no-such-dir" / "x.json")
     assert "Not saved" in pg.file_status.text()
     assert "no-such-dir" in pg.file_status.text()
