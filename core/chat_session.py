@@ -65,6 +65,10 @@ class ChatSession:
         """Models a user may pick by name: enabled and loadable here."""
         return [e.id for e in self.manager.catalog if self.manager.is_usable(e)]
 
+    def task_types(self) -> list[str]:
+        """The task types the router scores (its config), then "unknown" for any other."""
+        return [*self.router.config.complexity.task_types, "unknown"]
+
     def active_model(self) -> str | None:
         return self.manager.active_model
 

@@ -83,6 +83,8 @@ class ChatBackend(FeedbackBackend, Protocol):
 
     def active_model(self) -> str | None: ...
 
+    def task_types(self) -> list[str]: ...
+
     def side_by_side(self, request: GenerationRequest, models: list[str],
                      private: bool = False) -> AsyncIterator[tuple[int, ModelRun]]: ...
 
@@ -152,9 +154,7 @@ class PlaygroundPanel(QWidget):
         self.model = QComboBox()
         self.refresh_models()
         self.task_type = QComboBox()
-        self.task_type.addItems(["simple_extraction", "standard_parsing", "salary_analysis",
-                                 "complex_reasoning", "multi_step_analysis",
-                                 "edge_case_handling", "unknown"])
+        self.task_type.addItems(backend.task_types())  # the router's config, not a copy
         self.task_type.setCurrentText("standard_parsing")
         self.private = QCheckBox("Private (never sent to a remote endpoint)")
         self.max_tokens = QSpinBox()

@@ -206,3 +206,12 @@ def test_a_conversation_for_a_model_not_usable_here_opens_on_auto(
     pg.model.setCurrentIndex(pg.model.findData("demo-tiny-b"))
     pg.refresh_models()
     assert pg.model.currentData() == "demo-tiny-b"
+
+
+def test_the_task_types_are_the_routers_own(controller: AppController) -> None:
+    """The playground lists what the router's config scores (plus "unknown"), not a copy."""
+    pg = controller.playground
+    listed = [pg.task_type.itemText(i) for i in range(pg.task_type.count())]
+    configured = list(controller.runtime.router.config.complexity.task_types)
+    assert listed == [*configured, "unknown"]
+    assert pg.task_type.currentText() == "standard_parsing"
