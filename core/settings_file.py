@@ -70,6 +70,8 @@ FIELDS: tuple[SettingField, ...] = (
                  "Start-up", live=False),
     SettingField("startup.load_last_model", "Load the last model at start-up", "bool",
                  "Start-up", live=False),
+    SettingField("startup.keep_in_tray", "Keep running in the tray when the window closes",
+                 "bool", "Start-up"),
 )
 BY_KEY = {f.key: f for f in FIELDS}
 

@@ -116,6 +116,11 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
     return specs
 
 
+def _at_start(config: AppConfig) -> object:
+    """The start-up options that take effect only at the next start (keep_in_tray is live)."""
+    return config.startup.model_copy(update={"keep_in_tray": False})
+
+
 class AppController(QObject):
     """Builds the panels from the runtime's core objects and wires them; owns start and the
     graceful shutdown (cancel generation and switches, shut the engine down, close)."""
@@ -178,7 +183,10 @@ class AppController(QObject):
         self.tray = AppTray(icon, self.window, TrayModels(
             active=lambda: runtime.manager.active_model, switchable=self.switchable_models,
             switch=self.models.request_switch, unload=self.models.unload),
-            lambda: runtime.sampler.latest, self.window.close, self, show_icon=tray)
+            lambda: runtime.sampler.latest, self.window.quit, self, show_icon=tray)
+        # Kept in the tray: the close button hides the window, but only where a tray shows it.
+        self.window.hide_on_close = lambda: (self.runtime.config.startup.keep_in_tray
+                                             and self.tray.available)
         if tray:  # critical alerts pop up from the tray icon; a click opens the Events tab
             self.notifier = TrayNotifier(icon, self.tray.icon)
             self.events.notifier = self.notifier
@@ -243,8 +251,10 @@ class AppController(QObject):
 
     def open_settings(self) -> SettingsDialog:
         """File > Settings (Ctrl+,)."""
+        unavailable = {} if self.tray.available else {
+            "startup.keep_in_tray": "No system tray on this desktop: closing the window quits."}
         self.settings_dialog = open_settings(self.config_path, self.runtime.config, self.window,
-                                             self.apply_settings)
+                                             self.apply_settings, unavailable)
         return self.settings_dialog
 
     def apply_settings(self, config: AppConfig) -> None:
@@ -264,7 +274,7 @@ class AppController(QObject):
         later = [name for name, changed in (
             ("the history window", config.monitoring.hardware_monitoring.history_seconds
              != before.monitoring.hardware_monitoring.history_seconds),
-            ("the start-up options", config.startup != before.startup)) if changed]
+            ("the start-up options", _at_start(config) != _at_start(before))) if changed]
         self.events.add("info", f"settings saved to {self.config_path} and applied"
                         + (f"; {' and '.join(later)} at the next start" if later else ""))
 
@@ -420,7 +430,7 @@ class AppController(QObject):
         """SIGINT/SIGTERM close the window like the close button. Python only runs signal
         handlers when the interpreter gets control, so a timer wakes it up regularly."""
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
-            QTimer.singleShot(0, self.window.close)
+            QTimer.singleShot(0, self.window.quit)
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)

@@ -5,7 +5,7 @@ options, validated as you type by the YAML's own rules, written to the user's co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,13 @@ class SettingsDialog(QDialog):
     saved = Signal(object)  # the new AppConfig, after the file was written
 
     def __init__(self, path: Path, running: AppConfig, parent: QWidget | None = None,
-                 validate_delay_ms: int = 250) -> None:
+                 validate_delay_ms: int = 250, unavailable: Mapping[str, str] | None = None
+                 ) -> None:
         super().__init__(parent)
         self.setWindowTitle("vrampilot settings")
         self.path = path
+        # Fields this desktop cannot honour (key -> why): shown disabled with the reason.
+        self.unavailable = dict(unavailable or {})
         self.inputs: dict[str, QLineEdit | QCheckBox | QComboBox] = {}
         self.errors: dict[str, QLabel] = {}
         self.config: AppConfig | None = None
@@ -134,6 +137,14 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(widget, 1)
         column.addLayout(row)
+        why = self.unavailable.get(f.key)
+        if why is not None:  # the value stays in the file; this desktop ignores it
+            widget.setEnabled(False)
+            widget.setToolTip(why)
+            reason = QLabel(why)
+            reason.setObjectName(f"{f.key}.unavailable")
+            reason.setWordWrap(True)
+            column.addWidget(reason)
         column.addWidget(error)
         return cell
 
@@ -205,9 +216,10 @@ class SettingsDialog(QDialog):
 
 
 def open_settings(path: Path, running: AppConfig, parent: QWidget,
-                  on_saved: Callable[[AppConfig], None]) -> SettingsDialog:
+                  on_saved: Callable[[AppConfig], None],
+                  unavailable: Mapping[str, str] | None = None) -> SettingsDialog:
     """Window-modal and non-blocking (the asyncio loop keeps running behind it)."""
-    dialog = SettingsDialog(path, running, parent)
+    dialog = SettingsDialog(path, running, parent, unavailable=unavailable)
     dialog.saved.connect(on_saved)
     dialog.open()
     return dialog
