@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from ruamel.yaml.comments import CommentedMap
 
 from core.facade import FIELDS, AppConfig, ConfigError, SettingField, settings_file
+from gui.desktop_entry import autostart_enabled, autostart_file, set_autostart
 
 ERROR_STYLE = "color: #e74c3c"
 
@@ -79,6 +80,13 @@ class SettingsDialog(QDialog):
                 form = groups[f.group] = QFormLayout(box)
                 body_layout.addWidget(box)
             form.addRow(self._label(f), self._row(f))
+        # Not a YAML key: the autostart entry's presence is the setting.
+        self.autostart = QCheckBox()
+        self.autostart.setObjectName("autostart")
+        self.autostart.setChecked(autostart_enabled())
+        self.autostart.setToolTip(f"Writes or removes {autostart_file()}")
+        self.autostart.toggled.connect(self._changed)
+        groups["Start-up"].addRow("Start vrampilot when I log in", self.autostart)
         body_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -200,10 +208,17 @@ class SettingsDialog(QDialog):
             return
         edits = self.edits()
         try:
-            settings_file.write(self.path, self._data, edits)
+            if edits:
+                settings_file.write(self.path, self._data, edits)
         except OSError as exc:
             self._show_banner(f"{self.path}: not written ({exc.strerror or exc})")
             return
+        if self.autostart.isChecked() != autostart_enabled():
+            try:
+                set_autostart(self.autostart.isChecked())
+            except OSError as exc:
+                self._show_banner(f"{autostart_file()}: not written ({exc.strerror or exc})")
+                return
         self.saved.emit(self.config)
         self.accept()
 

@@ -1,5 +1,5 @@
 """Desktop options in the settings dialog through the real controller on the simulated GPU:
-keeping the app in the tray when the window closes."""
+keeping the app in the tray when the window closes, starting at log-in."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from core import settings_file
 from core.config import load_app_config
 from core.runtime import Runtime
 from gui.app import AppController
+from gui.settings_dialog import SettingsDialog
 from tests.gui.conftest import PROFILE, wait_until
 
 KEEP = "startup.keep_in_tray"
@@ -85,3 +86,40 @@ def test_without_a_tray_the_option_is_disabled_with_the_reason_and_close_quits(
 
     loop.run_until_complete(body())
     loop.run_until_complete(runtime.close())
+
+
+def test_the_autostart_toggle_writes_and_removes_the_xdg_entry(
+        data_dir: Path, runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    entry = tmp_path / "xdg" / "autostart" / "vrampilot.desktop"
+    app = AppController(runtime, settings=None, tray=False)
+
+    async def save(dialog: SettingsDialog) -> None:
+        await wait_until(lambda: dialog.config is not None and dialog.save_button.isEnabled(),
+                         5, "validated")
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+        assert not dialog.isVisible()
+
+    async def body() -> None:
+        app.start(autoload=False)
+        dialog = app.open_settings()
+        assert not dialog.autostart.isChecked()
+        assert str(entry) in dialog.autostart.toolTip()
+        dialog.autostart.click()
+        await save(dialog)
+        text = entry.read_text(encoding="utf-8")
+        assert "[Desktop Entry]" in text
+        exec_line = next(line for line in text.splitlines() if line.startswith("Exec="))
+        assert exec_line.endswith("/vrampilot")  # this venv's launcher, not a bare name
+        assert not settings_file.default_file().exists()  # no YAML key: nothing written there
+        # Opened again, the dialog reads the entry's presence; unticked, the entry goes.
+        dialog = app.open_settings()
+        assert dialog.autostart.isChecked()
+        dialog.autostart.click()
+        await save(dialog)
+        assert not entry.exists()
+        app.window.close()
+        await asyncio.wait_for(app.finished.wait(), 20)
+
+    loop.run_until_complete(body())
