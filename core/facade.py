@@ -37,7 +37,12 @@ from core.engine.base import (
     GenerationRequest,
 )
 from core.engine.demo_model import build_demo_model, ensure_demo_models
-from core.engine.remote_engine import RemoteConfig
+from core.engine.remote_engine import (
+    KEYRING_SERVICE,
+    RemoteConfig,
+    keyring_problem,
+    store_api_key,
+)
 from core.engine.remote_health import RemoteHealth, RemoteState, check_remote_health
 from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, SwitchEvent, SwitchPhase
@@ -109,6 +114,7 @@ __all__ = [
     "CLOSE_DEADLINE_S",
     "FIELDS",
     "GIB",
+    "KEYRING_SERVICE",
     "MAX_CONCURRENCY",
     "PHASE_COLUMNS",
     "STATE_PHASES",
@@ -175,6 +181,7 @@ __all__ = [
     "fmt_bytes",
     "gpu_metric",
     "import_control_server",
+    "keyring_problem",
     "load_catalog",
     "load_run",
     "logs_dir",
@@ -189,4 +196,5 @@ __all__ = [
     "series_of",
     "settings_file",
     "soak_dir",
+    "store_api_key",
 ]

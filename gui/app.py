@@ -274,7 +274,8 @@ class AppController(QObject):
         later = [name for name, changed in (
             ("the history window", config.monitoring.hardware_monitoring.history_seconds
              != before.monitoring.hardware_monitoring.history_seconds),
-            ("the start-up options", _at_start(config) != _at_start(before))) if changed]
+            ("the start-up options", _at_start(config) != _at_start(before)),
+            ("the remote endpoint", config.remote != before.remote)) if changed]
         self.events.add("info", f"settings saved to {self.config_path} and applied"
                         + (f"; {' and '.join(later)} at the next start" if later else ""))
 
