@@ -78,6 +78,7 @@ from core.telemetry import clock_events
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.gpu_processes import others_holding
 from core.telemetry.history import TelemetryHistory
+from core.telemetry.host_processes import HostProcess, engine_processes
 from core.telemetry.recording import TelemetryRecorder, recordings_dir
 from core.telemetry.snapshot import GpuProcess, GpuSnapshot, Sample, gpu_metric
 from core.units import GIB
@@ -134,6 +135,7 @@ __all__ = [
     "GpuSnapshot",
     "HardwareState",
     "HistoryStore",
+    "HostProcess",
     "InstanceLock",
     "ManagerState",
     "ModelEntry",
@@ -176,6 +178,7 @@ __all__ = [
     "control_router",
     "describe_soak_run",
     "download",
+    "engine_processes",
     "ensure_demo_models",
     "fit_verdict",
     "fmt_bytes",
