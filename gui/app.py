@@ -109,6 +109,9 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
             ChartSpec(f"{gpu.name} utilisation", "%", (m("gpu_util_percent"),),
                       alert_metrics=lost),
         ]
+        if gpu.fan_percent is not None:  # laptops report none: said in the header, not drawn
+            specs.append(ChartSpec(f"{gpu.name} fan", "%", (m("fan_percent"),),
+                                   alert_metrics=lost))
     specs += [
         ChartSpec("Host RAM used", "GiB", ("host.ram_used_bytes",), 1 / GIB),
         ChartSpec("Host CPU", "%", ("host.cpu_percent",)),
