@@ -50,6 +50,7 @@ from gui.charts import ChartAnnotations, ChartPanel, ChartSpec
 from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
+from gui.first_run import NoGpuBanner
 from gui.gpu_panel import GpuStatusPanel, MonitorPanel, throttle_metric
 from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
@@ -162,6 +163,10 @@ class AppController(QObject):
                                  files=[("history database", runtime.history_store.path),
                                         ("engine logs", logs_dir())],
                                  monitor=self.monitor)
+        # No NVIDIA GPU: offered once, the simulated laptop card in one click (a restart).
+        self.relaunch_simulated = False
+        if NoGpuBanner.wanted(bool(runtime.devices), runtime.simulated, settings):
+            self.monitor.add_banner(NoGpuBanner(self._restart_simulated, settings))
         # Into the window's File menu, first: adding a model folder is a File action.
         file_menu = self.window.file_menu
         add_dir_action = QAction("Add model directory…", self.window)
@@ -202,6 +207,10 @@ class AppController(QObject):
         self._shutdown_task: asyncio.Task[None] | None = None
         self._previous_excepthook: Callable[..., Any] | None = None
         self._connect_signals()
+
+    def _restart_simulated(self) -> None:
+        self.relaunch_simulated = True  # run_app's caller starts it once the lock is free
+        self.window.quit()
 
     def add_model_directory(self, directory: Path) -> str:
         """File > Add model directory: check it, keep it in the user's list (it is offered at
@@ -585,6 +594,7 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
 
     with loop:
         loop.run_until_complete(main())
+    args.relaunch_simulated = controller.relaunch_simulated
     if os.environ.get(REPORT_PHASES_ENV):
         report("event loop closed")
     return 0

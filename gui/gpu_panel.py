@@ -255,7 +255,11 @@ class MonitorPanel(QWidget):
         splitter.addWidget(status)
         splitter.setStretchFactor(0, 5)
         splitter.setStretchFactor(1, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(status.header)
-        layout.addWidget(splitter, 1)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.addWidget(status.header)
+        self._layout.addWidget(splitter, 1)
+
+    def add_banner(self, banner: QWidget) -> None:
+        """A notice above the header (the no-GPU offer)."""
+        self._layout.insertWidget(0, banner)
