@@ -121,7 +121,8 @@ def current_values(config: AppConfig) -> dict[str, Any]:
     for f in FIELDS:
         node: Any = roots.get(f.key.split(".", 1)[0], config)
         for part in f.key.split("."):
-            node = getattr(node, part, None)  # None: an absent optional section (remote)
+            # None: an absent optional section (remote:), whose fields are then blank.
+            node = None if node is None else getattr(node, part)
         out[f.key] = node
     return out
 
