@@ -75,10 +75,11 @@ def used_text(process: GpuProcess) -> str:
 
 
 def host_cells(processes: tuple[HostProcess, ...]) -> list[tuple[str, ...]]:
-    """This app first, then the engine's processes it started (vLLM's engine core, workers)."""
+    """This app first, then what it started: vLLM's engine core and workers, and helpers such
+    as multiprocessing's resource tracker (each named as the system names it)."""
     own = processes[0].pid if processes else None
     return [(str(p.pid), p.name or "(gone or hidden)",
-             "this app" if p.pid == own else f"engine (child of {p.parent_pid})",
+             "this app" if p.pid == own else f"started by it (child of {p.parent_pid})",
              _bytes(p.rss_bytes)) for p in processes]
 
 

@@ -36,7 +36,7 @@ def test_the_engines_host_processes_are_listed_with_their_rss(qtbot: QtBot) -> N
         assert panel.host_rows()[0] == me  # this app first
         assert me[2] == "this app"
         assert kid[1] == psutil.Process(child.pid).name()
-        assert kid[2] == f"engine (child of {os.getpid()})"
+        assert kid[2] == f"started by it (child of {os.getpid()})"
         assert 96 <= _mib(kid[3]) < 160  # the 96 MiB it wrote, plus the interpreter
         assert "resident in all" in panel.host_title.text()
         assert panel.host_title.text().startswith(
