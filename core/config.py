@@ -41,6 +41,8 @@ class StartupSettings(BaseModel):
 
     minimised: bool = False  # start hidden in the tray (or minimised where there is no tray)
     load_last_model: bool = False  # load the model last made ready, not the demo model
+    # Closing the window hides it to the tray (the tray's Quit quits); ignored without a tray.
+    keep_in_tray: bool = False
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,12 @@ from core.engine.base import (
     GenerationRequest,
 )
 from core.engine.demo_model import DEMO_NOTICE, build_demo_model, ensure_demo_models
-from core.engine.remote_engine import RemoteConfig
+from core.engine.remote_engine import (
+    KEYRING_SERVICE,
+    RemoteConfig,
+    keyring_problem,
+    store_api_key,
+)
 from core.engine.remote_health import RemoteHealth, RemoteState, check_remote_health
 from core.history_store import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord
 from core.manager.events import STATE_PHASES, TERMINAL_PHASES, StateChange, SwitchEvent, SwitchPhase
@@ -77,6 +82,7 @@ from core.telemetry import clock_events
 from core.telemetry.alerts import AlertEvent
 from core.telemetry.gpu_processes import others_holding
 from core.telemetry.history import TelemetryHistory
+from core.telemetry.host_processes import HostProcess, engine_processes
 from core.telemetry.recording import TelemetryRecorder, recordings_dir
 from core.telemetry.snapshot import GpuProcess, GpuSnapshot, Sample, gpu_metric
 from core.units import GIB
@@ -114,6 +120,7 @@ __all__ = [
     "DEMO_NOTICE",
     "FIELDS",
     "GIB",
+    "KEYRING_SERVICE",
     "MAX_CONCURRENCY",
     "MAX_MODELS",
     "PHASE_COLUMNS",
@@ -136,6 +143,7 @@ __all__ = [
     "GpuSnapshot",
     "HardwareState",
     "HistoryStore",
+    "HostProcess",
     "InstanceLock",
     "ManagerState",
     "ModelEntry",
@@ -185,11 +193,13 @@ __all__ = [
     "data_dir",
     "describe_soak_run",
     "download",
+    "engine_processes",
     "ensure_demo_models",
     "fit_verdict",
     "fmt_bytes",
     "gpu_metric",
     "import_control_server",
+    "keyring_problem",
     "load_catalog",
     "load_run",
     "logs_dir",
@@ -205,4 +215,5 @@ __all__ = [
     "series_of",
     "settings_file",
     "soak_dir",
+    "store_api_key",
 ]

@@ -66,10 +66,17 @@ FIELDS: tuple[SettingField, ...] = (
     SettingField("server.enabled", "Serve the local API", "bool", "Local API"),
     SettingField("server.host", "Address", "text", "Local API"),
     SettingField("server.port", "Port", "number", "Local API"),
+    # Read when the app starts (the catalog's remote entry is built then).
+    SettingField("remote.base_url", "URL", "text", "Remote endpoint", live=False),
+    SettingField("remote.model", "Model", "text", "Remote endpoint", live=False),
+    SettingField("remote.api_key_env", "API key from environment variable", "text",
+                 "Remote endpoint", live=False),
     SettingField("startup.minimised", "Start minimised (in the tray where there is one)", "bool",
                  "Start-up", live=False),
     SettingField("startup.load_last_model", "Load the last model at start-up", "bool",
                  "Start-up", live=False),
+    SettingField("startup.keep_in_tray", "Keep running in the tray when the window closes",
+                 "bool", "Start-up"),
 )
 BY_KEY = {f.key: f for f in FIELDS}
 
@@ -114,7 +121,8 @@ def current_values(config: AppConfig) -> dict[str, Any]:
     for f in FIELDS:
         node: Any = roots.get(f.key.split(".", 1)[0], config)
         for part in f.key.split("."):
-            node = getattr(node, part)
+            # None: an absent optional section (remote:), whose fields are then blank.
+            node = None if node is None else getattr(node, part)
         out[f.key] = node
     return out
 
@@ -156,6 +164,9 @@ def _field_of(error: ConfigError, candidates: Mapping[str, Any]) -> str | None:
     if error.key in candidates:
         return error.key
     under = [k for k in candidates if k.startswith(error.key + ".")] if error.key else []
+    if not under and error.key in BY_KEY:  # a field left blank that an edited one needs
+        section = error.key.split(".", 1)[0] + "."
+        under = [k for k in candidates if k.startswith(section)]
     return under[-1] if under else None
 
 
@@ -181,7 +192,10 @@ def validate(path: Path, data: Mapping[str, Any], edits: Mapping[str, Any]
             if field is None:  # about a key the dialog does not edit: the file itself is wrong
                 errors[""] = str(exc)
                 return None, errors
-            errors[field] = f"{exc.key}: {exc.problem}"
+            # Said under the field it names (a blank one an edit needs), else the edited one.
+            # (its first problem: what the rest would say once it is put back is not news).
+            errors.setdefault(exc.key if exc.key in BY_KEY else field,
+                              f"{exc.key}: {exc.problem}")
             del pending[field]
 
 

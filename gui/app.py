@@ -55,6 +55,7 @@ from gui.charts import ChartPanel
 from gui.download_dialog import DownloadDialog
 from gui.event_loop import AppEventLoop
 from gui.events_panel import EventsPanel, TrayNotifier
+from gui.first_run import NoGpuBanner
 from gui.gpu_panel import GpuStatusPanel, MonitorPanel, throttle_metric
 from gui.history_panel import HistoryPanel
 from gui.main_window import MainWindow
@@ -114,11 +115,19 @@ def chart_specs(runtime: Runtime) -> list[ChartSpec]:
             ChartSpec(f"{gpu.name} utilisation", "%", (m("gpu_util_percent"),),
                       alert_metrics=lost),
         ]
+        if gpu.fan_percent is not None:  # laptops report none: said in the header, not drawn
+            specs.append(ChartSpec(f"{gpu.name} fan", "%", (m("fan_percent"),),
+                                   alert_metrics=lost))
     specs += [
         ChartSpec("Host RAM used", "GiB", ("host.ram_used_bytes",), 1 / GIB),
         ChartSpec("Host CPU", "%", ("host.cpu_percent",)),
     ]
     return specs
+
+
+def _at_start(config: AppConfig) -> object:
+    """The start-up options that take effect only at the next start (keep_in_tray is live)."""
+    return config.startup.model_copy(update={"keep_in_tray": False})
 
 
 class AppController(QObject):
@@ -160,6 +169,10 @@ class AppController(QObject):
                                  files=[("history database", runtime.history_store.path),
                                         ("engine logs", logs_dir())],
                                  monitor=self.monitor)
+        # No NVIDIA GPU: offered once, the simulated laptop card in one click (a restart).
+        self.relaunch_simulated = False
+        if NoGpuBanner.wanted(bool(runtime.devices), runtime.simulated, settings):
+            self.monitor.add_banner(NoGpuBanner(self._restart_simulated, settings))
         # Into the window's File menu, first: adding a model folder is a File action.
         file_menu = self.window.file_menu
         add_dir_action = QAction("Add model directory…", self.window)
@@ -184,7 +197,10 @@ class AppController(QObject):
         self.tray = AppTray(icon, self.window, TrayModels(
             active=lambda: runtime.manager.active_model, switchable=self.switchable_models,
             switch=self.models.request_switch, unload=self.models.unload),
-            lambda: runtime.sampler.latest, self.window.close, self, show_icon=tray)
+            lambda: runtime.sampler.latest, self.window.quit, self, show_icon=tray)
+        # Kept in the tray: the close button hides the window, but only where a tray shows it.
+        self.window.hide_on_close = lambda: (self.runtime.config.startup.keep_in_tray
+                                             and self.tray.available)
         if tray:  # critical alerts pop up from the tray icon; a click opens the Events tab
             self.notifier = TrayNotifier(icon, self.tray.icon)
             self.events.notifier = self.notifier
@@ -197,6 +213,10 @@ class AppController(QObject):
         self._shutdown_task: asyncio.Task[None] | None = None
         self._previous_excepthook: Callable[..., Any] | None = None
         self._connect_signals()
+
+    def _restart_simulated(self) -> None:
+        self.relaunch_simulated = True  # run_app's caller starts it once the lock is free
+        self.window.quit()
 
     def add_model_directory(self, directory: Path) -> str:
         """File > Add model directory: check it, keep it in the user's list (it is offered at
@@ -250,8 +270,10 @@ class AppController(QObject):
 
     def open_settings(self) -> SettingsDialog:
         """File > Settings (Ctrl+,)."""
+        unavailable = {} if self.tray.available else {
+            "startup.keep_in_tray": "No system tray on this desktop: closing the window quits."}
         self.settings_dialog = open_settings(self.config_path, self.runtime.config, self.window,
-                                             self.apply_settings)
+                                             self.apply_settings, unavailable)
         return self.settings_dialog
 
     def apply_settings(self, config: AppConfig) -> None:
@@ -271,7 +293,8 @@ class AppController(QObject):
         later = [name for name, changed in (
             ("the history window", config.monitoring.hardware_monitoring.history_seconds
              != before.monitoring.hardware_monitoring.history_seconds),
-            ("the start-up options", config.startup != before.startup)) if changed]
+            ("the start-up options", _at_start(config) != _at_start(before)),
+            ("the remote endpoint", config.remote != before.remote)) if changed]
         self.events.add("info", f"settings saved to {self.config_path} and applied"
                         + (f"; {' and '.join(later)} at the next start" if later else ""))
 
@@ -430,7 +453,7 @@ class AppController(QObject):
         """SIGINT/SIGTERM close the window like the close button. Python only runs signal
         handlers when the interpreter gets control, so a timer wakes it up regularly."""
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
-            QTimer.singleShot(0, self.window.close)
+            QTimer.singleShot(0, self.window.quit)
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
@@ -581,6 +604,7 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
 
     with loop:
         loop.run_until_complete(main())
+    args.relaunch_simulated = controller.relaunch_simulated
     if os.environ.get(REPORT_PHASES_ENV):
         report("event loop closed")
     return 0

@@ -1,5 +1,6 @@
-"""The Monitor tab's GPU header and process table: clocks against their maximum, the throttle
-reasons by name, and who holds the VRAM (our engine marked).
+"""The Monitor tab's GPU header and process tables: clocks against their maximum, the throttle
+reasons by name, who holds the VRAM (our engine marked), and the engine's processes on the host
+with their resident memory.
 
 It reads the sampler's latest sample (the sampler stays the only reader of the device) on its own
 timer, so the table costs nothing between refreshes; each change of throttle reasons is logged by
@@ -22,13 +23,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.facade import GpuProcess, GpuSnapshot, Sample, clock_events, gpu_metric
+from core.facade import (
+    GpuProcess,
+    GpuSnapshot,
+    HostProcess,
+    Sample,
+    clock_events,
+    engine_processes,
+    gpu_metric,
+)
 from gui.chart_data import ChartAnnotations
 from gui.charts import ChartPanel
 
 GIB = 1024**3
 MIB = 1024**2
 PROCESS_COLUMNS = ("PID", "Process", "User", "GPU memory", "Owner")
+HOST_COLUMNS = ("PID", "Process", "Role", "Resident memory (RSS)")
 OURS = "vrampilot (ours)"
 # Reasons worth a warning in the log (the rest, such as the routine power cap, are info).
 WARN_REASONS = frozenset({"SwThermal", "HwThermal", "HwSlowdown", "HwPowerBrake"})
@@ -55,12 +65,55 @@ def gpu_header(gpu: GpuSnapshot) -> str:
             f" · throttle: {clock_events.describe(gpu.clock_events)} · {fan}")
 
 
-def used_text(process: GpuProcess) -> str:
-    if process.used_bytes is None:
+def _bytes(count: int | None) -> str:
+    if count is None:
         return "not reported"
-    if process.used_bytes >= GIB:
-        return f"{process.used_bytes / GIB:.2f} GiB"
-    return f"{process.used_bytes / MIB:.0f} MiB"
+    return f"{count / GIB:.2f} GiB" if count >= GIB else f"{count / MIB:.0f} MiB"
+
+
+def used_text(process: GpuProcess) -> str:
+    return _bytes(process.used_bytes)
+
+
+def host_cells(processes: tuple[HostProcess, ...]) -> list[tuple[str, ...]]:
+    """This app first, then what it started: vLLM's engine core and workers, and helpers such
+    as multiprocessing's resource tracker (each named as the system names it)."""
+    own = processes[0].pid if processes else None
+    return [(str(p.pid), p.name or "(gone or hidden)",
+             "this app" if p.pid == own else f"started by it (child of {p.parent_pid})",
+             _bytes(p.rss_bytes)) for p in processes]
+
+
+def _table(columns: tuple[str, ...]) -> QTableWidget:
+    table = QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(columns)
+    table.verticalHeader().setVisible(False)
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+    header = table.horizontalHeader()
+    for column in range(len(columns)):
+        header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if column == 1
+                                    else QHeaderView.ResizeMode.ResizeToContents)
+    return table
+
+
+def _set_text(table: QTableWidget, r: int, c: int, text: str) -> QTableWidgetItem:
+    item = table.item(r, c)
+    if item is None:
+        item = QTableWidgetItem()
+        table.setItem(r, c, item)
+    if item.text() != text:  # unchanged cells cost nothing
+        item.setText(text)
+    return item
+
+
+def table_rows(table: QTableWidget) -> list[tuple[str, ...]]:
+    def text(r: int, c: int) -> str:
+        item = table.item(r, c)
+        return item.text() if item is not None else ""
+
+    return [tuple(text(r, c) for c in range(table.columnCount()))
+            for r in range(table.rowCount())]
 
 
 class GpuStatusPanel(QWidget):
@@ -70,9 +123,11 @@ class GpuStatusPanel(QWidget):
 
     def __init__(self, latest: Callable[[], Sample | None],
                  annotations: ChartAnnotations | None = None, refresh_ms: int = 1000,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None,
+                 host: Callable[[], tuple[HostProcess, ...]] = engine_processes) -> None:
         super().__init__(parent)
         self._latest = latest
+        self._host = host
         self._annotations = annotations
         self._events: dict[int, tuple[str, ...] | None] = {}  # GPU index -> last reasons
         self._shown_at: float | None = None
@@ -82,20 +137,16 @@ class GpuStatusPanel(QWidget):
         self.processes_title = QLabel("GPU processes")
         self.processes_note = QLabel("")
         self.processes_note.setStyleSheet("color: #999999")
-        self.table = QTableWidget(0, len(PROCESS_COLUMNS))
-        self.table.setHorizontalHeaderLabels(PROCESS_COLUMNS)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        header = self.table.horizontalHeader()
-        for column in range(len(PROCESS_COLUMNS)):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if column == 1
-                                        else QHeaderView.ResizeMode.ResizeToContents)
+        self.table = _table(PROCESS_COLUMNS)
+        self.host_title = QLabel("The engine's processes on the host")
+        self.host_table = _table(HOST_COLUMNS)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.processes_title)
         layout.addWidget(self.processes_note)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.host_title)
+        layout.addWidget(self.host_table, 1)
         self.timer = QTimer(self)
         self.timer.setObjectName("gpu-status")
         self.timer.setInterval(refresh_ms)
@@ -109,6 +160,7 @@ class GpuStatusPanel(QWidget):
 
     def refresh(self) -> None:
         """Show the newest sample (nothing to do when it was already shown)."""
+        self._show_host_processes()
         sample = self._latest()
         if sample is None or sample.host.timestamp == self._shown_at:
             return
@@ -165,26 +217,31 @@ class GpuStatusPanel(QWidget):
             cells = (str(proc.pid), proc.name or "(gone or hidden)", proc.user or "",
                      used_text(proc), OURS if proc.ours else "")
             for c, text in enumerate(cells):
-                item = self.table.item(r, c)
-                if item is None:
-                    item = QTableWidgetItem()
-                    self.table.setItem(r, c, item)
-                if item.text() != text:
-                    item.setText(text)
+                item = _set_text(self.table, r, c, text)
                 font = item.font()
                 if font.bold() != proc.ours:
                     bold = QFont(font)
                     bold.setBold(proc.ours)
                     item.setFont(bold)
 
-    def rows(self) -> list[tuple[str, ...]]:
-        """The table as text (for tests and the screenshot)."""
-        def text(r: int, c: int) -> str:
-            item = self.table.item(r, c)
-            return item.text() if item is not None else ""
+    def _show_host_processes(self) -> None:
+        processes = self._host()
+        rows = host_cells(processes)
+        self.host_table.setRowCount(len(rows))
+        for r, cells in enumerate(rows):
+            for c, text in enumerate(cells):
+                _set_text(self.host_table, r, c, text)
+        total = sum(p.rss_bytes or 0 for p in processes)
+        self.host_title.setText(f"The engine's processes on the host: {len(rows)}, "
+                                f"{_bytes(total)} resident in all")
 
-        return [tuple(text(r, c) for c in range(self.table.columnCount()))
-                for r in range(self.table.rowCount())]
+    def rows(self) -> list[tuple[str, ...]]:
+        """The GPU process table as text (for tests and the screenshot)."""
+        return table_rows(self.table)
+
+    def host_rows(self) -> list[tuple[str, ...]]:
+        """The host process table as text."""
+        return table_rows(self.host_table)
 
 
 class MonitorPanel(QWidget):
@@ -200,7 +257,11 @@ class MonitorPanel(QWidget):
         splitter.addWidget(status)
         splitter.setStretchFactor(0, 5)
         splitter.setStretchFactor(1, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(status.header)
-        layout.addWidget(splitter, 1)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.addWidget(status.header)
+        self._layout.addWidget(splitter, 1)
+
+    def add_banner(self, banner: QWidget) -> None:
+        """A notice above the header (the no-GPU offer)."""
+        self._layout.insertWidget(0, banner)

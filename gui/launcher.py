@@ -167,11 +167,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     from gui.app import run_app
 
     try:
-        return run_app(args, lock)
+        code = run_app(args, lock)
     except ValueError as exc:
         return bad_input(exc)
     finally:
         lock.release()
+    if getattr(args, "relaunch_simulated", False):  # the no-GPU offer, taken: start again
+        from gui.first_run import relaunch, relaunch_command
+
+        relaunch(relaunch_command(str(Path(args.config).resolve()) if args.config else None))
+    return code
 
 
 def bring_owner_to_front(owner: ControlClient, args: argparse.Namespace) -> int:

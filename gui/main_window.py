@@ -39,6 +39,9 @@ class MainWindow(QMainWindow):
         self.events = events
         self._closing = False
         self._closed = False
+        self._quitting = False
+        # Whether the close button only hides the window (kept in the tray): the app decides.
+        self.hide_on_close: Callable[[], bool] = lambda: False
         self._settings = settings
         self._files = tuple(files)  # (what, where) shown by Help: the logs, the history database
         self.help_box: QMessageBox | None = None
@@ -76,7 +79,7 @@ class MainWindow(QMainWindow):
         if self.charts.csv_button.isEnabled():
             self._add(file, "Export telemetry (CSV)…", self.charts.csv_button.click)
         file.addSeparator()
-        self._add(file, "&Quit", self.close, "Ctrl+Q")  # closeEvent runs the async shutdown
+        self._add(file, "&Quit", self.quit, "Ctrl+Q")  # closeEvent runs the async shutdown
 
         view = bar.addMenu("&View")
         for i in range(self.tabs.count()):
@@ -173,12 +176,23 @@ class MainWindow(QMainWindow):
     def closing(self) -> bool:
         return self._closing
 
+    def quit(self) -> None:
+        """Quit for real (File > Quit, the tray's Quit, a signal), even when closing the
+        window only hides it to the tray."""
+        self._quitting = True
+        self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:
-        """First close: ask for the async shutdown; close for real when it is done."""
+        """First close: ask for the async shutdown; close for real when it is done. With
+        `hide_on_close` true (kept in the tray), the window's close button only hides it."""
         if self._closed:
             event.accept()
             return
         event.ignore()
+        if not self._quitting and not self._closing and self.hide_on_close():
+            self._save()
+            self.hide()
+            return
         if self._closing:
             return
         self._closing = True

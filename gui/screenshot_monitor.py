@@ -81,7 +81,7 @@ def main(out_dir: str) -> int:
         pg.stop()
 
         dialog = controller.open_settings()
-        dialog.resize(660, 1180)
+        dialog.resize(660, 1480)
         dialog.set_value("hardware_monitoring.thresholds.temperature.warning", "90")
         dialog.set_value("server.port", "80a")
         dialog.validate()

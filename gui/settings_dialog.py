@@ -5,7 +5,7 @@ options, validated as you type by the YAML's own rules, written to the user's co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,17 @@ from PySide6.QtWidgets import (
 )
 from ruamel.yaml.comments import CommentedMap
 
-from core.facade import FIELDS, AppConfig, ConfigError, SettingField, settings_file
+from core.facade import (
+    FIELDS,
+    KEYRING_SERVICE,
+    AppConfig,
+    ConfigError,
+    SettingField,
+    keyring_problem,
+    settings_file,
+    store_api_key,
+)
+from gui.desktop_entry import autostart_enabled, autostart_file, set_autostart
 
 ERROR_STYLE = "color: #e74c3c"
 
@@ -43,10 +53,13 @@ class SettingsDialog(QDialog):
     saved = Signal(object)  # the new AppConfig, after the file was written
 
     def __init__(self, path: Path, running: AppConfig, parent: QWidget | None = None,
-                 validate_delay_ms: int = 250) -> None:
+                 validate_delay_ms: int = 250, unavailable: Mapping[str, str] | None = None
+                 ) -> None:
         super().__init__(parent)
         self.setWindowTitle("vrampilot settings")
         self.path = path
+        # Fields this desktop cannot honour (key -> why): shown disabled with the reason.
+        self.unavailable = dict(unavailable or {})
         self.inputs: dict[str, QLineEdit | QCheckBox | QComboBox] = {}
         self.errors: dict[str, QLabel] = {}
         self.config: AppConfig | None = None
@@ -76,6 +89,14 @@ class SettingsDialog(QDialog):
                 form = groups[f.group] = QFormLayout(box)
                 body_layout.addWidget(box)
             form.addRow(self._label(f), self._row(f))
+        # Not a YAML key: the autostart entry's presence is the setting.
+        self.autostart = QCheckBox()
+        self.autostart.setObjectName("autostart")
+        self.autostart.setChecked(autostart_enabled())
+        self.autostart.setToolTip(f"Writes or removes {autostart_file()}")
+        self.autostart.toggled.connect(self._changed)
+        groups["Start-up"].addRow("Start vrampilot when I log in", self.autostart)
+        groups["Remote endpoint"].addRow("API key", self._api_key_row(shown or running))
         body_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -134,7 +155,41 @@ class SettingsDialog(QDialog):
         row = QHBoxLayout()
         row.addWidget(widget, 1)
         column.addLayout(row)
+        why = self.unavailable.get(f.key)
+        if why is not None:  # the value stays in the file; this desktop ignores it
+            widget.setEnabled(False)
+            widget.setToolTip(why)
+            reason = QLabel(why)
+            reason.setObjectName(f"{f.key}.unavailable")
+            reason.setWordWrap(True)
+            column.addWidget(reason)
         column.addWidget(error)
+        return cell
+
+    def _api_key_row(self, config: AppConfig) -> QWidget:
+        """The key goes to the system keyring (never the file); without one, say where it must
+        come from instead."""
+        self._keyring_service = config.remote.keyring_service if config.remote else None
+        self.api_key = QLineEdit()
+        self.api_key.setObjectName("remote.api_key")
+        self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.api_key.setPlaceholderText("kept in the system keyring, not in the file")
+        self.api_key.textEdited.connect(self._changed)
+        self.api_key_note = QLabel("")
+        self.api_key_note.setWordWrap(True)
+        problem = keyring_problem()
+        if problem is not None:
+            self.api_key.setEnabled(False)
+            self.api_key.setPlaceholderText("")
+            self.api_key_note.setText(
+                f"Not stored here: {problem}. The key must come from the environment variable "
+                "named in \u201cAPI key from environment variable\u201d (remote.api_key_env).")
+        self.api_key_note.setVisible(problem is not None)
+        cell = QWidget()
+        column = QVBoxLayout(cell)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.api_key)
+        column.addWidget(self.api_key_note)
         return cell
 
     # -- values ---------------------------------------------------------------------------------
@@ -148,8 +203,11 @@ class SettingsDialog(QDialog):
 
     def edits(self) -> dict[str, Any]:
         """The fields whose value differs from what the file (over the defaults) holds."""
-        return {f.key: self.value(f.key) for f in FIELDS
-                if self.value(f.key) != self.initial[f.key]}
+        out = {f.key: self.value(f.key) for f in FIELDS
+               if self.value(f.key) != self.initial[f.key]}
+        if self.api_key.text() and self._keyring_service is None:
+            out["remote.keyring_service"] = KEYRING_SERVICE  # where the app will look for it
+        return out
 
     def set_value(self, key: str, value: Any) -> None:
         """Change a field as typing would (tests, the screenshot)."""
@@ -189,10 +247,25 @@ class SettingsDialog(QDialog):
             return
         edits = self.edits()
         try:
-            settings_file.write(self.path, self._data, edits)
+            if edits:
+                settings_file.write(self.path, self._data, edits)
         except OSError as exc:
             self._show_banner(f"{self.path}: not written ({exc.strerror or exc})")
             return
+        key = self.api_key.text()
+        if key and self.config.remote is not None:
+            try:
+                store_api_key(self.config.remote, key)
+            except Exception as exc:  # noqa: BLE001 - any keyring failure is said, not raised
+                self._show_banner(f"the API key was not stored in the keyring ({exc})")
+                return
+            self.api_key.clear()
+        if self.autostart.isChecked() != autostart_enabled():
+            try:
+                set_autostart(self.autostart.isChecked())
+            except OSError as exc:
+                self._show_banner(f"{autostart_file()}: not written ({exc.strerror or exc})")
+                return
         self.saved.emit(self.config)
         self.accept()
 
@@ -205,9 +278,10 @@ class SettingsDialog(QDialog):
 
 
 def open_settings(path: Path, running: AppConfig, parent: QWidget,
-                  on_saved: Callable[[AppConfig], None]) -> SettingsDialog:
+                  on_saved: Callable[[AppConfig], None],
+                  unavailable: Mapping[str, str] | None = None) -> SettingsDialog:
     """Window-modal and non-blocking (the asyncio loop keeps running behind it)."""
-    dialog = SettingsDialog(path, running, parent)
+    dialog = SettingsDialog(path, running, parent, unavailable=unavailable)
     dialog.saved.connect(on_saved)
     dialog.open()
     return dialog

@@ -85,6 +85,33 @@ def resolve_api_key(config: RemoteConfig) -> str | None:
     return None
 
 
+# The keyring service the settings dialog stores the key under (the user name is the model).
+KEYRING_SERVICE = "vrampilot"
+
+
+def keyring_problem() -> str | None:
+    """Why the system keyring cannot hold an API key here, or None when it can."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        return "the keyring package is not installed"
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # noqa: BLE001 - a broken backend is reported, not raised
+        return f"the system keyring failed ({exc})"
+    if isinstance(backend, fail.Keyring):
+        return "no system keyring is running"
+    return None
+
+
+def store_api_key(config: RemoteConfig, key: str) -> None:
+    """Keep the key in the system keyring where resolve_api_key reads it (never in a file)."""
+    import keyring
+
+    keyring.set_password(config.keyring_service or KEYRING_SERVICE, config.model, key)
+
+
 def _served_models(body: bytes) -> list[str] | None:
     """The model ids of an OpenAI /models answer; None when the answer is not such a list."""
     try:
