@@ -59,10 +59,10 @@ FIELDS: tuple[SettingField, ...] = (
     SettingField("model_switching.max_temperature_c", "Switch only below", "number",
                  "Switching", "°C"),
     SettingField("model_switching.max_power_w", "Switch only below", "number", "Switching", "W"),
-    SettingField("model_switching.vram_buffer_gb", "Memory buffer", "number", "Switching",
-                 "GB"),
-    SettingField("router.selection.buffer_gib", "Router memory buffer", "number", "Switching",
-                 "GiB"),
+    # One setting for the switch check and the router (router.selection.buffer_gib is its old
+    # name: writing both would make the file ambiguous).
+    SettingField("model_switching.vram_buffer_gb", "Memory kept free (switch and router)",
+                 "number", "Switching", "GB"),
     SettingField("server.enabled", "Serve the local API", "bool", "Local API"),
     SettingField("server.host", "Address", "text", "Local API"),
     SettingField("server.port", "Port", "number", "Local API"),

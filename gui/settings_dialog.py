@@ -1,4 +1,4 @@
-"""File > Settings: the thresholds, sampling, switch gate, router buffer, local API and start-up
+"""File > Settings: the thresholds, sampling, switch gate, memory buffer, local API and start-up
 options, validated as you type by the YAML's own rules, written to the user's config file
 (which stays hand-editable: comments and other keys are kept) and applied live where possible.
 """

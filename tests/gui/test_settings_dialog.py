@@ -58,7 +58,7 @@ def test_a_changed_setting_is_written_and_applied_live(
         _type(qtbot, dialog, "hardware_monitoring.thresholds.temperature.min_duration_seconds",
               "0")
         _type(qtbot, dialog, "hardware_monitoring.interval_seconds", "0.2")
-        _type(qtbot, dialog, "router.selection.buffer_gib", "2.5")
+        _type(qtbot, dialog, "model_switching.vram_buffer_gb", "2.5")
         dialog.set_value("hardware_monitoring.policy", "advise")
         dialog.set_value("startup.load_last_model", True)
         await wait_until(lambda: dialog.save_button.isEnabled() and dialog.config is not None,
@@ -74,7 +74,9 @@ def test_a_changed_setting_is_written_and_applied_live(
         hm = saved.monitoring.hardware_monitoring
         assert (hm.thresholds.temperature.warning, hm.interval_seconds, hm.policy) == (
             40, 0.2, "advise")
-        assert saved.router.selection.buffer_gib == 2.5
+        assert saved.monitoring.model_switching.vram_buffer_gb == 2.5
+        assert saved.router.selection.buffer_gib == 2.5  # one setting: the router reads it too
+        assert "buffer_gib" not in text
         assert saved.startup.load_last_model
         assert not saved.monitoring.performance_tracking.track_routing
         assert "critical" not in text  # only what changed is written
@@ -84,6 +86,7 @@ def test_a_changed_setting_is_written_and_applied_live(
         assert runtime.alert_policy == "advise"
         assert controller.events.policy.currentData() == "advise"
         assert runtime.router.config.selection.buffer_gib == 2.5
+        assert runtime.manager.switching.vram_buffer_gb == 2.5
         log = controller.events.event_log
         await wait_until(lambda: "temperature warning (started)" in log.toPlainText(), 10,
                          "an alert at the new line")
