@@ -4,6 +4,7 @@ comes from, what-if states, and the decision as `vrampilot route` prints it (exp
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,19 @@ def put_on_disk(catalog: Catalog, *ids: str) -> None:
         (directory / "config.json").write_text('{"model_type": "qwen3"}')
 
 
-def router(catalog: Catalog, tmp_path: Path, user: dict[str, object] | None = None) -> Router:
-    return Router(load_router_config(catalog, user, tmp_path / "u.yaml"), catalog)
+@dataclass(frozen=True)
+class Switching:
+    """model_switching's two settings the router shares (the buffer and the cascade)."""
+
+    vram_buffer_gb: float = 1.0
+    fallback_cascade: tuple[str, ...] = ("qwen3-30b-a3b-instruct-2507", B14, B8, THINKING,
+                                         INSTRUCT, "remote")  # as shipped
+
+
+def router(catalog: Catalog, tmp_path: Path, user: dict[str, object] | None = None,
+           switching: Switching | None = None) -> Router:
+    return Router(load_router_config(catalog, user, tmp_path / "u.yaml", switching=switching),
+                  catalog)
 
 
 def test_a_disabled_model_is_rejected_and_the_next_one_taken(tmp_path: Path) -> None:
@@ -94,7 +106,7 @@ def test_the_buffer_is_kept_back(catalog: Catalog, tmp_path: Path) -> None:
     need = fp.weight_bytes + fp.overhead_bytes + 1024 * fp.kv_bytes_per_token
     hw = HardwareState(need + GIB // 2 + 20 * MIB, CARD, 50.0)
     assert r.check(catalog.get(B8), hw, False).kind == "does_not_fit"  # type: ignore[union-attr]
-    half = router(catalog, tmp_path, {"selection": {"buffer_gib": 0.5}})
+    half = router(catalog, tmp_path, switching=Switching(vram_buffer_gb=0.5))
     assert half.check(catalog.get(B8), hw, False).fits  # type: ignore[union-attr]
 
 
@@ -132,10 +144,9 @@ def test_remote_endpoint_rejections_and_its_fallback_note(catalog: Catalog,
 
 
 def test_a_fallback_within_the_rules_own_list(catalog: Catalog, tmp_path: Path) -> None:
-    user = {"selection": {"vram_bands": [{"rules": [{"prefer": [B14, INSTRUCT]}]}],
-                          "cascade": [B14, B8]}}
+    user = {"selection": {"vram_bands": [{"rules": [{"prefer": [B14, INSTRUCT]}]}]}}
     put_on_disk(catalog, INSTRUCT)
-    decision = router(catalog, tmp_path, user).route("x", "simple_extraction",
+    decision = router(catalog, tmp_path, user, Switching(fallback_cascade=(B14, B8))).route("x", "simple_extraction",
                                                      HardwareState(15 * GIB, CARD, 50.0))
     assert decision.model_id == INSTRUCT
     assert decision.candidates[:3] == (B14, INSTRUCT, B8)
