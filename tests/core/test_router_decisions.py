@@ -146,8 +146,8 @@ def test_remote_endpoint_rejections_and_its_fallback_note(catalog: Catalog,
 def test_a_fallback_within_the_rules_own_list(catalog: Catalog, tmp_path: Path) -> None:
     user = {"selection": {"vram_bands": [{"rules": [{"prefer": [B14, INSTRUCT]}]}]}}
     put_on_disk(catalog, INSTRUCT)
-    decision = router(catalog, tmp_path, user, Switching(fallback_cascade=(B14, B8))).route("x", "simple_extraction",
-                                                     HardwareState(15 * GIB, CARD, 50.0))
+    r = router(catalog, tmp_path, user, Switching(fallback_cascade=(B14, B8)))
+    decision = r.route("x", "simple_extraction", HardwareState(15 * GIB, CARD, 50.0))
     assert decision.model_id == INSTRUCT
     assert decision.candidates[:3] == (B14, INSTRUCT, B8)
     assert decision.notes[-1].endswith(f"{INSTRUCT} comes from the rule's own list")
