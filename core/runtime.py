@@ -382,6 +382,9 @@ class Runtime:
             return  # the history store stays open for a write still to come
         if not closing.cancelled() and closing.exception() is not None:
             self.post_event("error", f"shutting the engine down failed: {closing.exception()}")
+        from core.engine.processes import reap_exited_children
+
+        reap_exited_children(self.children_before)
         for device in self.devices:
             device.close()
         self.history_store.close()

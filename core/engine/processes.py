@@ -132,6 +132,19 @@ def _reap(procs: Iterable[psutil.Process]) -> None:
                 os.waitpid(proc.pid, os.WNOHANG)
 
 
+def reap_exited_children(spared: set[int]) -> list[int]:
+    """Reap this process's children that have exited (zombies), except those in ``spared``.
+    An engine process that exits on its own just after a shutdown saw it running stays a zombie
+    until its parent waits for it; returns the pids reaped."""
+    reaped = []
+    for proc in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.pid not in spared and proc.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(proc.pid, os.WNOHANG)
+                reaped.append(proc.pid)
+    return reaped
+
+
 def start_quiet_resource_tracker() -> None:
     """Start multiprocessing's resource tracker (if not running) without its leak warnings.
 

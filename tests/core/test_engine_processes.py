@@ -99,3 +99,32 @@ def test_unreadable_file_is_ignored(tmp_path: Path) -> None:
 def test_default_location_is_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VRAMPILOT_DATA_DIR", str(tmp_path))
     assert EngineProcessRegistry().path == tmp_path / "engine-pids.json"
+
+
+def test_an_exited_child_is_reaped_and_a_spared_one_left() -> None:
+    """A child that exited after a shutdown saw it running stays a zombie until waited for."""
+    import os
+    import time
+
+    import psutil
+
+    from core.engine.processes import reap_exited_children
+
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        deadline = time.monotonic() + 5
+        while psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    reaped, spared = pids
+    done = reap_exited_children({spared})
+    assert reaped in done
+    assert spared not in done
+    assert not psutil.pid_exists(reaped)
+    assert psutil.Process(spared).status() == psutil.STATUS_ZOMBIE
+    os.waitpid(spared, 0)
