@@ -47,6 +47,17 @@ ALERT_BRUSH = {"warning": (241, 196, 15, 50), "critical": (231, 76, 60, 60),
                "throttle": (52, 152, 219, 45)}
 
 
+def theme_plot(widget: pg.PlotWidget, plot: pg.PlotItem, palette: QPalette) -> None:
+    """A plot's background, title and axes follow the window palette (light or dark)."""
+    foreground = palette.color(QPalette.ColorRole.Text)
+    widget.setBackground(palette.color(QPalette.ColorRole.Base))
+    plot.setTitle(plot.titleLabel.text, color=foreground.name())
+    for axis in ("left", "bottom"):
+        ax = plot.getAxis(axis)
+        ax.setPen(pg.mkPen(foreground, width=1))
+        ax.setTextPen(pg.mkPen(foreground))
+
+
 def is_dark(palette: QPalette) -> bool:
     return palette.color(QPalette.ColorRole.Window).lightness() < 128
 

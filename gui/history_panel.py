@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import PHASE_COLUMNS, HistoryStore, PairStats, SwitchRecord, build_report
+from gui.charts import theme_plot
 from gui.routing_panel import RoutingPanel
 
 COLUMNS = ("When", "From", "To", "Reason", *(p.replace("_", " ") for p in PHASE_COLUMNS),
@@ -95,13 +96,7 @@ class HistoryPanel(QWidget):
 
     def apply_palette(self, palette: QPalette) -> None:
         """Chart background and text follow the window palette (light or dark)."""
-        foreground = palette.color(QPalette.ColorRole.Text)
-        self.plot_widget.setBackground(palette.color(QPalette.ColorRole.Base))
-        self.plot.setTitle(self.plot.titleLabel.text, color=foreground.name())
-        for axis in ("left", "bottom"):
-            ax = self.plot.getAxis(axis)
-            ax.setPen(pg.mkPen(foreground, width=1))
-            ax.setTextPen(pg.mkPen(foreground))
+        theme_plot(self.plot_widget, self.plot, palette)
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):

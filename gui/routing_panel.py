@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.facade import RoutingReport
+from gui.charts import theme_plot
 
 MEASURED_COLOR = "#4ea1ff"
 ESTIMATE_COLOR = "#adb5bd"
@@ -97,13 +98,7 @@ class RoutingPanel(QWidget):
         self.refresh()
 
     def apply_palette(self, palette: QPalette) -> None:
-        foreground = palette.color(QPalette.ColorRole.Text)
-        self.tier_plot_widget.setBackground(palette.color(QPalette.ColorRole.Base))
-        self.tier_plot.setTitle(self.tier_plot.titleLabel.text, color=foreground.name())
-        for axis in ("left", "bottom"):
-            ax = self.tier_plot.getAxis(axis)
-            ax.setPen(pg.mkPen(foreground, width=1))
-            ax.setTextPen(pg.mkPen(foreground))
+        theme_plot(self.tier_plot_widget, self.tier_plot, palette)
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
