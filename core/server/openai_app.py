@@ -346,7 +346,8 @@ def create_app(runtime: Runtime, scheduler: RequestScheduler,
 
 def _generation_request(body: ChatCompletionRequest) -> GenerationRequest:
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    thinking = bool(body.chat_template_kwargs and body.chat_template_kwargs.enable_thinking)
+    # Not asked: the chat template's own default decides, as on vLLM's own server.
+    thinking = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else None
     return GenerationRequest(
         tuple(ChatMessage("system" if m.role == "developer" else m.role, m.text())
               for m in body.messages),

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from core.scheduler import QueueFullError
-from core.server.openai_app import engine_error
+from core.server.openai_app import ChatCompletionRequest, _generation_request, engine_error
 from core.server.settings import ServerConfigError, ServerSettings, parse_serve, resolve_api_key
 from tests.core.api_harness import ServedRuntime
 
@@ -227,3 +227,17 @@ def test_generation_batches_keep_order_and_raise_after_the_deltas_before_the_err
     texts, error = asyncio.run(main())
     assert texts == ["t0", "t1", "t2"]
     assert error == "the engine stopped"
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    (None, None),  # not asked: the chat template's default, as vLLM's own server does
+    ({}, None),
+    ({"enable_thinking": True}, True),
+    ({"enable_thinking": False}, False),
+])
+def test_thinking_is_the_templates_default_unless_asked(kwargs: dict[str, bool] | None,
+                                                        expected: bool | None) -> None:
+    body: dict[str, object] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    if kwargs is not None:
+        body["chat_template_kwargs"] = kwargs
+    assert _generation_request(ChatCompletionRequest.model_validate(body)).thinking is expected
