@@ -12,39 +12,24 @@ if TYPE_CHECKING:
 
 
 def check_remote(remote: RemoteConfig | None, *, timeout_s: float = 2.0) -> Check:
-    """GET {base_url}/models with the configured key: reachable, key accepted, model served."""
+    """Reachable, key accepted, model served: the Models tab's probe (one place decides)."""
     name = "remote endpoint"
     if remote is None:
         return Check(name, Status.SKIP, "not configured (no remote: section)")
-    import httpx
+    from core.engine.remote_health import RemoteState, check_remote_health
 
-    from core.engine.remote_engine import resolve_api_key
-
-    url = remote.base_url.rstrip("/") + "/models"
-    key = resolve_api_key(remote)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    fix_url = f"start the server behind {remote.base_url}, or fix remote.base_url in your config" \
-              " (without it the cascade's last step is skipped)"
-    try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        return Check(name, Status.WARN, f"{url} unreachable ({exc or type(exc).__name__})",
-                     fix_url)
-    if response.status_code in (401, 403):
-        where = f"${remote.api_key_env}" if remote.api_key_env else "remote.api_key_env"
-        return Check(name, Status.WARN, f"{url} refused the key (HTTP {response.status_code})",
-                     f"set the endpoint's API key in {where}")
-    if response.status_code != 200:
-        return Check(name, Status.WARN, f"{url} answered HTTP {response.status_code}", fix_url)
-    try:
-        served = [str(m.get("id")) for m in response.json().get("data", [])]
-    except (ValueError, AttributeError):
-        return Check(name, Status.WARN, f"{url} did not answer with a model list", fix_url)
-    if remote.model not in served:
-        return Check(name, Status.WARN,
-                     f"{url} serves {', '.join(served) or 'no model'}, not {remote.model!r}",
-                     "set remote.model to one of the served names")
-    return Check(name, Status.OK, f"{url} serves {remote.model!r}")
+    health = check_remote_health(remote, timeout_s=timeout_s)
+    found = f"{health.state.value}: {health.detail}"
+    if health.state is RemoteState.REACHABLE:
+        return Check(name, Status.OK, health.detail)
+    if health.state is RemoteState.REFUSED_KEY:
+        where = f"${remote.api_key_env}" if remote.api_key_env else "the keyring (Settings)"
+        return Check(name, Status.WARN, found, f"set the endpoint's API key in {where}")
+    if health.state is RemoteState.NOT_SERVING:
+        return Check(name, Status.WARN, found, "set remote.model to one of the served names")
+    return Check(name, Status.WARN, found,
+                 f"start the server behind {remote.base_url}, or fix remote.base_url in your "
+                 "config (without it the cascade's last step is skipped)")
 
 
 def server_address(config: Any) -> tuple[str, int] | None:

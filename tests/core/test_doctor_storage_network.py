@@ -174,7 +174,8 @@ def test_an_unreachable_endpoint_warns_quickly() -> None:
     check = check_remote(RemoteConfig(base_url=url, model="qwen3-30b"), timeout_s=2)
     assert time.monotonic() - started < 5
     assert check.status is Status.WARN
-    assert check.found.startswith(f"{url}/models unreachable")
+    assert check.found.startswith("unreachable: ")
+    assert "cannot be reached (Connection refused)" in check.found
     assert check.fix is not None
     assert "remote.base_url" in check.fix
 
@@ -185,10 +186,12 @@ def test_a_reachable_endpoint_serving_the_model(openai_server: str,
     remote = RemoteConfig(base_url=openai_server, model="qwen3-30b", api_key_env="DOCTOR_TEST_KEY")
     check = check_remote(remote)
     assert check.status is Status.OK
-    assert check.found == f"{openai_server}/models serves 'qwen3-30b'"
+    assert check.found == f"{openai_server} serves 'qwen3-30b'."
     other = check_remote(remote.model_copy(update={"model": "qwen3-8b"}))
     assert other.status is Status.WARN
-    assert "serves qwen3-30b, not 'qwen3-8b'" in other.found
+    assert other.found.startswith("not serving the model: ")
+    assert "does not serve 'qwen3-8b' (it serves: qwen3-30b)" in other.found
+    assert other.fix == "set remote.model to one of the served names"
 
 
 def test_a_refused_key_warns(openai_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +199,7 @@ def test_a_refused_key_warns(openai_server: str, monkeypatch: pytest.MonkeyPatch
     check = check_remote(RemoteConfig(base_url=openai_server, model="qwen3-30b",
                                       api_key_env="DOCTOR_TEST_KEY"))
     assert check.status is Status.WARN
-    assert "refused the key (HTTP 401)" in check.found
+    assert "refused the API key (HTTP 401)" in check.found
     assert check.fix == "set the endpoint's API key in $DOCTOR_TEST_KEY"
 
 
