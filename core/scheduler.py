@@ -104,6 +104,7 @@ class RequestScheduler:
         self._admitted = 0  # in the running batch, generating or waiting for a gate slot
         self._slot_waiting = 0
         self._switch_task: asyncio.Task[None] | None = None
+        self._switch_key: Key | None = None  # the group _switch_task switches for
         self._switches = 0
         self._last_switch_s: float | None = None
         self._admissions: deque[float] = deque()
@@ -204,12 +205,25 @@ class RequestScheduler:
                     group.remove(waiter)
                     if not group:
                         del self._groups[key]
+                        self._drop_orphan_switch(key)
             self._record(RequestRecord(key[0], None, "cancelled", self._clock() - started))
             self._pump()
             raise
         except NoModelError:
             self._record(RequestRecord(key[0], None, "no_model", self._clock() - started))
             raise
+
+    def _drop_orphan_switch(self, key: Key) -> None:
+        """The last waiter for `key` left: a switch for it that still waits for the manager (held
+        by a switch begun elsewhere) would load a model for nobody. Cancelled while it waits, it
+        has changed nothing; once it is running, it is left to finish (cancelling then would
+        leave no model at all)."""
+        task = self._switch_task
+        if (task is None or task.done() or self._switch_key != key
+                or self.manager.state.switching_to == key[0]):
+            return
+        task.cancel()
+        task.add_done_callback(lambda _: self._pump())  # the next group's turn
 
     # -- dispatch -------------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -218,6 +232,7 @@ class RequestScheduler:
             return
         key = next(iter(self._groups))
         reason = self._groups[key][0].reason
+        self._switch_key = key
         self._switch_task = asyncio.ensure_future(self._switch_for(key, reason))
         self._switch_task.set_name(f"scheduler-switch-{key[0]}")
 

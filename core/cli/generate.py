@@ -132,7 +132,9 @@ class _ReplyPrinter:
     def show(self, event: dict[str, Any]) -> int | None:
         """Print one event; returns the exit code when the event ends the reply."""
         kind = event["type"]
-        if kind == "switch":
+        if kind == "switch" and event["phase"] == "settled":
+            pass  # the end of a switch; its terminal phase was printed
+        elif kind == "switch":
             eta = f", ETA {event['eta_s']:.1f} s" if event["eta_s"] is not None else ""
             _err(f"[switch] {event['phase']:20s} {event['target']} {event['elapsed_s']:6.2f} s"
                  f"{eta}" + (f"  {event['message']}" if event["message"] else ""))

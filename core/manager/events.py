@@ -27,6 +27,9 @@ class StateChange(StrEnum):
     CRASHED = "crashed"  # its engine died; no model is active
     UNLOADED = "unloaded"  # an emergency unload (an alert with nothing smaller to go to)
     CONCURRENCY = "concurrency"  # the thermal policy changed how many requests run at once
+    # A switch is over, whatever its outcome: state().switching_to is None again. Sent after
+    # the terminal phase, so a view refreshed on it never shows a finished switch as running.
+    SETTLED = "settled"
 
 
 # A switch's own steps, in order: the history keeps each one's duration (a column per phase).

@@ -451,6 +451,9 @@ class ModelManager:
             finally:
                 self._switching_to = None
                 self._phase = None
+                active = self.active_model
+                self.emit(SwitchEvent(0, StateChange.SETTLED, active, active or target, reason,
+                                      self._clock() - start))
 
     async def _switch_within_deadline(self, entry: ModelEntry, reason: str, private: bool,
                                       force: bool, start: float) -> SwitchResult:

@@ -12,7 +12,7 @@ from core.engine.base import (
     EngineTimeoutError,
     ModelDirectoryError,
 )
-from core.manager.events import SwitchEvent, SwitchPhase
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.manager.memory_wait import MemoryNotReturnedError, wait_for_memory
 from core.manager.plan import DeviceReading, effective_cascade, next_models
 from core.models.catalog import UnknownModelError
@@ -31,7 +31,9 @@ def test_switch_loads_reports_memory_and_records_history(tmp_path: Path) -> None
     result = asyncio.run(rig.manager.switch_to(FOUR_B))
     assert result.outcome == "ready"
     assert rig.manager.active_model == FOUR_B
-    assert phases(rig.events) == ["planning", "checking", "loading", "warming_up", "ready"]
+    assert phases(rig.events) == ["planning", "checking", "loading", "warming_up", "ready",
+                                  "settled"]
+    assert rig.manager.state.switching_to is None
     # The simulated device's VRAM follows what the manager reported, and stays within the card.
     snap = rig.gpu.sample()
     loaded = rig.activity.state().loaded_bytes
@@ -235,7 +237,7 @@ def test_cancelling_a_switch_leaves_nothing_half_loaded(tmp_path: Path) -> None:
     assert rig.activity.state().loaded_bytes == 0
     assert rig.manager.active_model is None
     assert rig.history.recent()[0].outcome == "cancelled"
-    assert phases(rig.events)[-1] == "cancelled"
+    assert phases(rig.events)[-2:] == ["cancelled", "settled"]
 
 
 def test_events_carry_an_eta_from_history(tmp_path: Path) -> None:
@@ -246,7 +248,8 @@ def test_events_carry_an_eta_from_history(tmp_path: Path) -> None:
             await rig.manager.switch_to(target)
 
     asyncio.run(run())
-    last = [e for e in rig.events if isinstance(e, SwitchEvent) and e.target == FOUR_B][-5:]
+    last = [e for e in rig.events if isinstance(e, SwitchEvent) and e.target == FOUR_B
+            and e.phase is not StateChange.SETTLED][-5:]
     assert last[0].predicted_total_s is not None
     assert last[0].eta_s is not None
     assert last[0].eta_s == pytest.approx(last[0].predicted_total_s)
@@ -352,3 +355,26 @@ def test_step_down_takes_only_strictly_smaller_local_models() -> None:
 def test_effective_cascade_puts_the_local_tier_before_remote() -> None:
     assert effective_cascade(("14b", "4b", "remote"), ("demo-a", "demo-b")) == (
         "14b", "4b", "demo-a", "demo-b", "remote")
+
+
+def test_every_switch_ends_with_settled_seen_with_no_switch_in_flight(tmp_path: Path) -> None:
+    """A view refreshed on the last event of a switch (begun anywhere: a click, the API, the
+    router) must not show it as still running: the header once said "switching to" for ever."""
+    rig = make_rig(tmp_path)
+    seen: list[tuple[str, str | None, str | None]] = []
+    rig.manager.subscribe(lambda e: seen.append(
+        (e.phase.value, rig.manager.state.switching_to, rig.manager.active_model)))
+    rig.script.fail_next("qwen3-8b", ModelDirectoryError("/m/qwen3-8b", "no config.json"))
+
+    async def run() -> list[str]:
+        return [(await rig.manager.switch_to(target)).outcome
+                for target in (FOUR_B, "qwen3-8b", "qwen3-4b-thinking-2507", FOUR_B)]
+
+    outcomes = asyncio.run(run())
+    assert "noop" not in outcomes
+    settled = [s for s in seen if s[0] == "settled"]
+    assert len(settled) == 4
+    assert all(switching is None for _, switching, _ in settled)
+    assert settled[0][2] == FOUR_B
+    assert seen[-1] == ("settled", None, rig.manager.active_model)
+    assert all(s[1] is not None for s in seen if s[0] in ("planning", "loading", "ready"))

@@ -175,6 +175,72 @@ def test_cancelled_waiter_leaves_the_queue_and_causes_no_switch(tmp_path: Path) 
     assert sched.stats().outcomes[(B, "cancelled")] == 1
 
 
+def test_a_switch_nobody_waits_for_any_more_is_not_made(tmp_path: Path) -> None:
+    """A request for B waits behind a switch to A begun elsewhere (the user's click), then is
+    cancelled: B is not loaded for nobody once A is ready. (A soak ended by the user's switch
+    once left no model at all: its orphan switch back ran, and was cancelled mid-load at exit.)"""
+    rig = make_rig(tmp_path)
+    sched = RequestScheduler(rig.manager)
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        rig.script.block[A] = gate
+        user = asyncio.ensure_future(rig.manager.switch_to(A))
+        await until(lambda: rig.manager.state.switching_to == A)
+
+        async def want_b() -> None:
+            async with sched.admit(B):
+                pass
+
+        waiting = asyncio.ensure_future(want_b())
+        await until(lambda: sched.queued == 1)
+        for _ in range(5):  # the scheduler's own switch to B is under way, waiting for A's
+            await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        gate.set()
+        assert (await user).ok
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert sched.queued == 0
+
+    asyncio.run(main())
+    assert rig.manager.active_model == A
+    assert [r[1] for r in switch_rows(rig)] == [A]
+
+
+def test_a_request_still_waiting_keeps_its_switch(tmp_path: Path) -> None:
+    """Two requests wait for B behind the user's switch to A; one is cancelled: the other is
+    still served by B."""
+    rig = make_rig(tmp_path)
+    sched = RequestScheduler(rig.manager)
+    served: list[str | None] = []
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        rig.script.block[A] = gate
+        user = asyncio.ensure_future(rig.manager.switch_to(A))
+        await until(lambda: rig.manager.state.switching_to == A)
+
+        async def want_b() -> None:
+            async with sched.admit(B):
+                served.append(rig.manager.active_model)
+
+        first, second = asyncio.ensure_future(want_b()), asyncio.ensure_future(want_b())
+        await until(lambda: sched.queued == 2)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        gate.set()
+        assert (await user).ok
+        await asyncio.wait_for(second, 5)
+
+    asyncio.run(main())
+    assert served == [B]
+    assert [r[1] for r in switch_rows(rig)] == [A, B]
+
+
 def test_cancelled_stream_ends_the_engine_generation(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     chat = ChatSession(rig.manager, Router(load_router_config(rig.catalog), rig.catalog),

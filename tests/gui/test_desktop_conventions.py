@@ -128,4 +128,23 @@ def test_header_and_table_agree_during_a_switch(tmp_path: Path, loop: qasync.QEv
         await rig.manager.close()  # ends the engine watch of the active model
 
     loop.run_until_complete(body())
+
+
+def test_header_is_right_after_a_switch_begun_elsewhere(tmp_path: Path, loop: qasync.QEventLoop,
+                                                        qtbot: QtBot) -> None:
+    """A switch not started from this panel (the start-up load, the API, the router): once it
+    is over the header must not still say "switching to" (it did, until the next click)."""
+    rig = make_rig(tmp_path)
+    panel = ModelSwitcherPanel(rig.manager, rig.history)
+    qtbot.addWidget(panel)
+    rig.manager.subscribe(panel.on_switch_event)
+
+    async def body() -> None:
+        for model in ("demo-tiny-a", "demo-tiny-b"):
+            assert (await rig.manager.switch_to(model, reason="router")).ok
+            assert not panel.busy
+            assert panel.active_label.text() == f"Active model: <b>{model}</b>"
+        await rig.manager.close()
+
+    loop.run_until_complete(body())
     rig.history.close()
