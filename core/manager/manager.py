@@ -452,7 +452,7 @@ class ModelManager:
                 self._switching_to = None
                 self._phase = None
                 active = self.active_model
-                self.emit(SwitchEvent(0, StateChange.SETTLED, active, active or target, reason,
+                self.emit(SwitchEvent(0, StateChange.SETTLED, active or target, active, reason,
                                       self._clock() - start))
 
     async def _switch_within_deadline(self, entry: ModelEntry, reason: str, private: bool,
