@@ -187,6 +187,9 @@ class VllmEngine:
         self._tokenizer: Any = None
         self._spec: LoadSpec | None = None
         self._procs: list[psutil.Process] = []
+        # vLLM's multiprocessing objects for the processes it started, kept from the load: after
+        # a death vLLM may drop its own list before we read an exit code from them.
+        self._started: dict[int, Any] = {}
         self._streams: dict[str, asyncio.Queue[Any]] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._dead: EngineDiedError | None = None
@@ -230,6 +233,7 @@ class VllmEngine:
         self.load_s = time.monotonic() - started
         self.load_phases = self._phases(marks, procs)
         self._llm, self._tokenizer, self._procs, self._spec = llm, tokenizer, procs, spec
+        self._started = {p.pid: p for p in _vllm_processes(llm) if getattr(p, "pid", None)}
         self._dead = None
         if self._activity is not None:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
@@ -359,9 +363,12 @@ class VllmEngine:
         """Loaded, not dead, and every engine process still running."""
         if self._llm is None or self._dead is not None:
             return False
-        if getattr(self._llm, "errored", False):
+        gone = [p.pid for p in self._procs if not alive(p)]
+        if gone or getattr(self._llm, "errored", False):
+            # Seen here before the watchdog's next poll: `died` says how, for whoever asked.
+            self._on_death(gone)
             return False
-        return all(alive(p) for p in self._procs)
+        return True
 
     def pids(self) -> tuple[int, ...]:
         """The engine processes this engine started (engine core, workers)."""
@@ -594,12 +601,12 @@ class VllmEngine:
         code: int | None = None
         # vLLM's own liveness monitor may have reaped it already: its Process object keeps the
         # code (negative: the signal that ended it).
-        resources = getattr(getattr(self._llm, "engine_core", None), "resources", None)
-        manager = getattr(resources, "engine_manager", None)
-        for proc in getattr(manager, "processes", None) or ():
-            if getattr(proc, "pid", None) == pid:
+        for proc in (self._started.get(pid), *_vllm_processes(self._llm)):
+            if proc is not None and getattr(proc, "pid", None) == pid:
                 with contextlib.suppress(Exception):
                     code = proc.exitcode
+                if code is not None:
+                    break
         if code is None:
             with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
                 code = psutil.Process(pid).wait(timeout=0)
@@ -659,3 +666,10 @@ def _map_stream_error(exc: BaseException) -> EngineError:
         return EngineDiedError("The engine process stopped during generation; the model is "
                                "unloaded and the next request loads it again.")
     return EngineError(f"Generation failed: {exc}")
+
+
+def _vllm_processes(llm: Any) -> tuple[Any, ...]:
+    """The multiprocessing Process objects of the engine cores vLLM started (none if unknown)."""
+    resources = getattr(getattr(llm, "engine_core", None), "resources", None)
+    manager = getattr(resources, "engine_manager", None)
+    return tuple(getattr(manager, "processes", None) or ())

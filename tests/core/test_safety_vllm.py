@@ -355,7 +355,7 @@ def test_engine_killed_mid_stream_recovers_then_the_crash_loop_guard_trips(
     crashed = [r for r in rows if r.outcome == "crashed"]
     assert len(crashed) == 3
     assert {r.from_model for r in crashed} == {"demo-tiny-a"}
-    assert all("SIGKILL" in (r.error or "") for r in crashed)
+    assert all("SIGKILL" in (r.error or "") for r in crashed), [r.error for r in crashed]
     refused = [r for r in rows if r.outcome == "refused" and r.to_model == "demo-tiny-a"]
     assert refused
     assert "crash_loop" in (refused[0].error or "")
