@@ -147,7 +147,7 @@ class AppController(QObject):
                               routers=[self._control_router])
         self.bridge = CoreBridge()
         self.annotations = ChartAnnotations()
-        self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
+        self.charts = ChartPanel(runtime.history, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
         self.gpu_status = GpuStatusPanel(lambda: runtime.sampler.latest, self.annotations)
         self.monitor = MonitorPanel(self.charts, self.gpu_status)

@@ -261,7 +261,7 @@ def redraw_ms(repeats: int = 30, row_step_s: float = 0.1, new_rows: bool = True)
         history = TelemetryHistory(HOUR_ROWS)
         now = time.time()
         fill_hour(history, metrics, now)
-        panel = ChartPanel(history.window, specs)
+        panel = ChartPanel(history, specs)
         panel.annotations.switch(now - 1000, "demo-tiny-a")
         panel.annotations.alert_changed(specs[1].alert_metrics[0], "warning", "started",
                                          now - 500, now - 500)
@@ -342,13 +342,15 @@ def decimation_us(frames: int = 2000, buckets: int = 600) -> dict[str, Figure]:
     n = HOUR_ROWS
     t = 1e6 + np.arange(n + frames) / 10
     v = np.random.default_rng(0).normal(60, 5, n + frames)
-    peaks, width_s = PeakBuckets(), 3600 / buckets
-    peaks.update(t[:n], v[:n], width_s)
+    width_s = 3600 / buckets
+    peaks = PeakBuckets(width_s)
+    peaks.extend(t[:n], v[:n])
     new, whole = [], []
     for i in range(1, frames):
         x, y = t[i:n + i], v[i:n + i]
         t0 = time.perf_counter()
-        peaks.update(x, y, width_s)
+        peaks.extend(t[n + i - 1:n + i], v[n + i - 1:n + i])
+        peaks.trim(x[-1] - 3600)
         new.append((time.perf_counter() - t0) * 1e6)
         t0 = time.perf_counter()
         _whole_hour_peaks(x, y, buckets)
