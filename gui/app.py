@@ -280,6 +280,8 @@ class AppController(QObject):
         """Saved settings, applied to the running app where they can be."""
         before = self.runtime.config
         self.runtime.apply_config(config)
+        # The charts' warning and critical lines are drawn at the thresholds now in force.
+        self.charts.set_thresholds(chart_specs(self.runtime))
         self.events.policy.blockSignals(True)
         self.events.policy.setCurrentIndex(0 if self.runtime.alert_policy == "act" else 1)
         self.events.policy.blockSignals(False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import qasync
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QLineEdit
 from pytestqt.qtbot import QtBot
 
@@ -92,6 +92,50 @@ def test_a_changed_setting_is_written_and_applied_live(
                          "an alert at the new line")
         assert "line 40 °C" in log.toPlainText()
         assert "the start-up options at the next start" in log.toPlainText()
+        controller.window.close()
+        await asyncio.wait_for(controller.finished.wait(), 20)
+
+    loop.run_until_complete(body())
+
+
+def test_the_chart_threshold_lines_move_to_the_saved_thresholds(
+        data_dir: Path, runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot) -> None:
+    controller = AppController(runtime, settings=None, tray=False)
+    charts = controller.charts
+    title = next(s.title for s in charts._specs if s.title.endswith(" temperature"))
+
+    def line_at(label: str) -> tuple[float, float]:
+        """The threshold's value and the height (view pixels) its dashed line is drawn at."""
+        (value, y_px), = [(v, y) for name, v, y in charts.threshold_values(title) if name == label]
+        return value, y_px
+
+    def height_of(value: float) -> float:
+        """Where that value is on the chart's value axis, in the same pixels."""
+        view = charts.plots[title].getViewBox()
+        return float(view.mapFromView(QPointF(0.0, value)).y())
+
+    async def body() -> None:
+        controller.start(autoload=False)
+        await wait_until(lambda: len(charts.curve_data(charts._specs[1].metrics[0])[0]) >= 1,
+                         10, "the charts drawn")
+        warning, y_before = line_at("warning")
+        assert warning == 80.0
+        assert y_before == pytest.approx(height_of(80.0), abs=1)
+        controller.window.actions_by_name["Settings"].trigger()
+        dialog = controller.settings_dialog
+        assert dialog is not None
+        _type(qtbot, dialog, "hardware_monitoring.thresholds.temperature.warning", "60")
+        _type(qtbot, dialog, "hardware_monitoring.thresholds.temperature.critical", "75")
+        await wait_until(lambda: dialog.save_button.isEnabled() and dialog.config is not None,
+                         5, "validated")
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+        # Moved at once (no restart, no new sample needed), to the new values on the axis.
+        for label, value in (("warning", 60.0), ("critical", 75.0)):
+            assert line_at(label)[0] == value
+            assert line_at(label)[1] == pytest.approx(height_of(value), abs=1)
+        assert line_at("warning")[1] > y_before + 5  # lower on screen than the old 80 line
+        charts.redraw()  # and they stay there frame after frame
+        assert line_at("warning")[1] == pytest.approx(height_of(60.0), abs=1)
         controller.window.close()
         await asyncio.wait_for(controller.finished.wait(), 20)
 
