@@ -282,6 +282,8 @@ class AppController(QObject):
         self.runtime.apply_config(config)
         # The charts' warning and critical lines are drawn at the thresholds now in force.
         self.charts.set_thresholds(chart_specs(self.runtime))
+        if config.remote != before.remote:  # the catalog's remote entry followed it
+            self.models.set_remote(config.remote)
         self.events.policy.blockSignals(True)
         self.events.policy.setCurrentIndex(0 if self.runtime.alert_policy == "act" else 1)
         self.events.policy.blockSignals(False)
@@ -295,9 +297,10 @@ class AppController(QObject):
         later = [name for name, changed in (
             ("the history window", config.monitoring.hardware_monitoring.history_seconds
              != before.monitoring.hardware_monitoring.history_seconds),
-            ("the start-up options", _at_start(config) != _at_start(before)),
-            ("the remote endpoint", config.remote != before.remote)) if changed]
+            ("the start-up options", _at_start(config) != _at_start(before))) if changed]
+        removed = before.remote is not None and config.remote is None
         self.events.add("info", f"settings saved to {self.config_path} and applied"
+                        + ("; the remote endpoint is removed" if removed else "")
                         + (f"; {' and '.join(later)} at the next start" if later else ""))
 
     async def _restart_api(self) -> None:
