@@ -1,6 +1,6 @@
 """What the live charts draw, without Qt: the chart specs, the alert periods and model switches
-on the time axis, and the numpy helpers that decimate a window (PeakBuckets) and round a value
-axis (nice_range). The widget that draws them is gui/charts.py."""
+on the time axis, and the numpy helpers that decimate a curve as its rows arrive (PeakBuckets)
+and round a value axis (nice_range). The widget that draws them is gui/charts.py."""
 
 from __future__ import annotations
 
