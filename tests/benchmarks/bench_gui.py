@@ -133,9 +133,13 @@ def event_loop_lag(seconds: float = 10.0, stream: bool = True,
         runtime = Runtime.create(config_file=_config_file(Path(tmp)), simulate="rtx4090-laptop",
                                  history_path=Path(tmp) / "history.sqlite3")
         first = runtime.sampler.sample_once()
-        from core.telemetry.history import sample_metrics
+        from core.telemetry.history import TelemetryHistory, sample_metrics
 
-        fill_hour(runtime.history, list(sample_metrics(first)), time.time())
+        # A fresh history: the one the runtime made already holds its first samples, and rows
+        # older than those would be clamped to their time (an hour of rows at one instant).
+        history = TelemetryHistory(runtime.history.capacity)
+        fill_hour(history, list(sample_metrics(first)), time.time())
+        runtime.sampler.history = history
         controller = AppController(runtime, settings=None, tray=False)
         controller.window.resize(1280, 860)
 
