@@ -146,6 +146,16 @@ def _apply_remote(catalog: Catalog, remote: RemoteConfig | None) -> Catalog:
     return catalog.with_entry(updated)
 
 
+def with_remote(catalog: Catalog, remote: RemoteConfig | None) -> Catalog:
+    """The catalog with its remote entry following a changed `remote:` section (Settings, while
+    running): pointed at the new endpoint, or disabled once the endpoint is removed."""
+    if REMOTE_ID not in catalog:
+        return catalog
+    if remote is not None:
+        return _apply_remote(catalog, remote)
+    return catalog.with_entry(catalog.get(REMOTE_ID).model_copy(update={"enabled": False}))
+
+
 def load_app_config(user_file: Path | str | None = None, *,
                     models_dir: Path | None = None, log_warnings: bool = True) -> AppConfig:
     """Read the shipped defaults and the user's file (if any) into one validated AppConfig.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core import paths
 from core.chat_session import ChatSession
-from core.config import AppConfig, load_app_config
+from core.config import AppConfig, load_app_config, with_remote
 from core.engine.base import Engine
 from core.engine.page_cache import prefetch_model_files
 from core.history_store import HistoryStore
@@ -161,7 +161,9 @@ class Runtime:
         cascade = effective_cascade(config.fallback_cascade,
                                     config.router.selection.local_tier)
         engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # for close(): every engine made
-        factory = engine_factory or (lambda entry: make_engine(entry, activity, config))
+        made: list[Runtime] = []  # the config in force when an engine is made (Settings may
+        # have changed the remote endpoint since the start)
+        factory = engine_factory or (lambda entry: make_engine(entry, activity, made[0].config))
 
         def new_engine(entry: ModelEntry) -> Engine:
             engine = factory(entry)
@@ -183,9 +185,11 @@ class Runtime:
         uptime = UptimeRecorder(store, lambda: manager.active_model,
                                 lambda: manager.state.switching_to is not None)
         manager.subscribe(uptime.on_event)
-        return cls(config, activity, devices, sampler, probe, store, manager, router, chat,
-                   reactor, scheduler, uptime, simulated=bool(simulate), device_label=label,
-                   engines=engines, children_before=children_before)
+        runtime = cls(config, activity, devices, sampler, probe, store, manager, router, chat,
+                      reactor, scheduler, uptime, simulated=bool(simulate), device_label=label,
+                      engines=engines, children_before=children_before)
+        made.append(runtime)
+        return runtime
 
     @property
     def history(self) -> TelemetryHistory:
@@ -231,8 +235,9 @@ class Runtime:
 
     def apply_config(self, new: AppConfig) -> None:
         """Settings changed while running (the settings dialog): what can change live does;
-        the catalog (with the models found on disk) stays. The history window, start-up
-        options and the local API's address take effect where their owners read them."""
+        the catalog (with the models found on disk) stays, its remote entry following the
+        `remote:` section (disabled once it is removed). The history window, start-up options
+        and the local API's address take effect where their owners read them."""
         from core.manager.plan import SafetyLimits
 
         hm = new.monitoring.hardware_monitoring
@@ -243,7 +248,11 @@ class Runtime:
         self.manager.switching = switching
         self.manager.limits = SafetyLimits.from_settings(switching)
         self.router.set_buffer_gib(new.router.selection.buffer_gib)
-        self.config = replace(new, catalog=self.config.catalog)
+        catalog = self.config.catalog
+        if new.remote != self.config.remote:
+            catalog = with_remote(catalog, new.remote)
+            self.set_catalog(with_remote(self.manager.catalog, new.remote))
+        self.config = replace(new, catalog=catalog)
 
     def add_event_listener(self, listener: EventLineListener) -> None:
         self._event_listeners.append(listener)

@@ -66,11 +66,12 @@ FIELDS: tuple[SettingField, ...] = (
     SettingField("server.enabled", "Serve the local API", "bool", "Local API"),
     SettingField("server.host", "Address", "text", "Local API"),
     SettingField("server.port", "Port", "number", "Local API"),
-    # Read when the app starts (the catalog's remote entry is built then).
-    SettingField("remote.base_url", "URL", "text", "Remote endpoint", live=False),
-    SettingField("remote.model", "Model", "text", "Remote endpoint", live=False),
+    # Applied live: the catalog's remote entry follows them. A cleared URL removes the endpoint
+    # (the whole `remote:` section: its model and key settings belong to it).
+    SettingField("remote.base_url", "URL", "text", "Remote endpoint"),
+    SettingField("remote.model", "Model", "text", "Remote endpoint"),
     SettingField("remote.api_key_env", "API key from environment variable", "text",
-                 "Remote endpoint", live=False),
+                 "Remote endpoint"),
     SettingField("startup.minimised", "Start minimised (in the tray where there is one)", "bool",
                  "Start-up", live=False),
     SettingField("startup.load_last_model", "Load the last model at start-up", "bool",
@@ -79,6 +80,18 @@ FIELDS: tuple[SettingField, ...] = (
                  "bool", "Start-up"),
 )
 BY_KEY = {f.key: f for f in FIELDS}
+REMOTE_URL = "remote.base_url"
+
+
+def removes_remote(edits: Mapping[str, Any]) -> bool:
+    """The endpoint's URL was cleared: the `remote:` section goes (there is no endpoint without
+    a URL, and a blank URL would only be refused by the same rule as in the file)."""
+    return REMOTE_URL in edits and edits[REMOTE_URL] in (None, "")
+
+
+def _without_remote(edits: Mapping[str, Any]) -> dict[str, Any]:
+    """The edits left once the `remote:` section is removed (its own fields go with it)."""
+    return {k: v for k, v in edits.items() if not k.startswith("remote.")}
 
 
 def default_file() -> Path:
@@ -179,9 +192,12 @@ def validate(path: Path, data: Mapping[str, Any], edits: Mapping[str, Any]
     checked again, so each bad field gets its own message.
     """
     errors: dict[str, str] = {}
-    pending = dict(edits)
+    removing = removes_remote(edits)
+    pending = _without_remote(edits) if removing else dict(edits)
     while True:
         candidate = _plain(data)
+        if removing:
+            candidate.pop("remote", None)
         for key, value in pending.items():
             _set(candidate, key, value)
         try:
@@ -201,7 +217,11 @@ def validate(path: Path, data: Mapping[str, Any], edits: Mapping[str, Any]
 
 def write(path: Path, data: CommentedMap, edits: Mapping[str, Any]) -> None:
     """Set the edited keys in the file's own mapping and replace the file atomically
-    (a crash leaves the old file or the new one, never half of one)."""
+    (a crash leaves the old file or the new one, never half of one). A cleared endpoint URL
+    removes the `remote:` section (removes_remote)."""
+    if removes_remote(edits):
+        data.pop("remote", None)
+        edits = _without_remote(edits)
     for key, value in edits.items():
         _set(data, key, value)
     path.parent.mkdir(parents=True, exist_ok=True)

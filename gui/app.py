@@ -147,7 +147,7 @@ class AppController(QObject):
                               routers=[self._control_router])
         self.bridge = CoreBridge()
         self.annotations = ChartAnnotations()
-        self.charts = ChartPanel(runtime.history.window, chart_specs(runtime), self.annotations,
+        self.charts = ChartPanel(runtime.history, chart_specs(runtime), self.annotations,
                                  export_csv=runtime.history.export_csv)
         self.gpu_status = GpuStatusPanel(lambda: runtime.sampler.latest, self.annotations)
         self.monitor = MonitorPanel(self.charts, self.gpu_status)
@@ -280,6 +280,10 @@ class AppController(QObject):
         """Saved settings, applied to the running app where they can be."""
         before = self.runtime.config
         self.runtime.apply_config(config)
+        # The charts' warning and critical lines are drawn at the thresholds now in force.
+        self.charts.set_thresholds(chart_specs(self.runtime))
+        if config.remote != before.remote:  # the catalog's remote entry followed it
+            self.models.set_remote(config.remote)
         self.events.policy.blockSignals(True)
         self.events.policy.setCurrentIndex(0 if self.runtime.alert_policy == "act" else 1)
         self.events.policy.blockSignals(False)
@@ -293,9 +297,10 @@ class AppController(QObject):
         later = [name for name, changed in (
             ("the history window", config.monitoring.hardware_monitoring.history_seconds
              != before.monitoring.hardware_monitoring.history_seconds),
-            ("the start-up options", _at_start(config) != _at_start(before)),
-            ("the remote endpoint", config.remote != before.remote)) if changed]
+            ("the start-up options", _at_start(config) != _at_start(before))) if changed]
+        removed = before.remote is not None and config.remote is None
         self.events.add("info", f"settings saved to {self.config_path} and applied"
+                        + ("; the remote endpoint is removed" if removed else "")
                         + (f"; {' and '.join(later)} at the next start" if later else ""))
 
     async def _restart_api(self) -> None:

@@ -1,16 +1,23 @@
 """What the live charts draw, without Qt: the chart specs, the alert periods and model switches
-on the time axis, and the numpy helpers that decimate a window (PeakBuckets) and round a value
-axis (nice_range). The widget that draws them is gui/charts.py."""
+on the time axis, and the numpy helpers that decimate a curve as its rows arrive (PeakBuckets)
+and round a value axis (nice_range). The widget that draws them is gui/charts.py."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-WindowQuery = Callable[[str, float], tuple[np.ndarray, np.ndarray]]
+
+class ChartSource(Protocol):
+    """Where the charts read their rows (the core's TelemetryHistory, or a recording's)."""
+
+    def window(self, metric: str, seconds: float | None = None
+               ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def rows_since(self, metric: str, row: int) -> tuple[np.ndarray, np.ndarray, int]: ...
 
 
 @dataclass(frozen=True)
@@ -71,65 +78,57 @@ WINDOWS = (("1 min", 60), ("5 min", 300), ("15 min", 900), ("60 min", 3600))
 
 
 class PeakBuckets:
-    """Min/max buckets of one curve aligned to absolute time, kept between frames: a new row
-    recomputes only the newest bucket and buckets that left the window are dropped, instead of
-    decimating the whole hour on every frame. Each bucket is drawn as its (first x, min) and
-    (last x, max), so a short peak stays visible."""
+    """One curve's minimum and maximum per time bucket, buckets aligned to multiples of
+    width_s, fed only the rows that are new (extend) and dropping whole buckets that left the
+    window (trim): a frame costs what is new plus the buckets, never the whole hour again.
 
-    def __init__(self) -> None:
-        self.width_s = 0.0
-        self.last_t = -math.inf
-        self.ids = np.empty(0, dtype=np.int64)
-        self.lo = self.hi = self.x0 = self.x1 = np.empty(0)
+    Each bucket is drawn as (its first time, its minimum), (its last time, its maximum), so a
+    one-sample peak stays visible. NaN rows (not reported) are ignored inside a bucket; a
+    bucket of NaN rows only has NaN points, drawn as a gap. The oldest bucket keeps rows up to
+    one bucket older than the window: drawn left of the time axis' start, where the view clips.
+    """
 
-    @staticmethod
-    def _buckets(x: np.ndarray, y: np.ndarray, width_s: float) -> tuple[np.ndarray, ...]:
-        ids = np.floor(x / width_s).astype(np.int64)
-        cuts = np.flatnonzero(np.diff(ids)) + 1
-        starts = np.concatenate(([0], cuts))
-        ends = np.concatenate((cuts - 1, [len(x) - 1]))
-        return (ids[starts], np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts),
-                x[starts], x[ends])
+    def __init__(self, width_s: float) -> None:
+        self.width_s = width_s
+        self.ids = np.empty(0, dtype=np.int64)  # bucket numbers: floor(time / width_s)
+        self.counts = np.empty(0, dtype=np.int64)  # rows in each bucket
+        self.xs = np.empty(0)  # two per bucket: first time, last time
+        self.ys = np.empty(0)  # two per bucket: minimum, maximum
+        self.rows = 0  # rows held, all buckets together
 
-    def update(self, x: np.ndarray, y: np.ndarray, width_s: float
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """x ascending and y finite (the window's data); returns (xs, ys) to draw."""
-        start = int(np.searchsorted(x, self.last_t, side="right"))
-        if width_s != self.width_s or not len(self.ids) or x[-1] < self.last_t or start == 0:
-            self.width_s = width_s
-            self.ids, self.lo, self.hi, self.x0, self.x1 = self._buckets(x, y, width_s)
-        elif start < len(x):
-            ids, lo, hi, x0, x1 = self._buckets(x[start:], y[start:], width_s)
-            if ids[0] == self.ids[-1]:  # the newest bucket grew
-                self.lo[-1] = min(self.lo[-1], lo[0])
-                self.hi[-1] = max(self.hi[-1], hi[0])
-                self.x1[-1] = x1[0]
-                ids, lo, hi, x0, x1 = ids[1:], lo[1:], hi[1:], x0[1:], x1[1:]
-            if len(ids):
-                self.ids = np.concatenate((self.ids, ids))
-                self.lo = np.concatenate((self.lo, lo))
-                self.hi = np.concatenate((self.hi, hi))
-                self.x0 = np.concatenate((self.x0, x0))
-                self.x1 = np.concatenate((self.x1, x1))
-        self.last_t = float(x[-1])
-        first = int(np.searchsorted(self.ids, math.floor(x[0] / width_s)))
-        if first:  # buckets that left the window
-            self.ids, self.lo, self.hi = self.ids[first:], self.lo[first:], self.hi[first:]
-            self.x0, self.x1 = self.x0[first:], self.x1[first:]
-        if self.x0[0] < x[0]:  # the oldest bucket is partly out of the window: its rest only
-            # The points up to the next bucket's end, bucketed as a rebuild would.
-            k = int(np.searchsorted(x, (self.ids[0] + 2) * width_s))
-            head = np.floor(x[:k] / width_s).astype(np.int64)
-            n = int(np.searchsorted(head, self.ids[0], side="right"))
-            self.lo[0], self.hi[0] = float(y[:n].min()), float(y[:n].max())
-            self.x0[0], self.x1[0] = x[0], x[n - 1]
-        xs = np.empty(2 * len(self.ids))
-        ys = np.empty(2 * len(self.ids))
-        xs[0::2] = self.x0
-        xs[1::2] = self.x1
-        ys[0::2] = self.lo
-        ys[1::2] = self.hi
-        return xs, ys
+    def extend(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Rows newer than every row given before (x ascending)."""
+        if not len(x):
+            return
+        ids = np.floor(x / self.width_s).astype(np.int64)
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(ids)) + 1))
+        ends = np.append(starts[1:], len(x))
+        xs = np.empty(2 * len(starts))
+        ys = np.empty(2 * len(starts))
+        xs[0::2], xs[1::2] = x[starts], x[ends - 1]
+        ys[0::2], ys[1::2] = np.fmin.reduceat(y, starts), np.fmax.reduceat(y, starts)
+        ids, counts = ids[starts], ends - starts
+        if len(self.ids) and ids[0] == self.ids[-1]:  # the newest bucket grew
+            xs[0] = self.xs[-2]
+            ys[0], ys[1] = np.fmin(ys[0], self.ys[-2]), np.fmax(ys[1], self.ys[-1])
+            counts[0] += self.counts[-1]
+            self.rows -= int(self.counts[-1])
+            self.ids, self.counts = self.ids[:-1], self.counts[:-1]
+            self.xs, self.ys = self.xs[:-2], self.ys[:-2]
+        # New arrays (not in place): what was handed out for drawing stays as it was.
+        self.ids = np.concatenate((self.ids, ids))
+        self.counts = np.concatenate((self.counts, counts))
+        self.xs = np.concatenate((self.xs, xs))
+        self.ys = np.concatenate((self.ys, ys))
+        self.rows += int(counts.sum())
+
+    def trim(self, start: float) -> None:
+        """Drop the buckets that end before `start` (the window's first time)."""
+        k = int(np.searchsorted(self.ids, math.floor(start / self.width_s)))
+        if k:
+            self.rows -= int(self.counts[:k].sum())
+            self.ids, self.counts = self.ids[k:], self.counts[k:]
+            self.xs, self.ys = self.xs[2 * k:], self.ys[2 * k:]
 
 
 def nice_range(lo: float, hi: float) -> tuple[float, float]:

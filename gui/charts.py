@@ -2,8 +2,9 @@
 The widget only: what it draws (specs, annotations) and the decimation are gui/chart_data.py.
 
 Alert periods are shaded on the time axis, model switches are labelled vertical lines, a crosshair
-shows the values under the mouse. Curves get new data only when the history has a new row (or
-the window changed), so an idle redraw costs a few comparisons.
+shows the values under the mouse. Each frame reads only the history's new rows (an idle redraw
+costs a few comparisons, a new row the newest bucket), and everything drawn inside the plots is
+a plain Qt item (curves, lines, shades): moving the time axis runs no Python per item.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, Qt, QTimer
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtCore import QEvent, QRectF, Qt, QTimer
+from PySide6.QtGui import QBrush, QColor, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
     QFileDialog,
     QGraphicsItem,
+    QGraphicsLineItem,
+    QGraphicsPathItem,
+    QGraphicsRectItem,
     QGraphicsSimpleTextItem,
     QHBoxLayout,
     QLabel,
@@ -36,9 +41,9 @@ from gui.chart_data import (
     WINDOWS,
     AlertPeriod,
     ChartAnnotations,
+    ChartSource,
     ChartSpec,
     PeakBuckets,
-    WindowQuery,
     nice_range,
 )
 
@@ -65,19 +70,20 @@ def is_dark(palette: QPalette) -> bool:
 class ChartPanel(QWidget):
     """A column of time-series plots over a selectable window, redrawn by one timer."""
 
-    def __init__(self, window_query: WindowQuery, specs: list[ChartSpec],
+    def __init__(self, source: ChartSource, specs: list[ChartSpec],
                  annotations: ChartAnnotations | None = None, refresh_hz: float = 10.0,
                  export_csv: Callable[[Path], None] | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._query = window_query
-        self._specs = specs
+        self._source = source
+        self._specs = list(specs)
         self._export_csv = export_csv
         self.annotations = annotations or ChartAnnotations()
         self._drawn_version = -1
-        self._last_key: dict[str, tuple[float, float, int]] = {}  # metric -> (newest, window, n)
-        self._latest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._peaks: dict[str, PeakBuckets] = {}
+        self._peaks: dict[str, PeakBuckets] = {}  # metric -> its buckets, fed the new rows
+        self._rows: dict[str, int] = {}  # metric -> history rows read so far
+        self._newest: dict[str, float] = {}  # metric -> time of its newest row
+        self._drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # metric -> curve's points
         self._y_bounds: dict[str, tuple[float, float]] = {}  # metric -> drawn (min, max)
         self._x_range: tuple[float, float] | None = None
         self._y_ranges: dict[str, tuple[float, float]] = {}  # chart title -> value range shown
@@ -109,13 +115,16 @@ class ChartPanel(QWidget):
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.plots: dict[str, pg.PlotItem] = {}
-        self.curves: dict[str, pg.PlotCurveItem] = {}
+        self.curves: dict[str, QGraphicsPathItem] = {}
         self.missing_labels: dict[str, pg.TextItem] = {}
-        self.threshold_labels: dict[str, list[tuple[float, float, QGraphicsSimpleTextItem]]] = {}
+        # chart title -> (label's place across the width, value, line, label) per threshold
+        self.thresholds: dict[str, list[tuple[float, float, QGraphicsLineItem,
+                                              QGraphicsSimpleTextItem]]] = {}
         self.vlines: dict[str, pg.InfiniteLine] = {}
-        self._regions: dict[str, list[tuple[AlertPeriod, pg.LinearRegionItem]]] = {}
-        self._switch_lines: dict[str, list[tuple[pg.InfiniteLine, QGraphicsSimpleTextItem]]] = {}
-        for row, spec in enumerate(specs):
+        self._regions: dict[str, list[tuple[AlertPeriod, QGraphicsRectItem]]] = {}
+        self._switch_lines: dict[str, list[tuple[float, QGraphicsLineItem,
+                                                 QGraphicsSimpleTextItem]]] = {}
+        for row, spec in enumerate(self._specs):
             plot = self.graphics.addPlot(row=row, col=0,
                                          axisItems={"bottom": pg.DateAxisItem()})
             plot.setTitle(f"{spec.title} ({spec.unit})")
@@ -133,38 +142,36 @@ class ChartPanel(QWidget):
             # and the threshold lines): pyqtgraph's auto-range re-scans every item's bounds and
             # re-lays out every line and label on each frame.
             plot.disableAutoRange()
-            if row < len(specs) - 1:
-                plot.hideAxis("bottom")
+            # Hidden axes still follow every range change (and re-lay out their labels) while
+            # linked to the view: only the shown ones stay linked. No axis has a unit label,
+            # so the SI prefix (recomputed on every range change) is off.
+            hidden = ["top", "right"] + (["bottom"] if row < len(self._specs) - 1 else [])
+            for name in hidden:
+                plot.hideAxis(name)
+                plot.getAxis(name).unlinkFromView()
+            for name in ("left", "bottom"):
+                plot.getAxis(name).enableAutoSIPrefix(False)
             # Decimated here (PeakBuckets) to about one min/max pair per pixel, before
-            # pyqtgraph sees the data: its own auto-downsampling re-scans every point per frame.
+            # pyqtgraph sees the data: its own auto-downsampling re-scans every point per frame
+            # (PlotDataItem with peak downsampling, clipToView and skipFiniteCheck: ~20 ms of
+            # CPU per frame with the time axis moving, 2026-12-06, against ~6 ms here).
             plot.setClipToView(False)
             plot.setMouseEnabled(x=False, y=False)
             plot.hideButtons()
             for i, metric in enumerate(spec.metrics):
-                # A bare PlotCurveItem: PlotDataItem's per-setData bookkeeping (display
-                # dataset, data rect, scatter item) costs more than drawing the line.
-                curve = pg.PlotCurveItem(pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=1),
-                                         name=metric, antialias=False)
-                plot.addItem(curve)
+                # A Qt path item, not pyqtgraph's PlotCurveItem: that one recomputes its bounds
+                # and paints in Python on every move of the time axis. Pen width 0 is Qt's
+                # cosmetic one-pixel line (as drawn before), whose bounds need no stroking.
+                curve = QGraphicsPathItem()
+                pen = QPen(QColor(PALETTE[i % len(PALETTE)]))
+                pen.setWidth(0)
+                curve.setPen(pen)
+                plot.addItem(curve, ignoreBounds=True)
                 self.curves[metric] = curve
-            thresholds: list[tuple[float, float, QGraphicsSimpleTextItem]] = []
-            for label, value in spec.thresholds:
-                color = "#e74c3c" if "critical" in label or "throttle" in label else "#e0a800"
-                plot.addItem(pg.InfiniteLine(
-                    pos=value, angle=0,
-                    pen=pg.mkPen(color, width=1, style=Qt.PenStyle.DashLine)))
-                # A plain Qt text item in the ViewBox's pixel coordinates, placed again only
-                # when the value range or the size changes (pyqtgraph's InfiniteLine label is
-                # re-laid out in Python on every move of the time axis).
-                text_item = QGraphicsSimpleTextItem(label, plot.getViewBox())
-                text_item.setBrush(QColor(color))
-                text_item.setZValue(5)
-                text_item.setCacheMode(cache)
-                fraction = {"warning": 0.01, "critical": 0.07}.get(label, 0.13)
-                thresholds.append((fraction, value, text_item))
-            self.threshold_labels[spec.title] = thresholds
+            self.thresholds[spec.title] = []
+            self._add_thresholds(spec, plot.getViewBox())
             plot.getViewBox().sigResized.connect(
-                lambda _vb, title=spec.title: self._place_threshold_labels(title))
+                lambda _vb, title=spec.title: self._place_thresholds(title))
             text = pg.TextItem(spec.missing_text, color="#999999", anchor=(0.5, 0.5))
             plot.addItem(text, ignoreBounds=True)
             text.setVisible(False)
@@ -209,56 +216,70 @@ class ChartPanel(QWidget):
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
 
+    # -- threshold lines ------------------------------------------------------------------------
+    def _add_thresholds(self, spec: ChartSpec, view: pg.ViewBox) -> None:
+        """A dashed line and its label per threshold, in the view's pixel coordinates: placed
+        again only when the value range or the size changes (pyqtgraph's InfiniteLine works
+        out its bounds, and re-lays out its label, in Python on every move of the time axis)."""
+        cache = QGraphicsItem.CacheMode.DeviceCoordinateCache
+        for label, value in spec.thresholds:
+            color = QColor("#e74c3c" if "critical" in label or "throttle" in label
+                           else "#e0a800")
+            line = QGraphicsLineItem(view)
+            line.setPen(QPen(color, 0, Qt.PenStyle.DashLine))
+            line.setZValue(4)
+            text = QGraphicsSimpleTextItem(label, view)
+            text.setBrush(color)
+            text.setZValue(5)
+            text.setCacheMode(cache)
+            fraction = {"warning": 0.01, "critical": 0.07}.get(label, 0.13)
+            self.thresholds[spec.title].append((fraction, value, line, text))
+
+    def set_thresholds(self, specs: list[ChartSpec]) -> None:
+        """New threshold values (Settings saved): each chart of the same title draws the new
+        spec's lines, and its value range is worked out again around them."""
+        by_title = {s.title: s for s in specs}
+        for i, old in enumerate(self._specs):
+            new = by_title.get(old.title)
+            if new is None or new.thresholds == old.thresholds:
+                continue
+            self._specs[i] = old = replace(old, thresholds=new.thresholds)
+            for _f, _v, line, text in self.thresholds[old.title]:
+                for item in (line, text):
+                    if item.scene() is not None:
+                        item.scene().removeItem(item)  # also from its parent, the view
+            self.thresholds[old.title] = []
+            self._add_thresholds(old, self.plots[old.title].getViewBox())
+            self._y_ranges.pop(old.title, None)  # the range must hold the new lines
+        self._apply_ranges(max(self._newest.values(), default=-math.inf))
+        for spec in self._specs:
+            self._place_thresholds(spec.title)
+
+    def threshold_values(self, title: str) -> list[tuple[str, float, float]]:
+        """Each threshold line of one chart: (label, value, height in the view's pixels)."""
+        return [(text.text(), value, line.line().y1())
+                for _f, value, line, text in self.thresholds[title]]
+
     # -- drawing --------------------------------------------------------------------------------
     def redraw(self) -> None:
-        """Pull each metric's window from the history; curves with no new row are left alone."""
+        """Feed each curve the history's rows that are new; curves with none are left alone."""
         if self.paused:
             return
-        newest = -math.inf
         missing: dict[str, bool] = {}
         for spec in self._specs:
+            width = int(self.plots[spec.title].getViewBox().width()) or 1000
+            buckets = max(100, width // 2)  # about one min/max pair per pixel
             any_data = False
             changed = False
             for metric in spec.metrics:
-                try:
-                    times, values = self._query(metric, self.window_seconds)
-                except KeyError:  # the metric was never sampled (e.g. before the first tick)
-                    times, values = np.empty(0), np.empty(0)
-                key = (float(times[-1]) if len(times) else -math.inf, self.window_seconds,
-                       len(times))
-                if len(times):
-                    newest = max(newest, key[0])
-                if self._last_key.get(metric) == key:
+                if not self._feed(metric, spec.scale, self.window_seconds / buckets):
                     any_data = any_data or self._has_data(metric)
                     continue
-                self._last_key[metric] = key
                 changed = True
-                curve = self.curves[metric]
-                finite = np.isfinite(values)
-                if not finite.any():
-                    curve.setData([], [])
-                    self._latest[metric] = (np.empty(0), np.empty(0))
-                    self._y_bounds.pop(metric, None)
-                    continue
-                any_data = True
-                # Copies: the history hands out views of its ring buffer, overwritten later.
-                x = np.array(times)
-                y = values * spec.scale
-                self._latest[metric] = (x, y)
-                all_finite = bool(finite.all())
-                if all_finite:
-                    width = int(self.plots[spec.title].getViewBox().width()) or 1000
-                    buckets = max(100, width // 2)
-                    if len(x) >= 2 * buckets:  # about one min/max pair per pixel
-                        peaks = self._peaks.setdefault(metric, PeakBuckets())
-                        x, y = peaks.update(x, y, self.window_seconds / buckets)
-                    self._y_bounds[metric] = (float(y.min()), float(y.max()))
-                else:
-                    self._y_bounds[metric] = (float(np.nanmin(y)), float(np.nanmax(y)))
-                curve.setData(x, y, connect="all" if all_finite else "finite",
-                              skipFiniteCheck=all_finite)
+                any_data = self._draw_curve(spec, metric, buckets) or any_data
             if changed or self.missing_labels[spec.title].isVisible() == any_data:
                 missing[spec.title] = not any_data
+        newest = max(self._newest.values(), default=-math.inf)
         ranges_changed = self._apply_ranges(newest)
         for spec in self._specs:
             label = self.missing_labels[spec.title]
@@ -266,6 +287,59 @@ class ChartPanel(QWidget):
                 self._show_missing(spec, missing.get(spec.title, label.isVisible()))
         if newest > -math.inf:
             self._draw_annotations(newest)
+
+    def _feed(self, metric: str, scale: float, width_s: float) -> bool:
+        """The metric's new rows into its buckets (all stored rows again when the bucket width
+        changed: a new window or size); False when nothing changed."""
+        peaks = self._peaks.get(metric)
+        rebuilt = peaks is None or peaks.width_s != width_s
+        if rebuilt:
+            peaks = self._peaks[metric] = PeakBuckets(width_s)
+            self._rows[metric] = 0
+        assert peaks is not None
+        try:
+            times, values, self._rows[metric] = self._source.rows_since(
+                metric, self._rows[metric])
+        except KeyError:  # the metric was never sampled (e.g. before the first tick)
+            return rebuilt
+        if len(times):
+            peaks.extend(times, values * scale if scale != 1.0 else values)
+            self._newest[metric] = float(times[-1])
+        elif not rebuilt:
+            return False
+        if metric in self._newest:
+            peaks.trim(self._newest[metric] - self.window_seconds)
+        return True
+
+    def _draw_curve(self, spec: ChartSpec, metric: str, buckets: int) -> bool:
+        """Hand the curve its points: the buckets when the window holds about two rows per
+        pixel or more, else the rows themselves (few: cheap). False when nothing is finite."""
+        peaks = self._peaks[metric]
+        if peaks.rows >= 2 * buckets:
+            x, y = peaks.xs, peaks.ys
+        else:
+            try:
+                times, values = self._source.window(metric, self.window_seconds)
+            except KeyError:
+                times, values = np.empty(0), np.empty(0)
+            # Copies: the history hands out views of its ring buffer, overwritten later.
+            x, y = np.array(times), values * spec.scale
+        curve = self.curves[metric]
+        finite = np.isfinite(y)
+        all_finite = bool(finite.all())
+        if not len(y) or not (all_finite or finite.any()):
+            curve.setPath(QPainterPath())
+            self._drawn[metric] = (np.empty(0), np.empty(0))
+            self._y_bounds.pop(metric, None)
+            return False
+        self._drawn[metric] = (x, y)
+        if all_finite:
+            self._y_bounds[metric] = (float(y.min()), float(y.max()))
+        else:
+            self._y_bounds[metric] = (float(np.nanmin(y)), float(np.nanmax(y)))
+        curve.setPath(pg.arrayToQPath(x, y, connect="all" if all_finite else "finite",
+                                      finiteCheck=not all_finite))
+        return True
 
     def _apply_ranges(self, newest: float) -> bool:
         """Time axis: the window ending at the newest row; value axes: round numbers around
@@ -306,14 +380,16 @@ class ChartPanel(QWidget):
                 self._y_ranges[spec.title] = y_range
                 changed = True
             if y_changed:
-                self._place_threshold_labels(spec.title)
-                for line, text in self._switch_lines[spec.title]:
-                    self._place_switch_label(text, float(line.value()), y_range)
+                self._place_thresholds(spec.title)
+                for at, line, text in self._switch_lines[spec.title]:
+                    self._place_switch_line(line, text, at, y_range)
+                for period, region in self._regions[spec.title]:
+                    self._place_region(region, period.start, period.end or newest, y_range)
         self._x_range = x_range
         return changed
 
     def _has_data(self, metric: str) -> bool:
-        data = self._latest.get(metric)
+        data = self._drawn.get(metric)
         return data is not None and len(data[0]) > 0
 
     def _show_missing(self, spec: ChartSpec, missing: bool) -> None:
@@ -324,15 +400,17 @@ class ChartPanel(QWidget):
             label.setPos(sum(view[0]) / 2, sum(view[1]) / 2)
 
     def _draw_annotations(self, now: float) -> None:
-        """Shaded alert periods and labelled switch lines; rebuilt only when they change, and
-        open periods stretched to the newest sample."""
+        """Shaded alert periods and labelled switch lines, as Qt items in data coordinates
+        (they follow the time axis without Python); rebuilt only when they change, and open
+        periods stretched to the newest sample."""
         rebuild = self._drawn_version != self.annotations.version
         for spec in self._specs:
             plot = self.plots[spec.title]
+            y_range = self._y_ranges.get(spec.title, (0.0, 1.0))
             if rebuild:
-                for _p, item in self._regions[spec.title]:
-                    plot.removeItem(item)
-                for line, text in self._switch_lines[spec.title]:
+                for _p, region in self._regions[spec.title]:
+                    plot.removeItem(region)
+                for _at, line, text in self._switch_lines[spec.title]:
                     plot.removeItem(line)
                     plot.removeItem(text)
                 self._regions[spec.title] = []
@@ -340,18 +418,18 @@ class ChartPanel(QWidget):
                 for period in self.annotations.alerts:
                     if period.metric not in spec.alert_metrics:
                         continue
-                    region = pg.LinearRegionItem(
-                        values=(period.start, period.end or now), movable=False,
-                        brush=pg.mkBrush(*ALERT_BRUSH.get(period.level, ALERT_BRUSH["warning"])),
-                        pen=pg.mkPen(None))
+                    region = QGraphicsRectItem()
+                    region.setPen(QPen(Qt.PenStyle.NoPen))
+                    region.setBrush(QBrush(QColor(*ALERT_BRUSH.get(period.level,
+                                                                   ALERT_BRUSH["warning"]))))
                     region.setZValue(-10)
                     region.setToolTip(period.label)
                     plot.addItem(region, ignoreBounds=True)
+                    self._place_region(region, period.start, period.end or now, y_range)
                     self._regions[spec.title].append((period, region))
-                y_range = self._y_ranges.get(spec.title, (0.0, 1.0))
                 for at, label in self.annotations.switches:
-                    line = pg.InfiniteLine(pos=at, angle=90, movable=False,
-                                           pen=pg.mkPen("#9b59b6", width=1))
+                    line = QGraphicsLineItem()
+                    line.setPen(QPen(QColor("#9b59b6"), 0))
                     plot.addItem(line, ignoreBounds=True)
                     # Unscaled Qt text at a point in data coordinates: follows the time axis
                     # without any Python per frame (unlike pyqtgraph's InfiniteLine label).
@@ -361,16 +439,16 @@ class ChartPanel(QWidget):
                     text.setZValue(5)
                     text.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
                     plot.addItem(text, ignoreBounds=True)
-                    self._place_switch_label(text, at, y_range)
-                    self._switch_lines[spec.title].append((line, text))
+                    self._place_switch_line(line, text, at, y_range)
+                    self._switch_lines[spec.title].append((at, line, text))
             for period, region in self._regions[spec.title]:
                 if period.end is None:
-                    region.setRegion((period.start, now))
+                    self._place_region(region, period.start, now, y_range)
         self._drawn_version = self.annotations.version
 
     def region_spans(self, title: str) -> list[tuple[float, float]]:
         """The shaded alert periods drawn on one chart (for tests)."""
-        return [tuple(r.getRegion()) for _p, r in self._regions[title]]
+        return [(r.rect().left(), r.rect().right()) for _p, r in self._regions[title]]
 
     def region_tooltips(self, title: str) -> list[str]:
         """The tooltips of the shaded periods drawn on one chart (for tests)."""
@@ -378,32 +456,45 @@ class ChartPanel(QWidget):
 
     def switch_labels(self, title: str) -> list[tuple[float, str]]:
         """The model-switch lines drawn on one chart: (time, label) (for tests)."""
-        return [(float(line.value()), text.text()) for line, text in self._switch_lines[title]]
+        return [(at, text.text()) for at, _line, text in self._switch_lines[title]]
 
     @staticmethod
-    def _place_switch_label(text: QGraphicsSimpleTextItem, at: float,
-                            y_range: tuple[float, float]) -> None:
-        """Just right of the line, near the top of the chart, centred on that height."""
+    def _place_region(region: QGraphicsRectItem, start: float, end: float,
+                      y_range: tuple[float, float]) -> None:
+        """The period's span in time, the chart's whole value range in height."""
+        rect = QRectF(start, y_range[0], end - start, y_range[1] - y_range[0])
+        if rect != region.rect():
+            region.setRect(rect)
+
+    @staticmethod
+    def _place_switch_line(line: QGraphicsLineItem, text: QGraphicsSimpleTextItem, at: float,
+                           y_range: tuple[float, float]) -> None:
+        """The line across the value range; its label just right of it, near the top of the
+        chart, centred on that height."""
+        line.setLine(at, y_range[0], at, y_range[1])
         text.setPos(at, y_range[0] + 0.92 * (y_range[1] - y_range[0]))
         text.setTransform(text.transform().fromTranslate(3, -text.boundingRect().height() / 2))
 
-    def _place_threshold_labels(self, title: str) -> None:
-        """Each threshold's label just below its line, a fraction of the width from the left."""
+    def _place_thresholds(self, title: str) -> None:
+        """Each threshold's line across the view, its label just below it, a fraction of the
+        width from the left."""
         y_range = self._y_ranges.get(title)
         if y_range is None:
             return
         view = self.plots[title].getViewBox()
         width, height = view.width(), view.height()
         span = (y_range[1] - y_range[0]) or 1.0
-        for fraction, value, text in self.threshold_labels[title]:
+        for fraction, value, line, text in self.thresholds[title]:
             y_px = (y_range[1] - value) / span * height
-            text.setVisible(0 <= y_px <= height)
+            shown = 0 <= y_px <= height
+            line.setVisible(shown)
+            text.setVisible(shown)
+            line.setLine(0, y_px, width, y_px)
             text.setPos(fraction * width, y_px)
 
     def curve_data(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """What the curve currently holds (for tests)."""
-        x, y = self.curves[metric].getData()
-        return (np.asarray(x if x is not None else []), np.asarray(y if y is not None else []))
+        """The points the curve currently draws (for tests)."""
+        return self._drawn.get(metric, (np.empty(0), np.empty(0)))
 
     # -- crosshair ------------------------------------------------------------------------------
     def _mouse_moved(self, pos: Any) -> None:
@@ -415,19 +506,23 @@ class ChartPanel(QWidget):
                 return
 
     def show_crosshair(self, x: float) -> str:
-        """Put the crosshair at time x on every chart; the label shows each value there."""
+        """Put the crosshair at time x on every chart; the label shows each value there (read
+        from the history now: the curves hold buckets, not every row)."""
         parts: list[str] = []
         for spec in self._specs:
             self.vlines[spec.title].setPos(x)
             self.vlines[spec.title].setVisible(True)
             for metric in spec.metrics:
-                times, values = self._latest.get(metric, (np.empty(0), np.empty(0)))
+                try:
+                    times, values = self._source.window(metric, self.window_seconds)
+                except KeyError:
+                    continue
                 if not len(times):
                     continue
                 i = int(np.clip(np.searchsorted(times, x), 0, len(times) - 1))
                 if i > 0 and abs(times[i - 1] - x) < abs(times[i] - x):
                     i -= 1
-                v = values[i]
+                v = values[i] * spec.scale
                 if np.isfinite(v):
                     short = metric.split(".", 1)[-1]
                     parts.append(f"{short} {v:.1f} {spec.unit}")

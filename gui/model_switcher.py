@@ -268,13 +268,25 @@ class ModelSwitcherPanel(QWidget):
         def probe() -> None:
             health = check_remote_health(remote)
             with contextlib.suppress(RuntimeError):  # the panel was deleted meanwhile
-                self.remote_checked.emit(health)
+                if self._remote is remote:  # not an endpoint removed or replaced meanwhile
+                    self.remote_checked.emit(health)
 
         self._remote_worker = threading.Thread(target=probe, name="vrampilot-remote-health",
                                                daemon=True)
         self._remote_worker.start()
         self._show_state()
         return True
+
+    def set_remote(self, remote: RemoteConfig | None) -> None:
+        """The endpoint changed in Settings: probe the new one (none once it is removed) and
+        show the catalog, whose remote entry follows it."""
+        self._remote = remote
+        self.remote_health = None
+        self.remote_timer.stop()
+        if remote is not None:
+            self.remote_timer.start()
+            self.check_remote()
+        self.refresh()
 
     def _remote_health_arrived(self, health: RemoteHealth) -> None:
         before = self.remote_health

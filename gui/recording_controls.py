@@ -23,7 +23,7 @@ class RecordingWindow(QWidget):
         self.path = path
         self.history = TelemetryHistory.from_csv(path)
         self.setWindowTitle(f"vrampilot recording: {path.name} (read-only)")
-        self.charts = ChartPanel(self.history.window, specs, export_csv=self.history.export_csv)
+        self.charts = ChartPanel(self.history, specs, export_csv=self.history.export_csv)
         self.charts.pause_box.setEnabled(False)  # nothing arrives: there is nothing to pause
         metrics = self.history.metrics()
         times = self.history.window(metrics[0])[0] if metrics else None

@@ -157,6 +157,26 @@ class TelemetryHistory:
         values = np.concatenate((column[o_first:o_hi], column[lo:hi]))
         return times, values
 
+    def rows_since(self, metric: str, row: int) -> tuple[FloatArray, FloatArray, int]:
+        """Times and values of the rows appended after the first ``row`` rows ever appended,
+        oldest first, and the row count to pass next time: a reader that keeps its count gets
+        each new row once, at a cost proportional to the new rows (the live charts).
+
+        ``row=0`` gives every stored row. Rows already overwritten are skipped (the oldest
+        stored row comes first). Views, as window(), unless the rows straddle the wrap point.
+        Unknown metric: KeyError.
+        """
+        column = self._columns[metric]
+        count = self._count  # read once: the sampler thread finishes a row before counting it
+        first = max(row, count - self.capacity)
+        if first >= count:
+            return self._times[:0], column[:0], count
+        lo, hi = first % self.capacity, (count - 1) % self.capacity + 1
+        if lo < hi:
+            return self._times[lo:hi], column[lo:hi], count
+        return (np.concatenate((self._times[lo:], self._times[:hi])),
+                np.concatenate((column[lo:], column[:hi])), count)
+
     def nbytes(self) -> int:
         """Memory held by the buffers."""
         return int(self._times.nbytes + sum(c.nbytes for c in self._columns.values()))

@@ -92,6 +92,27 @@ def test_window_matches_a_naive_reference(rows: int, seconds: float) -> None:
     assert h.window("m", seconds)[1].tolist() == [x * 10 for x in expected]
 
 
+@pytest.mark.parametrize("steps", [[1], [3, 1, 4], [2, 0, 5, 6], [12], [7, 7]])
+def test_rows_since_gives_each_new_row_once(steps: list[int]) -> None:
+    """A reader keeping its row count sees every row appended once, in order, across wraps;
+    rows overwritten before it asked are skipped (the oldest stored row comes first)."""
+    h = TelemetryHistory(5)
+    row, appended = 0, 0
+    for n in steps:
+        for _ in range(n):
+            h.append_values(float(appended), {"m": appended * 10.0})
+            appended += 1
+        times, values, row = h.rows_since("m", row)
+        assert values.tolist() == [t * 10 for t in times.tolist()]
+        expected = list(range(max(appended - n, appended - 5), appended))
+        assert times.tolist() == [float(i) for i in expected]
+    assert row == appended
+    assert h.rows_since("m", row)[0].tolist() == []
+    assert h.rows_since("m", 0)[0].tolist() == h.window("m")[0].tolist()
+    with pytest.raises(KeyError):
+        h.rows_since("nope", 0)
+
+
 def test_empty_history_and_unknown_metric() -> None:
     h = TelemetryHistory(4)
     with pytest.raises(KeyError):

@@ -93,7 +93,7 @@ def test_unsupported_metric_says_so_instead_of_zero(qtbot: QtBot) -> None:
     t0 = time.time()
     for i in range(20):
         history.append_values(t0 + i, {"gpu0.power_w": math.nan, "gpu0.temperature_c": 50.0 + i})
-    panel = ChartPanel(history.window, [ChartSpec("power", "W", ("gpu0.power_w",)),
+    panel = ChartPanel(history, [ChartSpec("power", "W", ("gpu0.power_w",)),
                                         ChartSpec("temperature", "°C", ("gpu0.temperature_c",))])
     qtbot.addWidget(panel)
     panel.redraw()
@@ -111,7 +111,7 @@ def test_export_png_and_csv(qtbot: QtBot, tmp_path: Path) -> None:
     history = TelemetryHistory(100)
     for i in range(10):
         history.append_values(1000.0 + i, {"host.cpu_percent": float(i)})
-    panel = ChartPanel(history.window, [ChartSpec("cpu", "%", ("host.cpu_percent",))],
+    panel = ChartPanel(history, [ChartSpec("cpu", "%", ("host.cpu_percent",))],
                        export_csv=history.export_csv)
     qtbot.addWidget(panel)
     panel.resize(600, 300)
@@ -342,10 +342,11 @@ def test_an_hour_of_data_is_decimated_keeping_every_peak(qtbot: QtBot) -> None:
     history = TelemetryHistory(36_000)
     rng = np.random.default_rng(1)
     values = rng.normal(60, 5, 36_000)
-    values[12_345] = 99.0  # one short spike must survive decimation
+    values[12_345] = 99.0  # a one-sample spike and a one-sample dip must survive decimation
+    values[23_456] = 1.0
     for i, v in enumerate(values):
         history.append_values(1_000_000.0 + i / 10, {"gpu0.temperature_c": float(v)})
-    panel = ChartPanel(history.window, [ChartSpec("temperature", "°C", ("gpu0.temperature_c",))])
+    panel = ChartPanel(history, [ChartSpec("temperature", "°C", ("gpu0.temperature_c",))])
     qtbot.addWidget(panel)
     panel.resize(1200, 400)
     panel.set_window(3600)
@@ -353,21 +354,24 @@ def test_an_hour_of_data_is_decimated_keeping_every_peak(qtbot: QtBot) -> None:
     t, v = history.window("gpu0.temperature_c", 3600)
     assert len(y) < len(v) / 10  # decimated...
     assert y.max() == v.max() == 99.0  # ...keeping the peaks
-    assert y.min() == v.min()  # buckets aligned to time: the whole window is covered
-    assert x[0] >= t[0]
+    assert y.min() == v.min() == 1.0
+    assert x[0] == t[0]
     assert x[-1] == t[-1]
     assert panel.timer.interval() >= 1000  # 60 min over ~1200 px: no faster than a pixel
-    # New rows extend the kept buckets (only the newest is recomputed): the curve is what
-    # decimating the whole new window from scratch gives, peaks included.
-    for i in range(36_000, 36_000 + 95):
-        history.append_values(1_000_000.0 + i / 10, {"gpu0.temperature_c": 150.0 if i == 36_050
-                                                     else 61.0})
+    # New rows extend the kept buckets (only the newest is recomputed, buckets that left the
+    # window are dropped): the curve is what decimating the stored rows from scratch gives.
+    more = np.full(95, 61.0)
+    more[50] = 150.0
+    for i, v in enumerate(more, start=36_000):
+        history.append_values(1_000_000.0 + i / 10, {"gpu0.temperature_c": float(v)})
     panel.redraw()
     x, y = panel.curve_data("gpu0.temperature_c")
     t, v = history.window("gpu0.temperature_c", 3600)
-    fresh = PeakBuckets().update(np.array(t), np.array(v), panel._peaks[
-        "gpu0.temperature_c"].width_s)
-    assert np.array_equal(x, fresh[0])
-    assert np.array_equal(y, fresh[1])
+    fresh = PeakBuckets(panel._peaks["gpu0.temperature_c"].width_s)
+    fresh.extend(1_000_000.0 + np.arange(36_095) / 10, np.concatenate((values, more)))
+    fresh.trim(t[-1] - 3600)
+    assert np.array_equal(x, fresh.xs)
+    assert np.array_equal(y, fresh.ys)
     assert y.max() == 150.0
     assert x[-1] == t[-1]
+    assert x[0] <= t[0] < x[0] + fresh.width_s  # the oldest bucket starts at most one early

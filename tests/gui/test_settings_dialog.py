@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import qasync
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QLineEdit
 from pytestqt.qtbot import QtBot
 
@@ -18,7 +18,7 @@ from core.config_loading import ConfigError
 from core.runtime import Runtime
 from gui.app import AppController
 from gui.settings_dialog import SettingsDialog
-from tests.gui.conftest import wait_until
+from tests.gui.conftest import PROFILE, wait_until
 
 HAND_WRITTEN = """\
 # my vrampilot settings (written by hand)
@@ -96,6 +96,105 @@ def test_a_changed_setting_is_written_and_applied_live(
         await asyncio.wait_for(controller.finished.wait(), 20)
 
     loop.run_until_complete(body())
+
+
+def test_the_chart_threshold_lines_move_to_the_saved_thresholds(
+        data_dir: Path, runtime: Runtime, loop: qasync.QEventLoop, qtbot: QtBot) -> None:
+    controller = AppController(runtime, settings=None, tray=False)
+    charts = controller.charts
+    title = next(s.title for s in charts._specs if s.title.endswith(" temperature"))
+
+    def line_at(label: str) -> tuple[float, float]:
+        """The threshold's value and the height (view pixels) its dashed line is drawn at."""
+        (value, y_px), = [(v, y) for name, v, y in charts.threshold_values(title) if name == label]
+        return value, y_px
+
+    def height_of(value: float) -> float:
+        """Where that value is on the chart's value axis, in the same pixels."""
+        view = charts.plots[title].getViewBox()
+        return float(view.mapFromView(QPointF(0.0, value)).y())
+
+    async def body() -> None:
+        controller.start(autoload=False)
+        await wait_until(lambda: len(charts.curve_data(charts._specs[1].metrics[0])[0]) >= 1,
+                         10, "the charts drawn")
+        warning, y_before = line_at("warning")
+        assert warning == 80.0
+        assert y_before == pytest.approx(height_of(80.0), abs=1)
+        controller.window.actions_by_name["Settings"].trigger()
+        dialog = controller.settings_dialog
+        assert dialog is not None
+        _type(qtbot, dialog, "hardware_monitoring.thresholds.temperature.warning", "60")
+        _type(qtbot, dialog, "hardware_monitoring.thresholds.temperature.critical", "75")
+        await wait_until(lambda: dialog.save_button.isEnabled() and dialog.config is not None,
+                         5, "validated")
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+        # Moved at once (no restart, no new sample needed), to the new values on the axis.
+        for label, value in (("warning", 60.0), ("critical", 75.0)):
+            assert line_at(label)[0] == value
+            assert line_at(label)[1] == pytest.approx(height_of(value), abs=1)
+        assert line_at("warning")[1] > y_before + 5  # lower on screen than the old 80 line
+        charts.redraw()  # and they stay there frame after frame
+        assert line_at("warning")[1] == pytest.approx(height_of(60.0), abs=1)
+        controller.window.close()
+        await asyncio.wait_for(controller.finished.wait(), 20)
+
+    loop.run_until_complete(body())
+
+
+def test_clearing_the_remote_url_removes_the_endpoint(
+        data_dir: Path, loop: qasync.QEventLoop, qtbot: QtBot) -> None:
+    path = settings_file.default_file()
+    # Port 9 (discard) refuses at once: the Models tab's health probe ends quickly.
+    path.write_text(HAND_WRITTEN + "remote:  # my workstation\n"
+                    "  base_url: http://127.0.0.1:9/v1\n  model: big-model\n"
+                    "  api_key_env: MY_KEY\n", encoding="utf-8")
+    runtime = Runtime.create(config_file=path, simulate=PROFILE,
+                             history_path=data_dir / "history.sqlite3")
+    controller = AppController(runtime, settings=None, tray=False, config_path=path)
+
+    async def body() -> None:
+        controller.start(autoload=False)
+        assert runtime.config.remote is not None
+        assert runtime.manager.catalog.get("remote").enabled
+        assert controller.models.remote_timer.isActive()
+        dialog = controller.open_settings()
+        url = dialog.inputs["remote.base_url"]
+        assert isinstance(url, QLineEdit)
+        assert url.text() == "http://127.0.0.1:9/v1"
+        url.selectAll()
+        qtbot.keyClick(url, Qt.Key.Key_Backspace)  # cleared; model and key variable left as is
+        await wait_until(lambda: not dialog._timer.isActive() and dialog.config is not None,
+                         5, "validated")
+        assert dialog.error_text("remote.base_url") == ""
+        assert dialog.save_button.isEnabled()
+        qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+        assert not dialog.isVisible()
+
+        # Written: the section is gone, the rest of the hand-written file stays.
+        text = path.read_text(encoding="utf-8")
+        assert "remote" not in text
+        assert "big-model" not in text
+        assert "MY_KEY" not in text
+        assert "# keep the charts smooth" in text
+        assert load_app_config(path).remote is None
+        # Applied: no endpoint to switch or fall back to, none probed.
+        assert runtime.config.remote is None
+        assert not runtime.manager.catalog.get("remote").enabled
+        assert not runtime.router.catalog.get("remote").enabled
+        assert not controller.models.remote_timer.isActive()
+        assert "the remote endpoint is removed" in controller.events.event_log.toPlainText()
+        # The next dialog shows no endpoint.
+        again = controller.open_settings()
+        assert all(again.value(k) is None for k in ("remote.base_url", "remote.model"))
+        again.reject()
+        controller.window.close()
+        await asyncio.wait_for(controller.finished.wait(), 20)
+
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.run_until_complete(runtime.close())
 
 
 def test_a_bad_value_is_refused_with_the_yaml_message(tmp_path: Path, qtbot: QtBot) -> None:
