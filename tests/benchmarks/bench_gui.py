@@ -388,13 +388,21 @@ def _time_to_line(argv: list[str], marker: str, env: dict[str, str], timeout_s: 
 def launch_s(repeats: int = 3) -> dict[str, Figure]:
     """Launch to main window shown: `python -m gui.launcher --simulate rtx4090-laptop
     --no-autoload` (offscreen, a fresh data dir) until the app reports its window's first
-    expose (VRAMPILOT_REPORT_WINDOW_SHOWN); baseline: a bare PySide6 QWidget shown the same way."""
+    paint done (VRAMPILOT_REPORT_WINDOW_SHOWN); baseline: a bare PySide6 QWidget shown and
+    reported the same way."""
     import sys
 
-    bare = ("import sys\nfrom PySide6.QtCore import QTimer\n"
+    # Both report after their window's first paint (a zero timer set at show() fires before it).
+    bare = ("from PySide6.QtCore import QTimer\n"
             "from PySide6.QtWidgets import QApplication, QWidget\n"
-            "app = QApplication([])\nw = QWidget()\nw.resize(1280, 860)\nw.show()\n"
-            f"QTimer.singleShot(0, lambda: print({WINDOW_SHOWN_MARKER!r}, flush=True))\n"
+            "class Window(QWidget):\n"
+            "    painted = False\n"
+            "    def paintEvent(self, event):\n"
+            "        if not self.painted:\n"
+            "            self.painted = True\n"
+            "            QTimer.singleShot(0, lambda: print(MARKER, flush=True))\n"
+            f"MARKER = {WINDOW_SHOWN_MARKER!r}\n"
+            "app = QApplication([])\nw = Window()\nw.resize(1280, 860)\nw.show()\n"
             "app.exec()\n")
     app_times: list[float] = []
     bare_times: list[float] = []
