@@ -119,7 +119,8 @@ def test_the_charts_are_built_when_first_shown(qtbot: QtBot) -> None:
     """Not at construction (the tab is not on screen at launch): at the first show, visible."""
     p = SoakPanel(lambda s: pytest.fail("no run in this test"), list, lambda: None)
     qtbot.addWidget(p)
-    assert p.charts.graphics is None and not p.charts.plots
+    assert p.charts.graphics is None
+    assert not p.charts.plots
     p.resize(1200, 900)
     p.show()
     graphics = p.charts.graphics
