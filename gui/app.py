@@ -76,6 +76,8 @@ CANCEL_WAIT_S = 0.3
 # once the first is loaded.
 REPORT_PHASES_ENV = "VRAMPILOT_REPORT_PHASES"
 SWITCH_AFTER_AUTOLOAD_ENV = "VRAMPILOT_SWITCH_AFTER_AUTOLOAD"
+# How long start() waits for the window's first paint before doing its slow work anyway.
+FIRST_PAINT_WAIT_MS = 2000
 
 
 def report(line: str) -> None:
@@ -207,6 +209,9 @@ class AppController(QObject):
             if self.tray.icon is not None:
                 self.tray.icon.messageClicked.connect(self.show_events)
         self.finished = asyncio.Event()
+        # Set once the window's first frame is painted (or it is not shown): start()'s slow
+        # work has begun then.
+        self.first_painted = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
         self._wake_timer: QTimer | None = None
@@ -418,18 +423,35 @@ class AppController(QObject):
         elif not self.tray.available:  # no tray to come back from: minimised, not hidden
             self.window.showMinimized()
         if os.environ.get("VRAMPILOT_REPORT_WINDOW_SHOWN"):
-            # For the launch benchmark: the first loop turn after show() has laid the window
-            # out and painted it.
-            QTimer.singleShot(0, lambda: report("window shown"))
+            # For the launch benchmark: the window's first frame is painted.
+            self.window.first_painted.connect(lambda: report("window shown"))
         if os.environ.get(REPORT_PHASES_ENV):
             # For the quit test: it signals the app in a known switch phase.
             self.bridge.switch_event.connect(
                 lambda e: report(f"switch {e.phase.value} {e.target}"))
         if self.runtime.simulated:
             self.events.add("info", "the GPU is simulated (profile from resources/profiles)")
+        # The slow start-up work (vLLM's import for the autoload, the API's FastAPI) waits for
+        # the first frame: in a thread it would still hold the GIL the window needs to paint.
+        after = partial(self._after_first_paint, autoload, model)
+        if self.window.isVisible() and not self.window.isMinimized():
+            self.window.first_painted.connect(after)
+            # A window the desktop does not expose (another workspace) holds nothing back.
+            QTimer.singleShot(FIRST_PAINT_WAIT_MS, after)
+        else:
+            QTimer.singleShot(0, after)
+
+    def _after_first_paint(self, autoload: bool, model: str | None) -> None:
+        """What start() leaves until the window is on screen; runs once."""
+        if self.first_painted.is_set():
+            return
+        self.first_painted.set()
+        if self.window.closing:
+            return
         if self.api.settings.enabled:
             self.window.serve_action.setChecked(True)  # starts it (toggled -> set_serving)
         if autoload:
+            startup = self.runtime.config.startup
             last = (self.runtime.history_store.last_ready_model()
                     if startup.load_last_model and model is None else None)
             self.keep(self._autoload(model, last), "autoload")
@@ -601,7 +623,8 @@ def run_app(args: argparse.Namespace, lock: InstanceLock | None = None) -> int:
 
     async def main() -> None:
         controller.start(autoload=not args.no_autoload, model=args.model)
-        control = (None if lock is None
+        await controller.first_painted.wait()
+        control = (None if lock is None or controller.window.closing
                    else await serve_control(controller, lock, args.simulate, config))
         await controller.finished.wait()
         if control is not None:

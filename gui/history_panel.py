@@ -56,26 +56,16 @@ class HistoryPanel(QWidget):
             QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
 
-        self.plot_widget = pg.PlotWidget()
-        self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("Successful switch time per model pair (s): mean and p95")
-        self.plot.showGrid(y=True, alpha=0.2)
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.plot.addLegend(offset=(10, 10))
-        self.mean_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=MEAN_COLOR,
-                                         name="mean")
-        self.p95_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=P95_COLOR, name="p95")
-        self.plot.addItem(self.mean_bars)
-        self.plot.addItem(self.p95_bars)
-        self.apply_palette(self.palette())
+        # The chart is built when first shown or read (_chart): a pyqtgraph plot costs ~20 ms of
+        # CPU, and this tab is not on screen at launch.
+        self.plot_widget: pg.PlotWidget | None = None
         self.empty_label = QLabel("No successful switches recorded yet.")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
         chart_box = QWidget()
-        chart_layout = QVBoxLayout(chart_box)
-        chart_layout.setContentsMargins(0, 0, 0, 0)
-        chart_layout.addWidget(self.empty_label)
-        chart_layout.addWidget(self.plot_widget, 1)
+        self._chart_layout = QVBoxLayout(chart_box)
+        self._chart_layout.setContentsMargins(0, 0, 0, 0)
+        self._chart_layout.addWidget(self.empty_label)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
         split.addWidget(chart_box)
@@ -90,13 +80,34 @@ class HistoryPanel(QWidget):
         self.refresh()
 
     def showEvent(self, event: QShowEvent) -> None:
+        self._chart()
         # Feedback and uptime change without a switch: show them as they are now.
         self.routing.refresh()
         super().showEvent(event)
 
+    def _chart(self) -> pg.PlotWidget:
+        if self.plot_widget is not None:
+            return self.plot_widget
+        self.plot_widget = pg.PlotWidget()
+        self.plot = self.plot_widget.getPlotItem()
+        self.plot.setTitle("Successful switch time per model pair (s): mean and p95")
+        self.plot.showGrid(y=True, alpha=0.2)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.addLegend(offset=(10, 10))
+        self.mean_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=MEAN_COLOR,
+                                         name="mean")
+        self.p95_bars = pg.BarGraphItem(x=[], height=[], width=0.38, brush=P95_COLOR, name="p95")
+        self.plot.addItem(self.mean_bars)
+        self.plot.addItem(self.p95_bars)
+        self.apply_palette(self.palette())
+        self._chart_layout.addWidget(self.plot_widget, 1)
+        self._fill_chart()
+        return self.plot_widget
+
     def apply_palette(self, palette: QPalette) -> None:
         """Chart background and text follow the window palette (light or dark)."""
-        theme_plot(self.plot_widget, self.plot, palette)
+        if self.plot_widget is not None:
+            theme_plot(self.plot_widget, self.plot, palette)
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
@@ -128,18 +139,21 @@ class HistoryPanel(QWidget):
 
     def _fill_chart(self) -> None:
         n = len(self.pairs)
+        self.empty_label.setVisible(n == 0)
+        if self.plot_widget is None:
+            return  # filled when built
         x = np.arange(n, dtype=float)
         self.mean_bars.setOpts(x=x - 0.2, height=[p.mean_s for p in self.pairs], width=0.38)
         self.p95_bars.setOpts(x=x + 0.2, height=[p.p95_s for p in self.pairs], width=0.38)
         ticks = [(float(i), f"{pair_label(p)} (n={p.count})") for i, p in enumerate(self.pairs)]
         self.plot.getAxis("bottom").setTicks([ticks])
-        self.empty_label.setVisible(n == 0)
         if n:
             self.plot.setXRange(-0.6, n - 0.4, padding=0)
             self.plot.setYRange(0, max(p.p95_s for p in self.pairs) * 1.15, padding=0)
 
     def chart_data(self) -> dict[str, tuple[float, float]]:
         """What the chart shows, by pair label: (mean, p95) (for tests)."""
+        self._chart()
         means = self.mean_bars.opts["height"]
         p95s = self.p95_bars.opts["height"]
         return {pair_label(p): (float(means[i]), float(p95s[i]))

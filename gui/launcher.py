@@ -164,6 +164,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             with owner:
                 return bring_owner_to_front(owner, args)
 
+    # core before Qt: once PySide6 is imported it hooks every later import (its __feature__
+    # handling), and core's (numpy, pydantic, yaml) are most of the launch's.
+    import core.facade  # noqa: F401
     from gui.app import run_app
 
     try:

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence, QPaintEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
 from core.facade import resource
@@ -23,6 +23,8 @@ class MainWindow(QMainWindow):
     shutdown (`shutdown_requested`) and closes for real on `finish_close()`."""
 
     shutdown_requested = Signal()
+    # Once, when the window's first frame is on screen: the app starts its slow work then.
+    first_painted = Signal()
 
     def __init__(self, charts: ChartPanel, models: ModelSwitcherPanel, history: HistoryPanel,
                  playground: PlaygroundPanel, events: EventsPanel,
@@ -40,6 +42,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._closed = False
         self._quitting = False
+        self._painted = False
         # Whether the close button only hides the window (kept in the tray): the app decides.
         self.hide_on_close: Callable[[], bool] = lambda: False
         self._settings = settings
@@ -162,6 +165,18 @@ class MainWindow(QMainWindow):
         self._settings.setValue("window/geometry", self.saveGeometry())
         self._settings.setValue("window/tab", self.tabs.currentIndex())
         self._settings.sync()  # written now: the process ends with os._exit (core.process_exit)
+
+    @property
+    def painted(self) -> bool:
+        return self._painted
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            # The panels paint after the window in the same pass (and the frame is flushed):
+            # the next loop turn comes after all of it.
+            QTimer.singleShot(0, self.first_painted.emit)
 
     def set_model_status(self, text: str) -> None:
         self.model_status.setText(text)

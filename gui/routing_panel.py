@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QBrush, QColor, QPalette
+from PySide6.QtGui import QBrush, QColor, QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -71,6 +71,28 @@ class RoutingPanel(QWidget):
         self.uptime_label.setWordWrap(True)
         self.uptime_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+        # The tier chart is built when first shown or read (_tier_chart): a pyqtgraph plot costs
+        # ~20 ms of CPU, and this page is not on screen at launch.
+        self.tier_plot_widget: pg.PlotWidget | None = None
+
+        grid = self._grid = QGridLayout(self)
+        grid.addWidget(self.summary, 0, 0, 1, 2)
+        grid.addWidget(QLabel("How often the router was right, per task type"), 1, 0)
+        grid.addWidget(QLabel("Answered (rows) against wanted (columns)"), 1, 1)
+        grid.addWidget(self.accuracy_table, 2, 0)
+        grid.addWidget(self.confusion_table, 2, 1)
+        grid.addWidget(self.uptime_label, 3, 1, Qt.AlignmentFlag.AlignTop)
+        grid.setRowStretch(2, 1)
+        grid.setRowStretch(3, 1)
+        self.refresh()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        self._tier_chart()
+        super().showEvent(event)
+
+    def _tier_chart(self) -> pg.PlotWidget:
+        if self.tier_plot_widget is not None:
+            return self.tier_plot_widget
         self.tier_plot_widget = pg.PlotWidget()
         self.tier_plot = self.tier_plot_widget.getPlotItem()
         self.tier_plot.setTitle("Task distribution by tier (%): measured and the record's estimate")
@@ -84,21 +106,14 @@ class RoutingPanel(QWidget):
         self.tier_plot.addItem(self.measured_bars)
         self.tier_plot.addItem(self.estimate_bars)
         self.apply_palette(self.palette())
-
-        grid = QGridLayout(self)
-        grid.addWidget(self.summary, 0, 0, 1, 2)
-        grid.addWidget(QLabel("How often the router was right, per task type"), 1, 0)
-        grid.addWidget(QLabel("Answered (rows) against wanted (columns)"), 1, 1)
-        grid.addWidget(self.accuracy_table, 2, 0)
-        grid.addWidget(self.confusion_table, 2, 1)
-        grid.addWidget(self.tier_plot_widget, 3, 0)
-        grid.addWidget(self.uptime_label, 3, 1, Qt.AlignmentFlag.AlignTop)
-        grid.setRowStretch(2, 1)
-        grid.setRowStretch(3, 1)
-        self.refresh()
+        self._grid.addWidget(self.tier_plot_widget, 3, 0)
+        if self.report is not None:
+            self._fill_tiers(self.report)
+        return self.tier_plot_widget
 
     def apply_palette(self, palette: QPalette) -> None:
-        theme_plot(self.tier_plot_widget, self.tier_plot, palette)
+        if self.tier_plot_widget is not None:
+            theme_plot(self.tier_plot_widget, self.tier_plot, palette)
 
     def changeEvent(self, event: QEvent) -> None:
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
@@ -143,6 +158,8 @@ class RoutingPanel(QWidget):
                 table.setItem(row, col, item)
 
     def _fill_tiers(self, report: RoutingReport) -> None:
+        if self.tier_plot_widget is None:
+            return  # filled when built
         x = np.arange(len(report.tiers), dtype=float)
         self.measured_bars.setOpts(x=x - 0.2, width=0.38,
                                    height=[(t.share or 0.0) * 100 for t in report.tiers])
@@ -174,6 +191,7 @@ class RoutingPanel(QWidget):
 
     def tier_chart_data(self) -> dict[str, tuple[float, float]]:
         """What the tier chart shows, by tier: (measured %, estimate %) (for tests)."""
+        self._tier_chart()
         assert self.report is not None
         measured = self.measured_bars.opts["height"]
         estimate = self.estimate_bars.opts["height"]

@@ -15,12 +15,9 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx2
-import openai
-from openai.types.chat import ChatCompletionChunk
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.engine.base import (
@@ -35,6 +32,12 @@ from core.engine.base import (
     RemoteUnreachableError,
 )
 from core.engine.thinking import ThinkingSplitter
+
+if TYPE_CHECKING:
+    # The SDK is imported by the engine's methods, on first use: it takes ~0.5-1.5 s, and
+    # RemoteConfig (this module) is on the desktop app's launch path.
+    import openai
+    from openai.types.chat import ChatCompletionChunk
 
 
 class RemoteConfig(BaseModel):
@@ -148,6 +151,8 @@ class RemoteEngine:
     async def load(self, spec: LoadSpec) -> None:
         """Check the server answers, accepts the key and serves the model, by listing its
         models."""
+        import openai
+
         try:
             raw = await self._openai().models.with_raw_response.list(
                 extra_headers=self._auth_headers())
@@ -194,6 +199,9 @@ class RemoteEngine:
     # -- client --------------------------------------------------------------------------------
 
     def _openai(self) -> openai.AsyncOpenAI:
+        import httpx2
+        import openai
+
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             cfg = self._config
@@ -210,11 +218,16 @@ class RemoteEngine:
         return self._client
 
     def _auth_headers(self) -> dict[str, Any]:
+        import openai
+
         key = resolve_api_key(self._config)
         return {"Authorization": f"Bearer {key}" if key else openai.omit}
 
     def _error(self, exc: openai.APIError) -> RemoteError:
         """The typed, one-sentence error for what the client raised."""
+        import httpx2
+        import openai
+
         where = self._where
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
@@ -275,6 +288,8 @@ class RemoteEngine:
         return args
 
     async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        import openai
+
         request_id = request.request_id or uuid.uuid4().hex
         started = time.monotonic()
         try:

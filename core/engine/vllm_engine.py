@@ -66,8 +66,7 @@ from core.engine.processes import (
 from core.engine.thinking import OPEN_TAG, ThinkingSplitter
 from core.engine.vllm_process import (
     console_errors_only,
-    freeze_import_heap,
-    quiet_teardown,
+    import_vllm,
     read_log,
     rotated_log,
     set_engine_environment,
@@ -400,13 +399,13 @@ class VllmEngine:
         self._registry.reap_orphans()
         set_engine_environment(config_file)
         before = child_pids()
-        quiet_teardown()  # before vLLM's import
         try:
+            # Before the engine exists: the heap frozen after the imports must not hold its
+            # objects (they stay collectable).
+            import_vllm()
             from transformers import AutoTokenizer
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
-
-            freeze_import_heap()  # before the engine exists: its objects must stay collectable
 
             options: dict[str, Any] = dict(
                 model=spec.path,

@@ -60,6 +60,12 @@ class Ticker:
             self._task.cancel()
 
 
+def _python_work(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        {i: str(i) for i in range(1000)}
+
+
 async def _timed(fn: Callable[[], Awaitable[Any]]) -> float:
     started = time.monotonic()
     await fn()
@@ -68,13 +74,19 @@ async def _timed(fn: Callable[[], Awaitable[Any]]) -> float:
 
 async def _bench(model_dir: Path, work: Path) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
-    # Importing vLLM in a worker thread still stalls the loop (imports hold the GIL): measured
-    # on its own, because an app can do it once at start-up.
+    # Importing vLLM in a worker thread can still stall the loop (imports hold the GIL; what
+    # import_vllm does about it is in its docstring): measured on its own, as the first load
+    # does it.
     loop = asyncio.get_running_loop()
     with Ticker() as ticker:
         import_s = await _timed(lambda: loop.run_in_executor(None, import_vllm))
     results["vllm_import_in_thread"] = _stats([import_s], "s")
     results["loop_worst_stall_during_vllm_import"] = _stats([ticker.worst_s * 1000], "ms")
+    # The floor on this machine: a thread running Python as long, which lets the loop in at
+    # every switch interval (what is left is the OS scheduling the loop's thread late).
+    with Ticker() as ticker:
+        await loop.run_in_executor(None, _python_work, import_s)
+    results["baseline_loop_worst_stall_python_thread"] = _stats([ticker.worst_s * 1000], "ms")
 
     from vllm import SamplingParams
     from vllm.engine.arg_utils import AsyncEngineArgs

@@ -284,6 +284,32 @@ def test_history_table_and_pair_chart_show_the_store(tmp_path: Path, qtbot: QtBo
         store.close()
 
 
+def test_history_charts_are_built_when_first_shown(tmp_path: Path, qtbot: QtBot) -> None:
+    """Not at construction (the tab is not on screen at launch): the switch chart at the tab's
+    first show, filled with what refresh() read; the tier chart with its page."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    try:
+        store.record_switch(from_model="demo-tiny-a", to_model="demo-tiny-b", reason="manual",
+                            outcome="ready", total_s=3.0, phases={})
+        panel = HistoryPanel(store)
+        qtbot.addWidget(panel)
+        assert panel.plot_widget is None
+        assert panel.routing.tier_plot_widget is None
+        panel.resize(1200, 800)
+        panel.show()
+        assert panel.plot_widget is not None
+        qtbot.waitUntil(panel.plot_widget.isVisible, timeout=2000)
+        assert panel.mean_bars.opts["height"] == [3.0]
+        assert not panel.empty_label.isVisible()
+        assert panel.routing.tier_plot_widget is None  # its page is not shown yet
+        panel.pages.setCurrentWidget(panel.routing)
+        tiers = panel.routing.tier_plot_widget
+        assert tiers is not None
+        qtbot.waitUntil(tiers.isVisible, timeout=2000)
+    finally:
+        store.close()
+
+
 def test_auto_with_no_usable_model_shows_the_router_explanation(
         controller: AppController, loop: qasync.QEventLoop, qtbot: QtBot) -> None:
     async def body() -> None:

@@ -113,3 +113,18 @@ def test_start_without_a_model_says_so(qtbot: QtBot, runtime: Runtime,
     assert "no model is active" in p.status.text()
     assert p.start_button.isEnabled()
     assert not p.stop_button.isEnabled()
+
+
+def test_the_charts_are_built_when_first_shown(qtbot: QtBot) -> None:
+    """Not at construction (the tab is not on screen at launch): at the first show, visible."""
+    p = SoakPanel(lambda s: pytest.fail("no run in this test"), list, lambda: None)
+    qtbot.addWidget(p)
+    assert p.charts.graphics is None
+    assert not p.charts.plots
+    p.resize(1200, 900)
+    p.show()
+    graphics = p.charts.graphics
+    assert graphics is not None
+    assert list(p.charts.plots) == [c.title for c in CHARTS]
+    qtbot.waitUntil(graphics.isVisible, timeout=2000)
+    assert graphics.width() > 500
