@@ -22,7 +22,6 @@ import contextlib
 import gc
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import psutil
 
 from core import paths
+from core.engine import forkserver
 from core.engine.base import (
     EngineDiedError,
     EngineError,
@@ -163,7 +163,9 @@ class VllmEngine:
 
     Arguments are injected for tests and the manager: ``registry`` records engine pids for orphan
     reaping, ``activity`` is told about loading and streams, ``extra_engine_args`` go straight to
-    vLLM's AsyncEngineArgs (e.g. ``kv_cache_memory_bytes``).
+    vLLM's AsyncEngineArgs (e.g. ``kv_cache_memory_bytes``). With ``preforked`` (the default),
+    a successful load starts the engine forkserver (core.engine.forkserver) if it is not running,
+    and the next loads fork vLLM's engine core from it instead of spawning it.
     """
 
     def __init__(
@@ -175,7 +177,9 @@ class VllmEngine:
         extra_engine_args: Mapping[str, Any] | None = None,
         watchdog_interval_s: float = 0.5,
         shutdown_timeout_s: float = UNLOAD_GRACE_S,
+        preforked: bool = True,
     ) -> None:
+        self._preforked = preforked
         self._registry = registry if registry is not None else EngineProcessRegistry()
         self._activity = activity
         self._log_dir = log_dir if log_dir is not None else paths.logs_dir()
@@ -234,6 +238,10 @@ class VllmEngine:
         if self._activity is not None:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
+        if self._preforked:
+            # Started after a load, not before: it imports with the environment vLLM set up in
+            # this process for that load, which is what the next loads will have as well.
+            forkserver.start()
         logger.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
                  self.pids(), ", ".join(f"{k} {v:.2f} s" for k, v in self.load_phases.items()))
 
@@ -263,10 +271,12 @@ class VllmEngine:
     def _phases(self, marks: dict[str, float], procs: list[psutil.Process]) -> dict[str, float]:
         """The breakdown of the load that just ended: vLLM's log since it began, our marks."""
         core = worker = None
-        me = os.getpid()
+        # The engine core is the one whose parent is not an engine process (this one, or the
+        # forkserver it was forked from); the worker's parent is the engine core.
+        pids = {p.pid for p in procs}
         for proc in procs:
             with contextlib.suppress(psutil.Error):
-                if proc.ppid() == me:
+                if proc.ppid() not in pids:
                     core = core or proc
                 elif worker is None:
                     worker = proc
@@ -400,6 +410,8 @@ class VllmEngine:
             from vllm.v1.engine.async_llm import AsyncLLM
 
             freeze_import_heap()  # before the engine exists: its objects must stay collectable
+            if self._preforked:
+                forkserver.use_for_vllm()  # used once the forkserver is ready (below)
 
             options: dict[str, Any] = dict(
                 model=spec.path,
@@ -421,11 +433,15 @@ class VllmEngine:
                 options["kv_cache_memory_bytes"] = kv_bytes
             options.update(self._extra)
             args = AsyncEngineArgs(**options)
+            if self._preforked:
+                forkserver.wait_ready(control.check)
             control.begin_spawning()  # a load cancelled during the imports ends here
             start_quiet_resource_tracker()
+            server = forkserver.pid() if self._preforked else None
             marks["constructing"] = time.time()
             llm = AsyncLLM.from_engine_args(args)
             marks["constructed"] = time.time()
+            forkserver.mark_failed_if_dead(server)
         except StartCancelledError:
             raise
         except BaseException as exc:
