@@ -13,8 +13,12 @@ What a forked engine core still gets right:
 - logging: vLLM configured its loggers in the server from our logging config; the child
   configures them again from the config file (the log may have been rotated since);
 - CUDA: the server never initialises it (checked there), so a forked child can use the GPU.
-vLLM's worker processes (the CPU build's executor, several GPUs) are still spawned by the engine
-core itself: their OpenMP settings must be in the environment before torch loads.
+- the workers: an engine core forked from the server forks vLLM's worker processes (the CPU
+  build's executor, several GPUs) from the same server. vLLM gives a CPU worker its OpenMP
+  thread count and CPU list in the environment, which the OpenMP runtime reads once, when torch
+  loads (in the server, long before): the child applies them itself (torch.set_num_threads, and
+  the CPU list as the process's affinity, which the OpenMP threads it starts inherit; one set for
+  all of them rather than one CPU each).
 
 The engine core is then the server's child, not the app's: it is still among the app's
 descendants, dies by signal the same way, and the server reaps it and reports its exit code to
@@ -32,10 +36,11 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver as mp_forkserver
 import os
+import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import psutil
@@ -60,7 +65,10 @@ class EngineProcess(multiprocessing.context.ForkServerProcess):
         super().start()
 
     def run(self) -> None:
+        server_environ = dict(os.environ)
         adopt_environment(getattr(self, "_app_environ", None))
+        apply_openmp_environment(server_environ, os.environ)
+        _fork_workers_from_server()
         super().run()
 
 
@@ -89,6 +97,55 @@ def adopt_environment(environ: dict[str, str] | None) -> None:
 def _server() -> Any:
     """multiprocessing's forkserver client state (one per process; no public accessors)."""
     return mp_forkserver._forkserver
+
+
+def _cpu_list(text: str) -> set[int]:
+    """CPUs named in an OpenMP variable: "0 1 2" (GOMP_CPU_AFFINITY), "{0,1,2}" (OMP_PLACES),
+    "...proclist=[0,1,2]" (KMP_AFFINITY); ranges "4-7" too. Empty: not understood."""
+    cpus: set[int] = set()
+    body = text.split("proclist=", 1)[-1]
+    for part in re.split(r"[\s,{}\[\]]+", body):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if m:
+            first = int(m.group(1))
+            cpus.update(range(first, int(m.group(2) or first) + 1))
+    return cpus
+
+
+def apply_openmp_environment(before: Mapping[str, str], after: Mapping[str, str]) -> None:
+    """In a forked child: the OpenMP settings vLLM put in its environment (``after``) that the
+    OpenMP runtime, loaded in the server with ``before``, did not see."""
+    threads = after.get("OMP_NUM_THREADS")
+    if threads and threads != before.get("OMP_NUM_THREADS") and threads.isdigit():
+        import torch
+
+        torch.set_num_threads(int(threads))
+    for key in ("GOMP_CPU_AFFINITY", "OMP_PLACES", "KMP_AFFINITY"):
+        value = after.get(key)
+        if value and value != before.get(key):
+            cpus = _cpu_list(value)
+            if cpus and hasattr(os, "sched_setaffinity"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(0, cpus)
+            break
+
+
+def _fork_workers_from_server() -> None:
+    """In an engine core forked from the server: vLLM's workers are forked from it too.
+
+    multiprocessing's client state came along with the fork (the server's address, and the
+    app's "alive" pipe set up by the server for this child), but not the server's pid, without
+    which it would start a second server of its own: the one it has is kept."""
+    server = _server()
+    if server._forkserver_address is None or server._forkserver_alive_fd is None:
+        return
+    from multiprocessing import resource_tracker
+
+    server.ensure_running = resource_tracker.ensure_running
+    with contextlib.suppress(ImportError):
+        from vllm.v1.executor import multiproc_executor
+
+        multiproc_executor.get_mp_context = lambda: _context
 
 
 def pid() -> int | None:
@@ -212,13 +269,27 @@ def is_forkserver(proc: psutil.Process) -> bool:
     return proc.pid == pid()
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def forking() -> Iterator[None]:
+    """Within this block, in this thread, vLLM starts its engine core from the server (if it is
+    ready); elsewhere, e.g. an AsyncLLM a benchmark builds directly, vLLM's own choice stands."""
+    _local.on = True
+    try:
+        yield
+    finally:
+        _local.on = False
+
+
 def engine_context() -> Any | None:
     """The context vLLM should start its engine core with: the server's once it is ready."""
-    return _context if ready() else None
+    return _context if getattr(_local, "on", False) and ready() else None
 
 
 def use_for_vllm() -> None:
-    """Make vLLM start its engine-core processes from the server while it runs. Idempotent.
+    """Make vLLM start its engine-core processes from the server in forking() blocks. Idempotent.
 
     vLLM takes the engine core's multiprocessing context from its get_mp_context() (spawn on the
     CPU build, fork by default on CUDA), with no setting for a forkserver; the name its engine

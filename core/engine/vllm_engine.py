@@ -270,23 +270,13 @@ class VllmEngine:
 
     def _phases(self, marks: dict[str, float], procs: list[psutil.Process]) -> dict[str, float]:
         """The breakdown of the load that just ended: vLLM's log since it began, our marks."""
-        core = worker = None
-        # The engine core is the one whose parent is not an engine process (this one, or the
-        # forkserver it was forked from); the worker's parent is the engine core.
-        pids = {p.pid for p in procs}
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                if proc.ppid() not in pids:
-                    core = core or proc
-                elif worker is None:
-                    worker = proc
-
-        def created(proc: psutil.Process | None) -> float | None:
-            return None if proc is None else process_started_at(proc.pid)
-
+        # The engine core starts first, then its worker (spawned by it, or forked from the
+        # forkserver like the engine core: parentage does not tell them apart).
+        started = sorted((at, proc.pid) for proc in procs
+                         if (at := process_started_at(proc.pid)) is not None)
+        (core_at, core), (worker_at, worker) = (started + [(None, None)] * 2)[:2]
         load = LoadMarks(marks["started"], marks["constructing"], marks["constructed"],
-                         marks["ended"], created(core), created(worker),
-                         core.pid if core else None, worker.pid if worker else None)
+                         marks["ended"], core_at, worker_at, core, worker)
         return breakdown(load, parse_log(self._new_log_text()))
 
     async def _abandon_start(self, starting: asyncio.Future[Any], before: set[int],
@@ -439,7 +429,8 @@ class VllmEngine:
             start_quiet_resource_tracker()
             server = forkserver.pid() if self._preforked else None
             marks["constructing"] = time.time()
-            llm = AsyncLLM.from_engine_args(args)
+            with forkserver.forking() if self._preforked else contextlib.nullcontext():
+                llm = AsyncLLM.from_engine_args(args)
             marks["constructed"] = time.time()
             forkserver.mark_failed_if_dead(server)
         except StartCancelledError:
