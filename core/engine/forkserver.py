@@ -52,6 +52,7 @@ PRELOAD_MODULE = "core.engine.forkserver_preload"
 _lock = threading.Lock()
 _failed = False  # the server died on its own (e.g. its imports initialised CUDA): spawn from now on
 _patched = False
+_stopping = False
 
 
 class EngineProcess(multiprocessing.context.ForkServerProcess):
@@ -160,8 +161,19 @@ def pid() -> int | None:
         done = server_pid
     if done:
         _forget()
+        _gave_up(server_pid)
         return None
     return server_pid
+
+
+def _gave_up(server_pid: int) -> None:
+    """The server exited though nobody stopped it (its imports initialised CUDA, it crashed):
+    say so once and spawn from now on rather than start it again and again."""
+    global _failed
+    if not _failed and not _stopping:
+        _failed = True
+        logger.warning("the engine forkserver (pid %s) exited: engines are spawned from now on",
+                       server_pid)
 
 
 def running() -> bool:
@@ -223,10 +235,12 @@ def start() -> bool:
 def stop(timeout_s: float = 2.0) -> int | None:
     """End the server (its forked engine processes are not touched); returns its pid, None if
     none ran. Blocking, briefly."""
+    global _stopping
     with _lock:
         server_pid = pid()
         if server_pid is None:
             return None
+        _stopping = True  # another thread that sees it gone now must not take it for a failure
         with contextlib.suppress(ProcessLookupError):
             os.kill(server_pid, signal.SIGTERM)  # no handler there: ends at once, no teardown
         deadline = time.monotonic() + timeout_s
@@ -245,6 +259,7 @@ def stop(timeout_s: float = 2.0) -> int | None:
                 break
             time.sleep(0.02)
         _forget()
+        _stopping = False
         return server_pid
 
 
@@ -311,11 +326,3 @@ def use_for_vllm() -> None:
     _patched = True
 
 
-def mark_failed_if_dead(expected_pid: int | None) -> None:
-    """After a load that should have used the server: if the server is gone, say so once and
-    stop starting it again (it exits by itself only if something is wrong with it)."""
-    global _failed
-    if expected_pid is not None and pid() is None and not _failed:
-        _failed = True
-        logger.warning("the engine forkserver (pid %s) exited: engines are spawned from now on",
-                       expected_pid)

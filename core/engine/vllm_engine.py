@@ -427,12 +427,10 @@ class VllmEngine:
                 forkserver.wait_ready(control.check)
             control.begin_spawning()  # a load cancelled during the imports ends here
             start_quiet_resource_tracker()
-            server = forkserver.pid() if self._preforked else None
             marks["constructing"] = time.time()
             with forkserver.forking() if self._preforked else contextlib.nullcontext():
                 llm = AsyncLLM.from_engine_args(args)
             marks["constructed"] = time.time()
-            forkserver.mark_failed_if_dead(server)
         except StartCancelledError:
             raise
         except BaseException as exc:
