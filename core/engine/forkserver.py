@@ -48,6 +48,8 @@ import psutil
 logger = logging.getLogger(__name__)
 
 PRELOAD_MODULE = "core.engine.forkserver_preload"
+# The server renames itself to this once its imports are done (core.engine.forkserver_preload).
+PROCESS_TITLE = "vrampilot::engine-forkserver"
 
 _lock = threading.Lock()
 _failed = False  # the server died on its own (e.g. its imports initialised CUDA): spawn from now on
@@ -185,8 +187,6 @@ def ready() -> bool:
     server_pid = pid()
     if server_pid is None:
         return False
-    from core.engine.forkserver_preload import PROCESS_TITLE
-
     try:
         return " ".join(psutil.Process(server_pid).cmdline()).startswith(PROCESS_TITLE)
     except psutil.Error:

@@ -1,4 +1,5 @@
-"""Imported once in the engine forkserver (core.engine.forkserver), never in the app itself.
+"""Imported once in the engine forkserver (core.engine.forkserver), never in the app itself:
+importing it does the preloading.
 
 It imports what vLLM's engine-core process imports (torch, vLLM's engine core, executors and
 workers), so every engine core forked from the server starts with them loaded. Importing them
@@ -14,6 +15,7 @@ import gc
 import importlib
 import os
 
+from core.engine.forkserver import PROCESS_TITLE
 from core.engine.vllm_process import quiet_teardown
 
 # The engine core's own imports; the workers' for the in-process (single-GPU) executor. A module
@@ -21,7 +23,6 @@ from core.engine.vllm_process import quiet_teardown
 PRELOAD = ("torch", "transformers", "vllm.v1.engine.core", "vllm.v1.executor.multiproc_executor",
            "vllm.v1.executor.uniproc_executor", "vllm.v1.worker.gpu_worker",
            "vllm.v1.worker.cpu_worker")
-PROCESS_TITLE = "vrampilot::engine-forkserver"
 
 
 def _preload() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -241,6 +242,8 @@ def test_engines_forked_from_the_forkserver(loop: asyncio.AbstractEventLoop,
     assert forkserver.start()
     assert forkserver.wait_ready()
     server = forkserver.pid()
+    # The preload runs in the server only (here it would rename this process, freeze its heap).
+    assert "core.engine.forkserver_preload" not in sys.modules
     engine = make_engine(tmp_path)
     run(loop, engine.load(spec_for(demo_model_dir)))
     procs = [psutil.Process(p) for p in engine.pids()]
