@@ -238,10 +238,6 @@ class VllmEngine:
         if self._activity is not None:
             self._activity.set_loaded(spec.model_id, self._loaded_bytes())
         self._watchdog = asyncio.create_task(self._watch(), name=f"vllm-watchdog-{spec.model_id}")
-        if self._preforked:
-            # Started after a load, not before: it imports with the environment vLLM set up in
-            # this process for that load, which is what the next loads will have as well.
-            forkserver.start()
         logger.info("loaded %s in %.1f s (engine pids %s): %s", spec.model_id, self.load_s,
                  self.pids(), ", ".join(f"{k} {v:.2f} s" for k, v in self.load_phases.items()))
 
@@ -457,6 +453,11 @@ class VllmEngine:
             self._stop([llm], procs)
             raise
         marks["ended"] = time.time()
+        if self._preforked:
+            # Started after a load, not before: it imports with the environment vLLM set up in
+            # this process for that load, which is what the next loads will have as well. Here,
+            # not on the loop: starting a process from this one takes tens of milliseconds.
+            forkserver.start()
         return llm, tokenizer, procs
 
     def _stop(self, holder: list[Any], procs: list[psutil.Process]) -> None:

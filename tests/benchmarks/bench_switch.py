@@ -129,6 +129,12 @@ async def _bench_manager(results: dict[str, list[float]], units: dict[str, str])
     manager.subscribe(on_event)
     seen: dict[tuple[str | None, str], int] = {}
     try:
+        # The loop's worst lateness with nothing to do, on this machine now: what the switch
+        # stalls are read against (a busy 2-core machine delays a waiting loop tens of ms).
+        for _ in range(3):
+            with Ticker() as idle:
+                await asyncio.sleep(5)
+            _add(results, "baseline_idle_loop_worst_stall", idle.worst_s * 1000)
         await manager.switch_to(PAIR[0])
         loads = [_load_avg()]
         for i in range(SWITCHES):
