@@ -315,7 +315,11 @@ def use_for_vllm() -> None:
         return
     from vllm.v1.engine import utils as engine_utils
 
-    original = engine_utils.get_mp_context
+    original = getattr(engine_utils, "get_mp_context", None)
+    if original is None:  # another vLLM layout: its own process start stays
+        logger.warning("vLLM has no get_mp_context where expected: engines are spawned")
+        _patched = True
+        return
 
     def get_mp_context() -> Any:
         chosen = original()
