@@ -21,7 +21,7 @@ from dataclasses import dataclass
 LOAD_PHASES = ("prepare", "spawn", "imports", "model_init", "weights", "worker_ready",
                "kv_cache", "compile", "handshake", "tokenizer")
 LABELS = {
-    "prepare": "preparing (engine arguments, our imports)",
+    "prepare": "preparing (engine arguments, our imports, the engine forkserver's)",
     "spawn": "starting the engine processes",
     "imports": "importing vLLM in the engine processes",
     "model_init": "building the model",

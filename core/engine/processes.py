@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from core import paths
+from core.engine import forkserver
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +74,12 @@ def child_pids() -> set[int]:
 
 
 def new_engine_processes(before: set[int]) -> list[psutil.Process]:
-    """Descendants started since ``before`` was taken, except the shared resource tracker."""
+    """Descendants started since ``before`` was taken, except the shared resource tracker and
+    the engine forkserver (core.engine.forkserver: it outlives each engine, ended at close)."""
     out = []
     for proc in psutil.Process().children(recursive=True):
-        if proc.pid not in before and not _is_resource_tracker(proc):
+        if (proc.pid not in before and not _is_resource_tracker(proc)
+                and not forkserver.is_forkserver(proc)):
             out.append(proc)
     return out
 
@@ -170,8 +173,11 @@ def start_quiet_resource_tracker() -> None:
 def end_engine_processes(spared: set[int], grace_s: float = 0.5) -> list[int]:
     """End every process this one started, except those in ``spared`` (running before the
     engines were possible) and multiprocessing's resource tracker (it exits with us): SIGTERM,
-    SIGKILL after grace_s, reaped so none stays a zombie. Returns the pids that were still
-    running. Blocking: call it from a thread."""
+    SIGKILL after grace_s, reaped so none stays a zombie; the engine forkserver too. Returns
+    the pids that were still running. Blocking: call it from a thread."""
+    server = forkserver.stop(timeout_s=grace_s)
+    if server is not None:
+        logger.info("ended the engine forkserver (pid %s)", server)
     everyone = new_engine_processes(spared)
     procs = [p for p in everyone if alive(p)]
     if procs:

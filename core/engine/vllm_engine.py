@@ -22,7 +22,6 @@ import contextlib
 import gc
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import psutil
 
 from core import paths
+from core.engine import forkserver
 from core.engine.base import (
     EngineDiedError,
     EngineError,
@@ -162,7 +162,9 @@ class VllmEngine:
 
     Arguments are injected for tests and the manager: ``registry`` records engine pids for orphan
     reaping, ``activity`` is told about loading and streams, ``extra_engine_args`` go straight to
-    vLLM's AsyncEngineArgs (e.g. ``kv_cache_memory_bytes``).
+    vLLM's AsyncEngineArgs (e.g. ``kv_cache_memory_bytes``). With ``preforked`` (the default),
+    a successful load starts the engine forkserver (core.engine.forkserver) if it is not running,
+    and the next loads fork vLLM's engine core from it instead of spawning it.
     """
 
     def __init__(
@@ -174,7 +176,9 @@ class VllmEngine:
         extra_engine_args: Mapping[str, Any] | None = None,
         watchdog_interval_s: float = 0.5,
         shutdown_timeout_s: float = UNLOAD_GRACE_S,
+        preforked: bool = True,
     ) -> None:
+        self._preforked = preforked
         self._registry = registry if registry is not None else EngineProcessRegistry()
         self._activity = activity
         self._log_dir = log_dir if log_dir is not None else paths.logs_dir()
@@ -265,21 +269,13 @@ class VllmEngine:
 
     def _phases(self, marks: dict[str, float], procs: list[psutil.Process]) -> dict[str, float]:
         """The breakdown of the load that just ended: vLLM's log since it began, our marks."""
-        core = worker = None
-        me = os.getpid()
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                if proc.ppid() == me:
-                    core = core or proc
-                elif worker is None:
-                    worker = proc
-
-        def created(proc: psutil.Process | None) -> float | None:
-            return None if proc is None else process_started_at(proc.pid)
-
+        # The engine core starts first, then its worker (spawned by it, or forked from the
+        # forkserver like the engine core: parentage does not tell them apart).
+        started = sorted((at, proc.pid) for proc in procs
+                         if (at := process_started_at(proc.pid)) is not None)
+        (core_at, core), (worker_at, worker) = (started + [(None, None)] * 2)[:2]
         load = LoadMarks(marks["started"], marks["constructing"], marks["constructed"],
-                         marks["ended"], created(core), created(worker),
-                         core.pid if core else None, worker.pid if worker else None)
+                         marks["ended"], core_at, worker_at, core, worker)
         return breakdown(load, parse_log(self._new_log_text()))
 
     async def _abandon_start(self, starting: asyncio.Future[Any], before: set[int],
@@ -407,6 +403,9 @@ class VllmEngine:
             from vllm.engine.arg_utils import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
 
+            if self._preforked:
+                forkserver.use_for_vllm()  # used once the forkserver is ready (below)
+
             options: dict[str, Any] = dict(
                 model=spec.path,
                 served_model_name=spec.model_id,
@@ -427,10 +426,13 @@ class VllmEngine:
                 options["kv_cache_memory_bytes"] = kv_bytes
             options.update(self._extra)
             args = AsyncEngineArgs(**options)
+            if self._preforked:
+                forkserver.wait_ready(control.check)
             control.begin_spawning()  # a load cancelled during the imports ends here
             start_quiet_resource_tracker()
             marks["constructing"] = time.time()
-            llm = AsyncLLM.from_engine_args(args)
+            with forkserver.forking() if self._preforked else contextlib.nullcontext():
+                llm = AsyncLLM.from_engine_args(args)
             marks["constructed"] = time.time()
         except StartCancelledError:
             raise
@@ -458,6 +460,11 @@ class VllmEngine:
             self._stop([llm], procs)
             raise
         marks["ended"] = time.time()
+        if self._preforked:
+            # Started after a load, not before: it imports with the environment vLLM set up in
+            # this process for that load, which is what the next loads will have as well. Here,
+            # not on the loop: starting a process from this one takes tens of milliseconds.
+            forkserver.start()
         return llm, tokenizer, procs
 
     def _stop(self, holder: list[Any], procs: list[psutil.Process]) -> None:

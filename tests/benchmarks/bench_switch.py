@@ -2,10 +2,13 @@
 
 Same run, three parts, each against its baseline:
 - switches: our manager, wired as the app wires it (KV cache sized to the fitted context, the
-  next model read ahead, per-phase ETA), against the decision record's sequential recipe
-  (shutdown, gc.collect, a fixed 2 s sleep, a blocking load ON the event loop);
+  next model read ahead, per-phase ETA, engines forked from the engine forkserver once it has
+  started after the first load), against the decision record's sequential recipe (shutdown,
+  gc.collect, a fixed 2 s sleep, a blocking load ON the event loop); "warm" switches are those
+  that found the forkserver ready;
 - loads: our engine's load against vLLM's AsyncLLM constructed directly (vLLM's defaults),
-  interleaved pairwise so both see the same machine;
+  interleaved so all see the same machine: ours cold (spawned, the app's first load) and warm
+  (forked from the ready forkserver);
 - the phase breakdown of each (the switch phases and each load's phases, from vLLM's log), the
   ETA's error against the real duration, and the machine's load average while each part ran.
 
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.engine import forkserver
 from core.engine.base import LoadSpec
 from core.engine.demo_model import ensure_demo_models
 from core.engine.load_phases import LoadMarks, breakdown, parse_log, process_started_at
@@ -125,11 +129,18 @@ async def _bench_manager(results: dict[str, list[float]], units: dict[str, str])
     manager.subscribe(on_event)
     seen: dict[tuple[str | None, str], int] = {}
     try:
+        # The loop's worst lateness with nothing to do, on this machine now: what the switch
+        # stalls are read against (a busy 2-core machine delays a waiting loop tens of ms).
+        for _ in range(3):
+            with Ticker() as idle:
+                await asyncio.sleep(5)
+            _add(results, "baseline_idle_loop_worst_stall", idle.worst_s * 1000)
         await manager.switch_to(PAIR[0])
         loads = [_load_avg()]
         for i in range(SWITCHES):
             target = PAIR[(i + 1) % 2]
             source = manager.active_model
+            warm = forkserver.ready()  # else the switch waits for its imports, or spawns
             with Ticker() as ticker:
                 result = await manager.switch_to(target)
             loads.append(_load_avg())
@@ -139,6 +150,8 @@ async def _bench_manager(results: dict[str, list[float]], units: dict[str, str])
             ph = row.phases
             engine_s = ph.get("unloading", 0) + ph.get("loading", 0) + ph.get("warming_up", 0)
             _add(results, "manager_switch_total", row.total_s)
+            if warm:
+                _add(results, "manager_warm_switch_total", row.total_s)
             for phase, seconds in ph.items():
                 _add(results, f"manager_{phase}", seconds)
                 units[f"manager_{phase}"] = "s"
@@ -196,29 +209,47 @@ async def _bench_record_recipe(results: dict[str, list[float]], models: Path,
         llm.shutdown()
 
 
+async def _our_load(results: dict[str, list[float]], spec: LoadSpec, log_dir: Path,
+                    name: str) -> float:
+    engine = VllmEngine(log_dir=log_dir)
+    started = time.monotonic()
+    await engine.load(spec)
+    took = time.monotonic() - started
+    for phase, seconds in engine.load_phases.items():
+        _add(results, f"{name}_{phase}", seconds)
+    started = time.monotonic()
+    await engine.shutdown()
+    _add(results, f"{name.replace('_load', '')}_shutdown", time.monotonic() - started)
+    return took
+
+
 async def _bench_loads(results: dict[str, list[float]], models: Path, log_dir: Path) -> None:
-    """Our engine's load (as the app asks for it) and vLLM's direct load, interleaved."""
+    """Our engine's load (as the app asks for it) and vLLM's direct load, interleaved: ours cold
+    (no forkserver yet: the app's first load, vLLM spawns its processes) and warm (forked from
+    the forkserver, which imported torch and vLLM in the background after an earlier load)."""
     log_file = log_dir / "vllm-engine.log"
     path = models / PAIR[0]
     spec = LoadSpec(model_id=PAIR[0], path=str(path), max_model_len=CONTEXT,
                     memory_utilization=CPU_MIN_UTILIZATION, kv_cache_tokens=CONTEXT)
     loads = []
+    kinds = ("cold", "direct", "warm")
     for i in range(LOADS):
-        order = ("ours", "direct") if i % 2 == 0 else ("direct", "ours")
+        order = kinds[i % 3:] + kinds[:i % 3]
         took: dict[str, float] = {}
         for who in order:
+            if who == "warm":
+                # Its start-up belongs to the load before (it runs in the background).
+                forkserver.start()
+                await asyncio.get_running_loop().run_in_executor(None, forkserver.wait_ready)
             loads.append(_load_avg())
-            if who == "ours":
-                engine = VllmEngine(log_dir=log_dir)
-                started = time.monotonic()
-                await engine.load(spec)
-                took[who] = time.monotonic() - started
-                for phase, seconds in engine.load_phases.items():
-                    _add(results, f"our_load_{phase}", seconds)
-                started = time.monotonic()
-                await engine.shutdown()
-                _add(results, "our_shutdown", time.monotonic() - started)
+            if who == "cold":
+                forkserver.stop()
+                took[who] = await _our_load(results, spec, log_dir, "our_load")
+                forkserver.stop()  # started after the load: its imports would load the machine
+            elif who == "warm":
+                took[who] = await _our_load(results, spec, log_dir, "our_warm_load")
             else:
+                forkserver.stop()
                 llm, took[who], phases = _direct_load(path, log_file)
                 for phase, seconds in phases.items():
                     _add(results, f"baseline_direct_load_{phase}", seconds)
@@ -227,9 +258,12 @@ async def _bench_loads(results: dict[str, list[float]], models: Path, log_dir: P
                 del llm
                 gc.collect()
                 _add(results, "baseline_direct_shutdown", time.monotonic() - started)
-        _add(results, "our_load", took["ours"])
+        _add(results, "our_load", took["cold"])
+        _add(results, "our_warm_load", took["warm"])
         _add(results, "baseline_direct_load", took["direct"])
-        _add(results, "load_ratio_per_round", took["ours"] / took["direct"])
+        _add(results, "load_ratio_per_round", took["cold"] / took["direct"])
+        _add(results, "warm_load_ratio_per_round", took["warm"] / took["direct"])
+    forkserver.stop()  # the manager's part starts as the app does: without one
     _add(results, "load_average_during_loads", statistics.mean(loads))
 
 
@@ -260,6 +294,7 @@ def run() -> dict[str, dict[str, Any]]:
             asyncio.run(_bench_manager(results, units))
             asyncio.run(_bench_record_recipe(results, Path(tmp) / "models", log_file))
         finally:
+            forkserver.stop()
             if old is None:
                 os.environ.pop("VRAMPILOT_DATA_DIR", None)
             else:
@@ -271,10 +306,12 @@ def run() -> dict[str, dict[str, Any]]:
                                    "x" if "ratio" in name else
                                    "" if name.startswith("load_average") else "s")
         out[name] = _stats(values, unit)
-    for name, (ours, base) in {"ratio_load_ours_over_direct": ("our_load",
-                                                               "baseline_direct_load"),
-                               "ratio_switch_ours_over_recipe": ("manager_switch_total",
-                                                                 "record_switch_total")}.items():
+    for name, (ours, base) in {
+            "ratio_load_ours_over_direct": ("our_load", "baseline_direct_load"),
+            "ratio_warm_load_ours_over_direct": ("our_warm_load", "baseline_direct_load"),
+            "ratio_switch_ours_over_recipe": ("manager_switch_total", "record_switch_total"),
+            "ratio_warm_switch_ours_over_recipe": ("manager_warm_switch_total",
+                                                   "record_switch_total")}.items():
         r = _ratio(results, ours, base)
         if r:
             out[name] = {"min": r[0], "median": r[1], "max": r[2], "unit": "x", "n": 1}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import psutil
 import pytest
 
+from core.engine import forkserver
 from core.engine.base import (
     ChatMessage,
     ContextTooLongError,
@@ -29,7 +31,7 @@ from core.engine.base import (
     PromptTooLongError,
     UnsupportedModelError,
 )
-from core.engine.processes import EngineProcessRegistry, alive, child_pids
+from core.engine.processes import EngineProcessRegistry, alive, child_pids, end_engine_processes
 from core.engine.vllm_engine import VllmEngine
 
 pytestmark = pytest.mark.vllm
@@ -216,6 +218,58 @@ def test_two_sequential_loads(loop: asyncio.AbstractEventLoop, demo_model_dir: P
         assert_all_gone(seen[-1])
     assert set(seen[0]).isdisjoint(seen[1])
     assert EngineProcessRegistry(tmp_path / "pids.json").records() == []
+
+
+def test_engines_forked_from_the_forkserver(loop: asyncio.AbstractEventLoop,
+                                            demo_model_dir: Path, tmp_path: Path) -> None:
+    """A load forks vLLM's engine core and its worker from the forkserver (torch and vLLM
+    imported once) instead of spawning them: they run as the spawned ones do (vLLM's OpenMP
+    CPU list for the worker, the same text for the same seed), a killed worker is seen
+    mid-stream, and the app's close ends the server too."""
+    request = ask("same", max_tokens=12, ignore_eos=True, seed=3, temperature=1.0)
+
+    async def text(engine: VllmEngine) -> str:
+        return "".join(d.text + d.thinking for d in await collect(engine, request))
+
+    spawned = make_engine(tmp_path, preforked=False)
+    run(loop, spawned.load(spec_for(demo_model_dir)))
+    me = os.getpid()
+    assert me in {psutil.Process(p).ppid() for p in spawned.pids()}  # spawned by vLLM from here
+    spawned_affinity = sorted(psutil.Process(p).cpu_affinity() for p in spawned.pids())
+    spawned_text = run(loop, text(spawned))
+    run(loop, spawned.shutdown(), timeout=60)
+
+    assert forkserver.start()
+    assert forkserver.wait_ready()
+    server = forkserver.pid()
+    # The preload runs in the server only (here it would rename this process, freeze its heap).
+    assert "core.engine.forkserver_preload" not in sys.modules
+    engine = make_engine(tmp_path)
+    run(loop, engine.load(spec_for(demo_model_dir)))
+    procs = [psutil.Process(p) for p in engine.pids()]
+    assert len(procs) == 2  # the engine core and its worker (the CPU build's executor)
+    assert all(p.ppid() == server for p in procs), [(p.pid, p.ppid()) for p in procs]
+    assert sorted(p.cpu_affinity() for p in procs) == spawned_affinity
+    assert set(engine.load_phases) >= {"spawn", "imports", "handshake"}
+    assert run(loop, text(engine)) == spawned_text
+
+    worker = next(p for p in procs if "EngineCore" not in p.name())
+
+    async def kill_worker_mid_stream() -> EngineDiedError:
+        async for delta in engine.generate(ask("go", max_tokens=2000, ignore_eos=True)):
+            if delta.tokens >= 2 and worker.is_running():
+                worker.kill()
+        raise AssertionError("the stream ended normally after its worker was killed")
+
+    with pytest.raises(EngineDiedError):
+        run(loop, kill_worker_mid_stream(), timeout=60)
+    run(loop, engine.shutdown(), timeout=60)
+    assert_all_gone(tuple(p.pid for p in procs))
+    assert forkserver.running()  # engines come and go, the server stays for the next load
+
+    end_engine_processes(child_pids())  # the app's close: spares nothing it started before
+    assert not forkserver.running()
+    assert not psutil.pid_exists(server) or not alive(psutil.Process(server))
 
 
 def test_cancelled_load_leaves_no_engine_behind(loop: asyncio.AbstractEventLoop,
