@@ -2,7 +2,7 @@
 
 Run by `make mutate` after `mutmut run`; prints a markdown table (for the README's testing
 section) and the surviving mutants by name (`mutmut show NAME` prints a mutant's diff).
-The history predictions (predicted_duration, predicted_phase, trend) get their own row.
+The history predictions (predicted_duration, predicted_phase(s), trend) get their own row.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-PREDICTIONS = ("predicted_duration", "predicted_phase", "trend")
+PREDICTIONS = ("predicted_duration", "predicted_phase", "predicted_phases", "trend")
 KILLED = {"killed", "timeout"}  # a mutant that makes the tests hang is caught too
 
 
