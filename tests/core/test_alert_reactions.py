@@ -13,7 +13,7 @@ from core.engine.base import EngineTimeoutError
 from core.manager.alert_policy import AlertReaction, AlertReactor
 from core.manager.events import StateChange, SwitchEvent
 from core.telemetry.config import load_monitoring_config
-from tests.core.manager_fakes import Rig, make_rig
+from tests.core.manager_fakes import CASCADE, Rig, make_rig
 from tests.core.test_manager_alerts import alert
 from tests.core.test_manager_safety import remote_rig
 
@@ -311,3 +311,59 @@ def test_concurrency_is_restored_once_even_with_no_model_loaded(tmp_path: Path) 
             and e.phase is StateChange.CONCURRENCY and e.message == restored]
     assert said == [("", "")]  # no model is named when none is loaded
     assert rig.manager.state.max_concurrent is None
+
+
+def test_step_down_with_nothing_smaller_advises_and_keeps_the_model(tmp_path: Path) -> None:
+    """power_limit steps down (it does not unload): with nothing smaller it only says so."""
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("power_limit")])
+
+    why = "power_limit critical; no smaller model than demo-tiny-a is available"
+    assert asyncio.run(run()) == [AlertReaction("none", "power_limit", why)]
+    assert [(e.target, e.message) for e in advice(rig)] == [("demo-tiny-a", why)]
+    assert rig.manager.active_model == "demo-tiny-a"
+
+
+def test_a_failed_step_down_says_why_and_is_not_applied(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        for model in CASCADE:
+            rig.script.fail_next(model, *[EngineTimeoutError("no memory")] * 10)
+        return await r.handle([alert("vram_overflow")])
+
+    errors = "; ".join(f"{m}: no memory (gave up after 3 attempts)" for m in (
+        "qwen3-8b", "qwen3-4b-instruct-2507", "demo-tiny-a", "demo-tiny-b", "qwen3-14b"))
+    # Every smaller model was tried, then the 14B again: nothing is loaded.
+    assert asyncio.run(run()) == [AlertReaction(
+        "switch_smaller", "vram_overflow",
+        f"vram_overflow critical: switch qwen3-14b -> qwen3-8b failed: {errors}", None, False)]
+    assert rig.manager.active_model is None
+
+
+def test_alert_actions_are_logged_and_announced(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> None:
+        await rig.manager.switch_to("qwen3-14b")
+        await r.handle([alert("temperature")])
+        await r.handle([alert("vram_overflow")])
+
+    with caplog.at_level(logging.WARNING, logger="core.manager.alert_policy"):
+        asyncio.run(run())
+    limited = "temperature: step 1, at most 1 request at a time"
+    assert [rec.getMessage() for rec in caplog.records if rec.name.endswith("alert_policy")] == [
+        limited, "vram_overflow critical: switch qwen3-14b -> qwen3-8b (forced: the "
+        "temperature/power gate is skipped)"]
+    assert [(e.switch_id, e.target, e.from_model, e.reason, e.elapsed_s, e.message)
+            for e in rig.events if isinstance(e, SwitchEvent)
+            and e.phase is StateChange.CONCURRENCY] == [
+        (0, "qwen3-14b", "qwen3-14b", "alert", 0.0, limited)]
