@@ -235,3 +235,25 @@ def test_the_statements_of_the_other_tables_commit_and_say_what_they_did(
     assert other.execute("SELECT session, last_seen, ended FROM uptime_sessions ORDER BY "
                          "session").fetchall() == [("s1", 5.0, 1), ("s2", 2.0, 1)]
     other.close()
+
+
+def test_predicted_phases_use_the_latest_ten_switches(store: HistoryStore) -> None:
+    store.record_switch(from_model="a", to_model="b", reason="manual", outcome="ready",
+                        total_s=101.0, phases={"loading": 100.0},
+                        load_phases={"imports": 100.0})
+    for loading in range(1, 11):
+        store.record_switch(from_model="a", to_model="b", reason="manual", outcome="ready",
+                            total_s=loading + 1.0, phases={"loading": float(loading)},
+                            load_phases={"imports": float(loading)})
+    # The median of 1..10; with the 11th-newest (100) it would be 6.
+    assert store.predicted_phases("a", "b") == {"loading": 5.5, "imports": 5.5}
+    assert store.predicted_phases(None, "b", window=11) == {"loading": 6.0, "imports": 6.0}
+
+
+def test_trend_keeps_the_latest_fifty_by_default(store: HistoryStore) -> None:
+    for i in range(51):
+        ready(store, "a", "b", float(i + 1))
+    points = store.trend("b")
+    assert len(points) == 50
+    assert points[0] == (2.0, 2.0)  # the oldest one is left out
+    assert points[-1] == (51.0, 51.0)
