@@ -190,3 +190,24 @@ def test_power_throttle_and_loss_alerts_name_their_metric_and_threshold() -> Non
     # Reported again (a simulated device, a driver that recovered): the loss ends at once.
     back = ev.evaluate(sample(5.0))
     assert [(e.kind, e.change, e.ended_at) for e in back] == [("gpu_lost", "ended", 5.0)]
+
+
+def test_new_thresholds_apply_at_once_and_a_raised_alert_still_ends() -> None:
+    ev = AlertEvaluator(monitoring(**TEMP))
+    run(ev, [(float(t), 82.0) for t in range(6)])  # warning (80) raised at t=5
+    ev.reconfigure(monitoring(temperature={"warning": 90, "critical": 95, "hysteresis": 1,
+                                           "min_duration_seconds": 2}))
+    # 82 is now far under 90 - 1: the raised warning ends with an event (not forgotten).
+    events = run(ev, [(6.0, 82.0)])
+    assert [(e.kind, e.change, e.level, e.threshold) for e in events] == [
+        ("temperature", "ended", "warning", 90)]
+    # The new minimum duration (2 s) and threshold, for this GPU and one seen from now on.
+    events = run(ev, [(7.0, 91.0), (8.0, 91.0), (9.0, 91.0)])
+    assert [(e.change, e.level, e.at, e.started_at) for e in events] == [
+        ("started", "warning", 9.0, 7.0)]
+    assert run(ev, [(10.0, 89.5)]) == []  # within the new hysteresis (1): held
+    events = run(ev, [(11.0, 88.5)])  # under it (the old one, 2, would have held it)
+    assert [(e.change, e.level) for e in events] == [("ended", "warning")]
+    fresh = run(ev, [(0.0, 91.0), (2.0, 91.0)], index=1)
+    assert [(e.metric, e.level, e.threshold) for e in fresh] == [
+        ("gpu1.temperature_c", "warning", 90)]
