@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -388,3 +389,63 @@ def test_cancel_returns_when_a_cancelled_switch_ends_with_an_error(tmp_path: Pat
     assert task.done()
     assert not task.cancelled()
     assert str(task.exception()) == "engine would not stop"
+
+
+class SilentEngine(RecordingEngine):
+    """An engine that says nothing about how it ended (no `died`, like RemoteEngine): only its
+    health check fails."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        del self.died
+        self.answering = True
+
+    def is_healthy(self) -> bool:
+        return not self.shut and self.answering
+
+
+def test_an_engine_that_stops_answering_is_a_crash_that_says_so(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, engine_class=SilentEngine)
+
+    async def run() -> bool:
+        await rig.manager.switch_to(FOUR_B)
+        rig.engines[-1].answering = False  # type: ignore[attr-defined]
+        return await rig.manager.check_engine()
+
+    assert asyncio.run(run()) is False
+    assert rig.manager.active_model is None
+    row = rig.history.recent()[0]
+    assert (row.from_model, row.to_model, row.outcome, row.error) == (
+        FOUR_B, NO_MODEL, "crashed", "the engine stopped responding")
+
+
+def test_a_switch_during_the_watchers_clean_up_does_not_cancel_it(tmp_path: Path) -> None:
+    """The watcher saw a death and is reaping the dead engine (slow) when a request loads the
+    next model: the reaping still finishes."""
+    rig = make_rig(tmp_path)
+
+    async def run() -> list[str]:
+        await rig.manager.switch_to(FOUR_B)
+        dead = rig.engines[-1]
+        release = asyncio.Event()
+        reaped: list[str] = []
+
+        async def slow_shutdown() -> None:
+            await release.wait()
+            reaped.append(dead.entry.id)
+
+        dead.shutdown = slow_shutdown  # type: ignore[method-assign]
+        dead.crash()
+        for _ in range(40):  # the watcher polls every 0.5 s (real time)
+            if rig.manager.active_model is None:
+                break
+            await asyncio.sleep(0.05)
+        # (The dead engine's memory is not given back until it is reaped: a smaller model.)
+        assert (await rig.manager.switch_to(B8)).ok  # watched from now on
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await rig.manager.close()
+        return reaped
+
+    assert asyncio.run(run()) == [FOUR_B]
