@@ -1,9 +1,5 @@
 """Shared fixtures, and the guard that keeps the fast subset (`-m 'not vllm'`) free of vLLM.
 
-Under `make mutate` (mutmut names the mutant in MUTANT_UNDER_TEST), the tests of a mutant run
-fastest first, by the durations mutmut measured: `-x` stops at the first failure, so a mutant that
-a quick test kills does not wait for the slow ones before it.
-
 ``demo_model_dir``: the tiny random Qwen3 (1.4 MB, ~5 s to build) built once per test session into a
 temp dir, so tests that need a real model directory never touch the user's data dir or the network.
 
@@ -14,8 +10,6 @@ marked ``engine_stand_ins`` start processes that only carry an engine's name (th
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -86,14 +80,3 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     result = yield
     _check_no_new_engine(item, before, "call")
     return result
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
-        return
-    stats = Path(config.rootpath) / "mutmut-stats.json"  # the run's rootdir is mutants/
-    try:
-        durations = json.loads(stats.read_text(encoding="utf-8"))["duration_by_test"]
-    except (OSError, ValueError, KeyError):
-        return
-    items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
