@@ -4,9 +4,13 @@ prefetch, the device-activity record during a load, the warm-up, the history row
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
-from core.manager.events import SwitchEvent
+import pytest
+
+from core.engine.base import ContextTooLongError, EngineError, EngineTimeoutError
+from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.manager import SwitchResult
 from tests.core.manager_fakes import RecordingEngine, make_rig
 
@@ -99,7 +103,6 @@ def test_the_warm_up_is_one_short_request(tmp_path: Path) -> None:
 
 def test_one_attempt_when_retries_are_off_and_each_retry_names_the_last_error(
         tmp_path: Path) -> None:
-    from core.engine.base import EngineTimeoutError
     from core.telemetry.config import ModelSwitching
     from tests.core.manager_fakes import CASCADE
 
@@ -115,7 +118,7 @@ def test_one_attempt_when_retries_are_off_and_each_retry_names_the_last_error(
     rig.script.fail_next(B8, EngineTimeoutError("slow"))
     asyncio.run(rig.manager.switch_to(B8))
     retries = [e.message for e in rig.events if isinstance(e, SwitchEvent)
-               and "attempt 2" in e.message]
+               and e.phase is SwitchPhase.LOADING and "attempt" in e.message]
     assert retries == [f"loading {B8} (attempt 2: slow)"]
 
 
@@ -144,3 +147,46 @@ def test_a_subscriber_that_fails_does_not_stop_a_switch(tmp_path: Path) -> None:
     rig.manager.subscribe(broken)
     assert asyncio.run(rig.manager.switch_to(FOUR_B)).outcome == "ready"
     assert RecordingEngine.loaded
+
+
+def test_a_context_that_already_is_the_most_that_fits_is_not_retried(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    # The 4B loads at 32768 here (test_manager: the retry after this error is at 4096).
+    rig.script.fail_next(FOUR_B, ContextTooLongError(32768, 32768))
+    asyncio.run(rig.manager.switch_to(FOUR_B))
+    assert [e.spec.max_model_len for e in rig.engines if e.entry.id == FOUR_B
+            and e.spec] == [32768]  # no second load at the same context
+    row = [r for r in rig.history.recent() if r.to_model == FOUR_B][-1]
+    assert (row.outcome, row.error) == ("failed", "A context of 32768 tokens does not fit in "
+                                        "the KV cache; at most 32768 would.")
+
+
+def test_a_fitted_retry_does_not_count_but_the_tries_after_it_do(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.script.fail_next(FOUR_B, ContextTooLongError(32768, 4096),
+                         *[EngineTimeoutError("slow")] * 3)
+    result = asyncio.run(rig.manager.switch_to(FOUR_B))
+    assert result.outcome == "fallback"  # three tries at 4096 failed (max_retries 3)
+    assert result.errors[0] == f"{FOUR_B}: slow (gave up after 4 attempts)"
+
+
+def test_a_failed_clean_up_after_a_crash_is_logged(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig(tmp_path)
+
+    async def run() -> None:
+        await rig.manager.switch_to(FOUR_B)
+        engine = rig.engines[-1]
+
+        async def shutdown() -> None:
+            raise EngineError("already gone")
+
+        engine.shutdown = shutdown  # type: ignore[method-assign]
+        engine.crash()
+        assert await rig.manager.check_engine() is False
+
+    with caplog.at_level(logging.WARNING, logger="core.manager.manager"):
+        asyncio.run(run())
+    assert f"cleaning up after the crash of {FOUR_B}: already gone" in [
+        r.getMessage() for r in caplog.records]
+    assert rig.activity.state().loaded_bytes == 0
