@@ -257,3 +257,11 @@ def test_trend_keeps_the_latest_fifty_by_default(store: HistoryStore) -> None:
     assert len(points) == 50
     assert points[0] == (2.0, 2.0)  # the oldest one is left out
     assert points[-1] == (51.0, 51.0)
+
+
+def test_recent_gives_the_latest_twenty_by_default(store: HistoryStore) -> None:
+    for i in range(21):
+        ready(store, "a", "b", float(i + 1))
+    rows = store.recent()
+    assert len(rows) == 20
+    assert (rows[0].total_s, rows[-1].total_s) == (21.0, 2.0)  # newest first, the oldest left out

@@ -84,6 +84,8 @@ def test_the_device_activity_says_which_model_is_loading(tmp_path: Path) -> None
             await asyncio.sleep(0)
         during = rig.activity.state()
         assert (during.loading, during.model_id) == (True, B8)
+        state = rig.manager.state
+        assert (state.switching_to, state.phase) == (B8, SwitchPhase.LOADING)
         assert during.loaded_bytes == rig.manager.needed_bytes(B8) > 0  # taken while loading
         rig.script.block[B8].set()
         await task
