@@ -192,3 +192,27 @@ def test_a_failed_clean_up_after_a_crash_is_logged(tmp_path: Path,
     assert f"cleaning up after the crash of {FOUR_B}: already gone" in [
         r.getMessage() for r in caplog.records]
     assert rig.activity.state().loaded_bytes == 0
+
+
+def test_a_queued_request_for_the_model_that_became_active_is_a_noop(tmp_path: Path) -> None:
+    """A request queued behind other switches whose model is active by its turn loads
+    nothing and says so."""
+    rig = make_rig(tmp_path)
+    rig.script.block[B8] = asyncio.Event()
+
+    async def run() -> tuple[SwitchResult, SwitchResult]:
+        first = asyncio.ensure_future(rig.manager.switch_to(B8))
+        while not rig.engines:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        between = asyncio.ensure_future(rig.manager.switch_to(FOUR_B))
+        await asyncio.sleep(0)
+        again = asyncio.ensure_future(rig.manager.switch_to(B8, reason="router"))
+        await asyncio.sleep(0)
+        between.cancel()  # its caller gave up: it never runs
+        rig.script.block[B8].set()
+        return await first, await again
+
+    first, again = asyncio.run(run())
+    assert first.outcome == "ready"
+    assert again == SwitchResult(B8, B8, "noop", "router", None, 0.0)
+    assert len(rig.engines) == 1
