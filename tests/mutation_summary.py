@@ -2,7 +2,13 @@
 
 Run by `make mutate` after `mutmut run`; prints a markdown table (for the README's testing
 section) and the surviving mutants by name (`mutmut show NAME` prints a mutant's diff).
-The history predictions (predicted_duration, predicted_phase, trend) get their own row.
+The history predictions (predicted_duration, predicted_phase(s), trend) get their own row.
+
+Survivors that cannot change behaviour are listed, with why, in tests/data/mutation_equivalent.txt
+(each with the line the mutant writes, so an entry that no longer names the same mutant, after the
+code moved, is reported as stale instead of hiding a new survivor). They are counted apart from the
+unexplained ones; `killed %` counts only what the tests kill.
+`python -m tests.mutation_summary --draft` prints the unexplained survivors as entries to review.
 """
 
 from __future__ import annotations
@@ -10,10 +16,19 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-PREDICTIONS = ("predicted_duration", "predicted_phase", "trend")
+PREDICTIONS = ("predicted_duration", "predicted_phase", "predicted_phases", "trend")
 KILLED = {"killed", "timeout"}  # a mutant that makes the tests hang is caught too
+EQUIVALENT_FILE = Path(__file__).parent / "data" / "mutation_equivalent.txt"
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    name: str
+    line: str  # the mutated line, stripped, as the diff's "+" line has it
+    reason: str
 
 
 def module_of(name: str) -> str:
@@ -23,46 +38,98 @@ def module_of(name: str) -> str:
     return module
 
 
-def main() -> int:
+def load_equivalents(path: Path = EQUIVALENT_FILE) -> dict[str, Equivalent]:
+    """`## reason` starts a group; each line under it is `mutant-name  mutated line`."""
+    out: dict[str, Equivalent] = {}
+    reason = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith("## "):
+            reason = line[3:].strip()
+        elif line and not line.startswith("#"):
+            name, _, mutated = line.partition("  ")
+            if not reason or not mutated.strip():
+                raise ValueError(f"{path}: {raw!r} needs a `## reason` above it and the mutated "
+                                 "line after two spaces")
+            out[name] = Equivalent(name, mutated.strip(), reason)
+    return out
+
+
+def mutated_lines(name: str) -> list[str]:
+    """The "+" lines of a mutant's diff (mutmut's own code, in-process: a subprocess per
+    survivor would take minutes)."""
+    from mutmut.__main__ import find_mutant, get_diff_for_mutant
+
+    diff = get_diff_for_mutant(name, path=find_mutant(name).path)
+    return [d[1:].strip() for d in diff.splitlines()
+            if d.startswith("+") and not d.startswith("+++")]
+
+
+def main(argv: list[str]) -> int:
     mutmut = Path(sys.executable).with_name("mutmut")
     out = subprocess.run([str(mutmut), "results", "--all", "true"], capture_output=True,
                          text=True, check=True).stdout
+    equivalents = load_equivalents()
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    survivors: dict[str, list[str]] = defaultdict(list)
+    unexplained: dict[str, list[str]] = defaultdict(list)
+    stale: list[str] = []
+    draft: list[str] = []
     for line in out.splitlines():
         name, sep, status = line.strip().rpartition(": ")
         if not sep or status == "not checked":  # outside this run (ARGS narrowed it)
             continue
-        counts[module_of(name)][status] += 1
-        if status not in KILLED:
-            survivors[module_of(name)].append(f"{name} ({status})")
+        module = module_of(name)
+        if status != "survived":
+            counts[module][status] += 1
+            if status not in KILLED:
+                unexplained[module].append(f"{name} ({status})")
+            continue
+        listed = equivalents.get(name)
+        lines = mutated_lines(name)
+        if listed is not None and listed.line in lines:
+            counts[module]["equivalent"] += 1
+            continue
+        counts[module]["survived"] += 1
+        unexplained[module].append(f"{name} (survived)")
+        if listed is not None:
+            stale.append(f"{name}: listed as `{listed.line}`, now writes {lines}")
+        draft.append(f"{name}  {lines[0] if lines else '?'}")
     if not counts:
         print("no mutation results: run `make mutate` first", file=sys.stderr)
         return 1
-    print("| module | mutants | killed | survived | timeout | other | killed % |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    if "--draft" in argv:
+        print("\n".join(draft))
+        return 0
+    print("| module | mutants | killed | timeout | equivalent | survived | other | killed % |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     total: Counter[str] = Counter()
     for module in sorted(counts):
         c = counts[module]
         total += c
         print(_row(module, c))
     print(_row("**all**", total))
-    for module in sorted(survivors):
+    print("\nequivalent: listed in tests/data/mutation_equivalent.txt with why; "
+          "killed % = (killed + timeout) / (mutants - skipped)")
+    for module in sorted(unexplained):
         print(f"\nsurvivors in {module}:")
-        for name in survivors[module]:
+        for name in unexplained[module]:
             print(f"  {name}")
+    if stale:
+        print("\nstale entries (the listed mutant now writes another line):")
+        for entry in stale:
+            print(f"  {entry}")
     return 0
 
 
 def _row(label: str, c: Counter[str]) -> str:
     n = sum(c.values())
-    other = n - c["killed"] - c["survived"] - c["timeout"]
+    other = n - c["killed"] - c["survived"] - c["timeout"] - c["equivalent"]
     caught = c["killed"] + c["timeout"]
     tested = n - c["skipped"]
     share = f"{100 * caught / tested:.1f}" if tested else "-"
-    return (f"| {label} | {n} | {c['killed']} | {c['survived']} | {c['timeout']} | {other} | "
-            f"{share} |")
+    return (f"| {label} | {n} | {c['killed']} | {c['timeout']} | {c['equivalent']} | "
+            f"{c['survived']} | {other} | {share} |")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

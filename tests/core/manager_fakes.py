@@ -183,7 +183,8 @@ class Rig:
 def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
              on_disk: Callable[[ModelEntry], bool] | None = None,
              catalog: Catalog | None = None,
-             prefetch: Callable[[Path], object] | None = None) -> Rig:
+             prefetch: Callable[[Path], object] | None = None,
+             engine_class: type[RecordingEngine] | None = None) -> Rig:
     RecordingEngine.reset()
     base = Path(str(tmp_path))
     catalog = catalog or load_catalog(models_dir=base / "models")
@@ -196,7 +197,7 @@ def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
     engines: list[RecordingEngine] = []
 
     def factory(entry: ModelEntry) -> RecordingEngine:
-        engine = RecordingEngine(entry, script, clock)
+        engine = (engine_class or RecordingEngine)(entry, script, clock)
         engines.append(engine)
         return engine
 

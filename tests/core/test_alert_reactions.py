@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
+import pytest
+
+from core.engine.base import EngineTimeoutError
 from core.manager.alert_policy import AlertReaction, AlertReactor
 from core.manager.events import StateChange, SwitchEvent
 from core.telemetry.config import load_monitoring_config
-from tests.core.manager_fakes import Rig, make_rig
+from tests.core.manager_fakes import CASCADE, Rig, make_rig
 from tests.core.test_manager_alerts import alert
+from tests.core.test_manager_safety import remote_rig
 
 
 def reactor(rig: Rig, policy: str = "act") -> AlertReactor:
@@ -175,3 +180,190 @@ def test_smaller_for_a_model_outside_the_cascade(tmp_path: Path) -> None:
     r = reactor(rig)
     asyncio.run(rig.manager.switch_to("qwen3-14b"))
     assert r.smaller_model() == "qwen3-8b"  # the whole cascade, from its start
+
+
+# -- gpu_lost: the remote endpoint, or an unload -----------------------------------------------
+GPU_LOST_TO_REMOTE = "gpu_lost: hand the work from demo-tiny-a to the remote endpoint remote"
+
+
+def test_gpu_lost_reaction_hands_the_work_to_the_remote_endpoint_forced(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rig = remote_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("gpu_lost")])
+
+    with caplog.at_level(logging.WARNING, logger="core.manager.alert_policy"):
+        reactions = asyncio.run(run())
+    assert reactions == [AlertReaction("switch_remote", "gpu_lost", GPU_LOST_TO_REMOTE,
+                                       "remote", True)]
+    row = rig.history.recent()[0]
+    # Recorded as the alert's switch, with the gate skipped like every alert step-down.
+    assert (row.from_model, row.to_model, row.reason, row.outcome, row.forced) == (
+        "demo-tiny-a", "remote", "alert", "ready", True)
+    assert GPU_LOST_TO_REMOTE in [rec.getMessage() for rec in caplog.records]
+    assert advice(rig) == []
+
+
+def test_gpu_lost_advise_only_names_the_remote_endpoint_and_switches_nothing(
+        tmp_path: Path) -> None:
+    rig = remote_rig(tmp_path)
+    r = reactor(rig, policy="advise")
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("gpu_lost")])
+
+    assert asyncio.run(run()) == [AlertReaction("switch_remote", "gpu_lost", GPU_LOST_TO_REMOTE,
+                                                "remote")]
+    assert [(e.target, e.from_model, e.message) for e in advice(rig)] == [
+        ("demo-tiny-a", "demo-tiny-a", GPU_LOST_TO_REMOTE + " (advise only)")]
+    assert rig.manager.active_model == "demo-tiny-a"
+
+
+def test_a_failed_hand_over_to_the_remote_endpoint_says_why(tmp_path: Path) -> None:
+    rig = remote_rig(tmp_path)
+    r = reactor(rig)
+    rig.script.fail_next("remote", *[EngineTimeoutError("connection refused")] * 10)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        # The previous model does not come back either: the switch has two errors.
+        rig.script.fail_next("demo-tiny-a", *[EngineTimeoutError("no memory")] * 10)
+        return await r.handle([alert("gpu_lost")])
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "switch_remote", "gpu_lost", GPU_LOST_TO_REMOTE + " failed: remote: connection refused "
+        "(gave up after 3 attempts); demo-tiny-a: no memory (gave up after 3 attempts)",
+        None, False)]
+    assert rig.manager.active_model is None
+
+
+@pytest.mark.parametrize(("private", "why"), [
+    (False, "gpu_lost: no remote endpoint is configured"),
+    (True, "gpu_lost: the task is private, so it is not sent to the remote endpoint"),
+])
+def test_gpu_lost_without_a_usable_remote_endpoint_unloads(tmp_path: Path, private: bool,
+                                                           why: str) -> None:
+    rig = remote_rig(tmp_path) if private else make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a", private=private)
+        return await r.handle([alert("gpu_lost")])
+
+    assert asyncio.run(run()) == [AlertReaction("unload", "gpu_lost",
+                                                f"{why}: unloaded in 0.0 s", None, True)]
+    assert rig.manager.active_model is None
+
+
+def test_gpu_lost_advise_only_without_a_remote_endpoint_advises_the_unload(
+        tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig, policy="advise")
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("gpu_lost")])
+
+    why = "gpu_lost: no remote endpoint is configured: unloading it"
+    assert asyncio.run(run()) == [AlertReaction("unload", "gpu_lost", why)]
+    assert [e.message for e in advice(rig)] == [why + " (advise only)"]
+    assert rig.manager.active_model == "demo-tiny-a"
+
+
+def test_an_emergency_unload_starts_the_cooldown_like_a_switch(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        [unloaded] = await r.handle([alert("vram_overflow")])
+        assert unloaded.action == "unload"
+        started = rig.clock.now
+        await rig.manager.switch_to("qwen3-14b")  # the user loads a model again at once
+        rig.clock.now = started + 30
+        return await r.tick()  # the alert is still raised
+
+    assert asyncio.run(run()) == [AlertReaction(
+        "cooldown", "vram_overflow", "vram_overflow critical; cooling down (90 s left)")]
+    assert rig.manager.active_model == "qwen3-14b"
+
+
+def test_concurrency_is_restored_once_even_with_no_model_loaded(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[list[AlertReaction]]:
+        await rig.manager.switch_to("qwen3-14b")
+        await r.handle([alert("temperature")])
+        await rig.manager.unload()
+        ended = await r.handle([alert("temperature", change="ended")])
+        return [ended, await r.tick()]
+
+    restored = "thermal alert ended: concurrency restored"
+    ended, later = asyncio.run(run())
+    assert ended == [AlertReaction("restore_concurrency", "thermal", restored, None, True)]
+    assert later == []  # restored once, not on every sample after
+    said = [(e.target, e.from_model) for e in rig.events if isinstance(e, SwitchEvent)
+            and e.phase is StateChange.CONCURRENCY and e.message == restored]
+    assert said == [("", "")]  # no model is named when none is loaded
+    assert rig.manager.state.max_concurrent is None
+
+
+def test_step_down_with_nothing_smaller_advises_and_keeps_the_model(tmp_path: Path) -> None:
+    """power_limit steps down (it does not unload): with nothing smaller it only says so."""
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("power_limit")])
+
+    why = "power_limit critical; no smaller model than demo-tiny-a is available"
+    assert asyncio.run(run()) == [AlertReaction("none", "power_limit", why)]
+    assert [(e.target, e.message) for e in advice(rig)] == [("demo-tiny-a", why)]
+    assert rig.manager.active_model == "demo-tiny-a"
+
+
+def test_a_failed_step_down_says_why_and_is_not_applied(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        for model in CASCADE:
+            rig.script.fail_next(model, *[EngineTimeoutError("no memory")] * 10)
+        return await r.handle([alert("vram_overflow")])
+
+    errors = "; ".join(f"{m}: no memory (gave up after 3 attempts)" for m in (
+        "qwen3-8b", "qwen3-4b-instruct-2507", "demo-tiny-a", "demo-tiny-b", "qwen3-14b"))
+    # Every smaller model was tried, then the 14B again: nothing is loaded.
+    assert asyncio.run(run()) == [AlertReaction(
+        "switch_smaller", "vram_overflow",
+        f"vram_overflow critical: switch qwen3-14b -> qwen3-8b failed: {errors}", None, False)]
+    assert rig.manager.active_model is None
+
+
+def test_alert_actions_are_logged_and_announced(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> None:
+        await rig.manager.switch_to("qwen3-14b")
+        await r.handle([alert("temperature")])
+        await r.handle([alert("vram_overflow")])
+
+    with caplog.at_level(logging.WARNING, logger="core.manager.alert_policy"):
+        asyncio.run(run())
+    limited = "temperature: step 1, at most 1 request at a time"
+    assert [rec.getMessage() for rec in caplog.records if rec.name.endswith("alert_policy")] == [
+        limited, "vram_overflow critical: switch qwen3-14b -> qwen3-8b (forced: the "
+        "temperature/power gate is skipped)"]
+    assert [(e.switch_id, e.target, e.from_model, e.reason, e.elapsed_s, e.message)
+            for e in rig.events if isinstance(e, SwitchEvent)
+            and e.phase is StateChange.CONCURRENCY] == [
+        (0, "qwen3-14b", "qwen3-14b", "alert", 0.0, limited)]

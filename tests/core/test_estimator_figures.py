@@ -597,3 +597,10 @@ def test_room_for_exactly_one_token_fits_one() -> None:
     f = fp(weights=300 * MIB, overhead=100 * MIB, kv_per_token=MIB)
     one = fit_footprint(f, 1000 * MIB, 501 * MIB, 100 * MIB, wanted=50)
     assert (one.context_tokens, one.max_context, one.fits) == (1, 1, True)
+
+
+def test_a_footprints_total_at_a_context() -> None:
+    """What the manager loads with when the device reports no memory (the default context)."""
+    f = fp(weights=300 * MIB, overhead=100 * MIB, kv_per_token=1024)
+    assert f.total_bytes(0) == 400 * MIB
+    assert f.total_bytes(2048) == 402 * MIB

@@ -201,3 +201,67 @@ def test_the_default_path_is_in_the_data_directory(tmp_path: Path,
     assert store.path.parent == tmp_path / "data"
     assert store.path.exists()
     store.close()
+
+
+def test_the_initial_load_sorts_first_whatever_the_other_names(store: HistoryStore) -> None:
+    # Upper-case names sort before lower-case ones (and before any placeholder text): the
+    # initial load (no from model) still comes first.
+    ready(store, "Mistral-7B", "b", 3.0)
+    ready(store, None, "b", 5.0)
+    ready(store, "A", "b", 1.0)
+    assert [(s.from_model, s.to_model) for s in store.pair_stats()] == [
+        (None, "b"), ("A", "b"), ("Mistral-7B", "b")]
+
+
+def test_the_statements_of_the_other_tables_commit_and_say_what_they_did(
+        tmp_path: Path, store: HistoryStore) -> None:
+    """The routing log and uptime write through write/changed/query (their own tables)."""
+    assert store.write("DELETE FROM model_states") == 0  # nothing inserted yet: no row id
+    first = store.write("INSERT INTO uptime_sessions (session, started_at, last_seen) "
+                        "VALUES (?, ?, ?)", ("s1", 1.0, 1.0))
+    second = store.write("INSERT INTO uptime_sessions (session, started_at, last_seen) "
+                         "VALUES ('s2', 2.0, 2.0)")
+    assert (first, second) == (1, 2)  # the new rows' ids
+    assert store.changed("UPDATE uptime_sessions SET last_seen = ? WHERE session = ?",
+                         (5.0, "s1")) == 1
+    assert store.changed("UPDATE uptime_sessions SET ended = 1") == 2
+    assert store.changed("UPDATE uptime_sessions SET ended = 1 WHERE session = 'none'") == 0
+    assert store.query("SELECT session, last_seen, ended FROM uptime_sessions WHERE "
+                       "started_at > ? ORDER BY session", (0.5,)) == [("s1", 5.0, 1),
+                                                                      ("s2", 2.0, 1)]
+    assert store.query("SELECT COUNT(*) FROM uptime_sessions") == [(2,)]
+    # Committed at once: another connection sees every change without a close().
+    other = sqlite3.connect(tmp_path / "h.sqlite3")
+    assert other.execute("SELECT session, last_seen, ended FROM uptime_sessions ORDER BY "
+                         "session").fetchall() == [("s1", 5.0, 1), ("s2", 2.0, 1)]
+    other.close()
+
+
+def test_predicted_phases_use_the_latest_ten_switches(store: HistoryStore) -> None:
+    store.record_switch(from_model="a", to_model="b", reason="manual", outcome="ready",
+                        total_s=101.0, phases={"loading": 100.0},
+                        load_phases={"imports": 100.0})
+    for loading in range(1, 11):
+        store.record_switch(from_model="a", to_model="b", reason="manual", outcome="ready",
+                            total_s=loading + 1.0, phases={"loading": float(loading)},
+                            load_phases={"imports": float(loading)})
+    # The median of 1..10; with the 11th-newest (100) it would be 6.
+    assert store.predicted_phases("a", "b") == {"loading": 5.5, "imports": 5.5}
+    assert store.predicted_phases(None, "b", window=11) == {"loading": 6.0, "imports": 6.0}
+
+
+def test_trend_keeps_the_latest_fifty_by_default(store: HistoryStore) -> None:
+    for i in range(51):
+        ready(store, "a", "b", float(i + 1))
+    points = store.trend("b")
+    assert len(points) == 50
+    assert points[0] == (2.0, 2.0)  # the oldest one is left out
+    assert points[-1] == (51.0, 51.0)
+
+
+def test_recent_gives_the_latest_twenty_by_default(store: HistoryStore) -> None:
+    for i in range(21):
+        ready(store, "a", "b", float(i + 1))
+    rows = store.recent()
+    assert len(rows) == 20
+    assert (rows[0].total_s, rows[-1].total_s) == (21.0, 2.0)  # newest first, the oldest left out

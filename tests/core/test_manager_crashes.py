@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core.history_store import NO_MODEL
 from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.manager.manager import CRASH_LOOP_WINDOW_S
-from tests.core.manager_fakes import GIB, make_rig
+from tests.core.manager_fakes import GIB, RecordingEngine, make_rig
 
 FOUR_B, B8, B14 = "qwen3-4b-instruct-2507", "qwen3-8b", "qwen3-14b"
 
@@ -345,3 +346,106 @@ def test_a_fallback_event_names_the_model_still_active(tmp_path: Path) -> None:
     assert (result.outcome, result.active) == ("fallback", FOUR_B)
     [fallback, *_] = events_of(rig, SwitchPhase.FALLBACK)
     assert fallback.from_model == FOUR_B
+
+
+def test_close_leaves_no_task_of_the_manager_running(tmp_path: Path) -> None:
+    """Each switch stops the last engine's watcher; close waits until every stopped one has
+    ended, so the app's loop closes with nothing pending."""
+    rig = make_rig(tmp_path)
+
+    async def run() -> set[asyncio.Task[object]]:
+        await rig.manager.switch_to(FOUR_B)
+        await rig.manager.switch_to(B8)  # the 4B's watcher is stopped
+
+        async def shutdown_at_once() -> None:  # an engine already gone: nothing to wait for
+            RecordingEngine.loaded.discard(rig.engines[-1])
+
+        rig.engines[-1].shutdown = shutdown_at_once  # type: ignore[method-assign]
+        await rig.manager.close()  # the 8B's watcher is stopped too
+        return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    assert asyncio.run(run()) == set()
+
+
+def test_cancel_returns_when_a_cancelled_switch_ends_with_an_error(tmp_path: Path) -> None:
+    """The GUI's Cancel: a switch whose engine fails to shut down while it is cancelled ends
+    with that error, and Cancel still returns."""
+    rig = make_rig(tmp_path)
+    rig.script.block[B8] = asyncio.Event()  # the load never finishes by itself
+
+    async def run() -> asyncio.Task[object]:
+        task = asyncio.ensure_future(rig.manager.switch_to(B8))
+        while not rig.engines:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+        async def broken_shutdown() -> None:
+            raise RuntimeError("engine would not stop")
+
+        rig.engines[0].shutdown = broken_shutdown  # type: ignore[method-assign]
+        await asyncio.wait_for(rig.manager.cancel_switches(), 10)  # returns, does not raise
+        return task
+
+    task = asyncio.run(run())
+    assert task.done()
+    assert not task.cancelled()
+    assert str(task.exception()) == "engine would not stop"
+
+
+class SilentEngine(RecordingEngine):
+    """An engine that says nothing about how it ended (no `died`, like RemoteEngine): only its
+    health check fails."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        del self.died
+        self.answering = True
+
+    def is_healthy(self) -> bool:
+        return not self.shut and self.answering
+
+
+def test_an_engine_that_stops_answering_is_a_crash_that_says_so(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, engine_class=SilentEngine)
+
+    async def run() -> bool:
+        await rig.manager.switch_to(FOUR_B)
+        rig.engines[-1].answering = False  # type: ignore[attr-defined]
+        return await rig.manager.check_engine()
+
+    assert asyncio.run(run()) is False
+    assert rig.manager.active_model is None
+    row = rig.history.recent()[0]
+    assert (row.from_model, row.to_model, row.outcome, row.error) == (
+        FOUR_B, NO_MODEL, "crashed", "the engine stopped responding")
+
+
+def test_a_switch_during_the_watchers_clean_up_does_not_cancel_it(tmp_path: Path) -> None:
+    """The watcher saw a death and is reaping the dead engine (slow) when a request loads the
+    next model: the reaping still finishes."""
+    rig = make_rig(tmp_path)
+
+    async def run() -> list[str]:
+        await rig.manager.switch_to(FOUR_B)
+        dead = rig.engines[-1]
+        release = asyncio.Event()
+        reaped: list[str] = []
+
+        async def slow_shutdown() -> None:
+            await release.wait()
+            reaped.append(dead.entry.id)
+
+        dead.shutdown = slow_shutdown  # type: ignore[method-assign]
+        dead.crash()
+        for _ in range(40):  # the watcher polls every 0.5 s (real time)
+            if rig.manager.active_model is None:
+                break
+            await asyncio.sleep(0.05)
+        # (The dead engine's memory is not given back until it is reaped: a smaller model.)
+        assert (await rig.manager.switch_to(B8)).ok  # watched from now on
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await rig.manager.close()
+        return reaped
+
+    assert asyncio.run(run()) == [FOUR_B]

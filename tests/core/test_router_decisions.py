@@ -110,6 +110,22 @@ def test_the_buffer_is_kept_back(catalog: Catalog, tmp_path: Path) -> None:
     assert half.check(catalog.get(B8), hw, False).fits  # type: ignore[union-attr]
 
 
+def test_the_buffer_changes_live(catalog: Catalog, tmp_path: Path) -> None:
+    """The settings dialog sets the buffer on the running router: its next checks keep the
+    new amount back."""
+    put_on_disk(catalog, B8)
+    r = router(catalog, tmp_path)
+    fp = r.estimator.footprint(catalog.get(B8))
+    need = fp.weight_bytes + fp.overhead_bytes + 1024 * fp.kv_bytes_per_token
+    hw = HardwareState(need + GIB // 2 + 20 * MIB, CARD, 50.0)
+    assert r.check(catalog.get(B8), hw, False).kind == "does_not_fit"  # type: ignore[union-attr]
+    r.set_buffer_gib(0.5)
+    assert r.config.selection.buffer_gib == 0.5
+    assert r.check(catalog.get(B8), hw, False).fits  # type: ignore[union-attr]
+    r.set_buffer_gib(0.6)  # 0.6 GiB is more than the 0.52 GiB left over
+    assert r.check(catalog.get(B8), hw, False).kind == "does_not_fit"  # type: ignore[union-attr]
+
+
 def test_remote_endpoint_rejections_and_its_fallback_note(catalog: Catalog,
                                                           tmp_path: Path) -> None:
     r = router(catalog, tmp_path)

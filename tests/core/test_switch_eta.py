@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from core.engine.base import LoadSpec
+from core.engine.load_phases import LABELS
 from core.history_store import SCHEMA_VERSION, HistoryStore
 from core.manager.eta import SwitchEta
+from core.manager.events import SwitchEvent, SwitchPhase
+from tests.core.manager_fakes import RecordingEngine, make_rig
 
 PRED = {"planning": 0.01, "unloading": 5.0, "waiting_for_memory": 0.0, "checking": 0.01,
         "loading": 20.0, "warming_up": 1.0,
@@ -82,3 +89,88 @@ def test_an_old_history_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def test_the_eta_with_partial_history_counts_what_is_missing_as_nothing() -> None:
+    eta = SwitchEta({"loading": 5.0, "warming_up": 1.0})
+    assert eta.total == 6.0
+    # The running phase has no history: nothing is left of it, only the later phases.
+    assert eta.remaining("unloading", 0.5) == 6.0
+    assert eta.remaining("checking", 0.0) == 6.0
+    # Only a load breakdown, no switch phase: no prediction at all.
+    assert SwitchEta({"imports": 3.0}).total is None
+    assert SwitchEta({"imports": 3.0}).remaining("loading", 0.0, "imports") is None
+    # A phase the switch does not time (none is passed today) leaves nothing to wait for.
+    assert eta.remaining("ready", 1.0) == 0.0
+
+
+def test_the_eta_inside_the_load_follows_the_load_phases() -> None:
+    eta = SwitchEta(PRED)
+    # Just entered kv_cache (the default: no time in it yet): kv_cache, handshake, warm-up.
+    assert eta.remaining("loading", 10.0, "kv_cache") == pytest.approx(2.0 + 1.5 + 1.0)
+    # A load phase running longer than predicted holds at what the later ones take.
+    assert eta.remaining("loading", 30.0, "imports", 20.0) == pytest.approx(
+        1.0 + 2.0 + 1.5 + 1.0)
+    # A load phase without history (spawn): the loading phase's own prediction is used.
+    assert eta.remaining("loading", 5.0, "spawn", 1.0) == pytest.approx(15.0 + 1.0)
+    assert eta.remaining("loading", 5.0, None) == pytest.approx(15.0 + 1.0)
+
+
+class PhasedEngine(RecordingEngine):
+    """Reports its load's phases as it goes and the breakdown after, like VllmEngine."""
+
+    STEPS = (("imports", 3.0), ("weights", 1.0), ("kv_cache", 0.5))
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.on_load_phase: Callable[[str], None] | None = None
+        self.load_phases: dict[str, float] = {}
+
+    async def load(self, spec: LoadSpec) -> None:
+        for phase, seconds in self.STEPS:
+            if self.on_load_phase is not None:
+                self.on_load_phase(phase)
+            self.clock.now += seconds
+            self.load_phases[phase] = seconds
+            await asyncio.sleep(0)
+        await super().load(spec)
+
+
+def test_a_switch_reports_its_load_phases_with_the_eta_and_keeps_the_breakdown(
+        tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, engine_class=PhasedEngine)
+    rig.script.load_seconds = 0.0
+
+    def load_events() -> list[tuple[str, float | None]]:
+        out = [(e.message, e.eta_s) for e in rig.events if isinstance(e, SwitchEvent)
+               and e.phase is SwitchPhase.LOADING and ": " in e.message]
+        rig.events.clear()
+        return out
+
+    async def run() -> None:
+        await rig.manager.switch_to("demo-tiny-a")
+        first = load_events()
+        assert first == [(f"loading demo-tiny-a: {LABELS[p]}", None)
+                         for p, _ in PhasedEngine.STEPS]  # no history yet: no ETA
+        await rig.manager.unload()
+        await rig.manager.switch_to("demo-tiny-a")
+
+    asyncio.run(run())
+    second = load_events()
+    assert [m for m, _ in second] == [f"loading demo-tiny-a: {LABELS[p]}"
+                                      for p, _ in PhasedEngine.STEPS]
+    etas = [eta for _, eta in second]
+    assert None not in etas
+    # Each phase's start leaves what that phase took last time less to go.
+    assert etas[0] - etas[1] == pytest.approx(3.0)
+    assert etas[1] - etas[2] == pytest.approx(1.0)
+    warm_up = rig.history.recent()[1].phases["warming_up"]
+    assert etas[2] == pytest.approx(0.5 + warm_up)
+    newest = rig.history.recent()[0]
+    assert newest.load_phases == {"imports": 3.0, "weights": 1.0, "kv_cache": 0.5}
+    assert newest.phases["loading"] == pytest.approx(4.5)
+    # A phase reported after the load ended (a late log line) says nothing.
+    engine = rig.engines[-1]
+    assert engine.on_load_phase is not None
+    engine.on_load_phase("handshake")
+    assert load_events() == []

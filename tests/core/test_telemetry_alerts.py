@@ -159,3 +159,55 @@ def test_gpus_are_tracked_separately() -> None:
         events += ev.evaluate(sample(float(t), temp=90.0, index=0))
         events += ev.evaluate(sample(float(t), temp=50.0, index=1))
     assert [e.metric for e in events] == ["gpu0.temperature_c"]
+
+
+def test_from_critical_to_just_under_the_warning_line_is_a_warning_still() -> None:
+    """Below 80 but above 80 - 2: the warning is held by its hysteresis (not ended), and ends
+    only under 78."""
+    ev = AlertEvaluator(monitoring(**TEMP))
+    run(ev, [(float(t), 88.0) for t in range(6)])  # critical
+    events = run(ev, [(6.0, 79.0)])
+    assert [(e.change, e.level, e.threshold) for e in events] == [
+        ("deescalated", "warning", 80)]
+    events = run(ev, [(7.0, 77.9)])
+    assert [(e.change, e.level) for e in events] == [("ended", "warning")]
+
+
+def test_power_throttle_and_loss_alerts_name_their_metric_and_threshold() -> None:
+    ev = AlertEvaluator(monitoring(power={"warning": 130, "critical": 140, "hysteresis": 5,
+                                          "min_duration_seconds": 0}))
+    power = ev.evaluate(sample(0.0, power=135.0))
+    assert [(e.kind, e.metric, e.level, e.value, e.threshold) for e in power] == [
+        ("power_limit", "gpu0.power_w", "warning", 135.0, 130)]
+    throttled: list[AlertEvent] = []
+    for t in (1.0, 2.0, 3.0):
+        throttled += ev.evaluate(sample(t, power=135.0, events=("HwThermal",)))
+    assert [(e.kind, e.metric, e.value, e.threshold, e.started_at) for e in throttled] == [
+        ("thermal_throttle", "gpu0.thermal_throttle", 1.0, 1.0, 1.0)]
+    lost = ev.evaluate(sample(4.0, temp=None, power=None, events=None, lost=True))
+    assert [(e.kind, e.metric, e.change, e.value, e.threshold, e.started_at) for e in lost
+            if e.kind == "gpu_lost"] == [("gpu_lost", "gpu0.lost", "started", 1.0, 1.0, 4.0)]
+    # Reported again (a simulated device, a driver that recovered): the loss ends at once.
+    back = ev.evaluate(sample(5.0))
+    assert [(e.kind, e.change, e.ended_at) for e in back] == [("gpu_lost", "ended", 5.0)]
+
+
+def test_new_thresholds_apply_at_once_and_a_raised_alert_still_ends() -> None:
+    ev = AlertEvaluator(monitoring(**TEMP))
+    run(ev, [(float(t), 82.0) for t in range(6)])  # warning (80) raised at t=5
+    ev.reconfigure(monitoring(temperature={"warning": 90, "critical": 95, "hysteresis": 1,
+                                           "min_duration_seconds": 2}))
+    # 82 is now far under 90 - 1: the raised warning ends with an event (not forgotten).
+    events = run(ev, [(6.0, 82.0)])
+    assert [(e.kind, e.change, e.level, e.threshold) for e in events] == [
+        ("temperature", "ended", "warning", 90)]
+    # The new minimum duration (2 s) and threshold, for this GPU and one seen from now on.
+    events = run(ev, [(7.0, 91.0), (8.0, 91.0), (9.0, 91.0)])
+    assert [(e.change, e.level, e.at, e.started_at) for e in events] == [
+        ("started", "warning", 9.0, 7.0)]
+    assert run(ev, [(10.0, 89.5)]) == []  # within the new hysteresis (1): held
+    events = run(ev, [(11.0, 88.5)])  # under it (the old one, 2, would have held it)
+    assert [(e.change, e.level) for e in events] == [("ended", "warning")]
+    fresh = run(ev, [(0.0, 91.0), (2.0, 91.0)], index=1)
+    assert [(e.metric, e.level, e.threshold) for e in fresh] == [
+        ("gpu1.temperature_c", "warning", 90)]
