@@ -80,6 +80,9 @@ class AlertReactor:
         self._critical: dict[str, float] = {}  # kind -> when it became actionable (our clock)
         self._last_switch: float | None = None
         self._limited_at: float | None = None  # when step 1 (lower concurrency) was taken
+        # Advice given (message -> when): in advise-only mode the policy walks its steps as if it
+        # acted, and says each thing once per cooldown, not on every sample.
+        self._advised: dict[str, float] = {}
 
     @property
     def advise_only(self) -> bool:
@@ -133,6 +136,7 @@ class AlertReactor:
     async def _limit(self, limit: int | None, kind: str, reason: str,
                      action: Reaction) -> AlertReaction:
         if self.advise_only:
+            self._limited_at = None if limit is None else self._clock()  # step 2 comes next
             self._advise(reason)
             return AlertReaction(action, kind, reason)
         await self.manager.set_max_concurrent(limit)
@@ -161,6 +165,7 @@ class AlertReactor:
             return AlertReaction(Reaction.NONE, kind, reason)
         reason = f"{why}: switch {active} -> {target}"
         if self.advise_only:
+            self._last_switch = now  # the cooldown spaces advice as it spaces switches
             self._advise(f"{reason} (advise only)")
             return AlertReaction(Reaction.SWITCH_SMALLER, kind, reason, target)
         self._last_switch = now
@@ -193,6 +198,7 @@ class AlertReactor:
     async def _unload(self, kind: str, why: str) -> AlertReaction:
         reason = f"{why}: unloading it"
         if self.advise_only:
+            self._last_switch = self._clock()
             self._advise(f"{reason} (advise only)")
             return AlertReaction(Reaction.UNLOAD, kind, reason)
         self._last_switch = self._clock()
@@ -206,6 +212,11 @@ class AlertReactor:
         return self.manager.smaller_model()
 
     def _advise(self, message: str) -> None:
+        now = self._clock()
+        last = self._advised.get(message)
+        if last is not None and now - last < self.cooldown_s:
+            return
+        self._advised[message] = now
         active = self.manager.active_model or ""
         self.manager.emit(SwitchEvent(0, StateChange.ADVICE, active, active, "alert", 0.0,
                                       message=message))

@@ -367,3 +367,33 @@ def test_alert_actions_are_logged_and_announced(tmp_path: Path,
             for e in rig.events if isinstance(e, SwitchEvent)
             and e.phase is StateChange.CONCURRENCY] == [
         (0, "qwen3-14b", "qwen3-14b", "alert", 0.0, limited)]
+
+
+def test_advise_only_walks_the_steps_once_each_not_on_every_sample(tmp_path: Path) -> None:
+    """A thermal alert held for minutes in advise-only mode: step 1's advice once, step 2's once
+    the alert has persisted, then nothing new within the cooldown (it was repeated on every
+    sample, 0.5 s apart, and never reached step 2)."""
+    rig = make_rig(tmp_path)
+    r = reactor(rig, policy="advise")  # persist 60 s, cooldown 120 s
+
+    async def run() -> None:
+        await rig.manager.switch_to("qwen3-14b")
+        started = rig.clock.now
+        await r.handle([alert("temperature")])
+        for i in range(1, 360):  # three minutes of samples, 0.5 s apart
+            rig.clock.now = started + i * 0.5
+            await r.tick()
+        assert len(advice(rig)) == 2
+        rig.clock.now = started + 180  # the cooldown after step 2's advice is over: a reminder
+        await r.tick()
+
+    asyncio.run(run())
+    messages = [e.message for e in advice(rig)]
+    assert messages[0] == "temperature: step 1, at most 1 request at a time"
+    assert len(messages) == 3, messages
+    assert messages[2].startswith("temperature: step 2, still raised 180 s")
+    assert messages[1].startswith("temperature: step 2, still raised 60 s after lowering "
+                                  "concurrency: switch qwen3-14b -> qwen3-8b")
+    assert messages[1].endswith("(advise only)")
+    assert rig.manager.active_model == "qwen3-14b"
+    assert rig.manager.state.max_concurrent is None
