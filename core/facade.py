@@ -36,8 +36,10 @@ from core.engine.base import (
     EngineError,
     GenerationDelta,
     GenerationRequest,
+    ModelDirectoryError,
 )
 from core.engine.demo_model import DEMO_NOTICE, build_demo_model, ensure_demo_models
+from core.engine.model_dir import check_model_dir
 from core.engine.remote_engine import (
     KEYRING_SERVICE,
     RemoteConfig,
@@ -146,6 +148,7 @@ __all__ = [
     "HostProcess",
     "InstanceLock",
     "ManagerState",
+    "ModelDirectoryError",
     "ModelEntry",
     "ModelManager",
     "ModelRun",
@@ -187,6 +190,7 @@ __all__ = [
     "build_demo_model",
     "build_report",
     "check_disk",
+    "check_model_dir",
     "check_remote_health",
     "clock_events",
     "control_router",

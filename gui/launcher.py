@@ -124,8 +124,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.model:
-        from core.engine.base import ModelDirectoryError
-        from core.engine.model_dir import check_model_dir
+        from core.facade import ModelDirectoryError, check_model_dir
 
         try:
             check_model_dir(Path(args.model))
