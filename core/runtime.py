@@ -161,9 +161,9 @@ class Runtime:
         cascade = effective_cascade(config.fallback_cascade,
                                     config.router.selection.local_tier)
         engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # for close(): every engine made
-        made: list[Runtime] = []  # the config in force when an engine is made (Settings may
-        # have changed the remote endpoint since the start)
-        factory = engine_factory or (lambda entry: make_engine(entry, activity, made[0].config))
+        # runtime.config, read when an engine is made: Settings may have changed the remote
+        # endpoint since the start (the name is bound below, before any engine is made).
+        factory = engine_factory or (lambda entry: make_engine(entry, activity, runtime.config))
 
         def new_engine(entry: ModelEntry) -> Engine:
             engine = factory(entry)
@@ -188,7 +188,6 @@ class Runtime:
         runtime = cls(config, activity, devices, sampler, probe, store, manager, router, chat,
                       reactor, scheduler, uptime, simulated=bool(simulate), device_label=label,
                       engines=engines, children_before=children_before)
-        made.append(runtime)
         return runtime
 
     @property
