@@ -11,6 +11,7 @@ import pytest
 
 from core.chat_session import ChatSession
 from core.engine.base import ChatMessage, GenerationRequest
+from core.manager.manager import SwitchResult
 from core.router import load_router_config
 from core.router.selection import Router
 from core.scheduler import NoModelError, QueueFullError, RequestScheduler
@@ -175,6 +176,17 @@ def test_cancelled_waiter_leaves_the_queue_and_causes_no_switch(tmp_path: Path) 
     assert sched.stats().outcomes[(B, "cancelled")] == 1
 
 
+async def user_switch_held_at_load(rig: Rig, model: str
+                                   ) -> tuple[asyncio.Event, asyncio.Future[SwitchResult]]:
+    """A switch begun outside the scheduler (the user's click), held in its load until the
+    returned event is set: the manager is busy meanwhile."""
+    gate = asyncio.Event()
+    rig.script.block[model] = gate
+    user = asyncio.ensure_future(rig.manager.switch_to(model))
+    await until(lambda: rig.manager.state.switching_to == model)
+    return gate, user
+
+
 def test_a_switch_nobody_waits_for_any_more_is_not_made(tmp_path: Path) -> None:
     """A request for B waits behind a switch to A begun elsewhere (the user's click), then is
     cancelled: B is not loaded for nobody once A is ready. (A soak ended by the user's switch
@@ -183,10 +195,7 @@ def test_a_switch_nobody_waits_for_any_more_is_not_made(tmp_path: Path) -> None:
     sched = RequestScheduler(rig.manager)
 
     async def main() -> None:
-        gate = asyncio.Event()
-        rig.script.block[A] = gate
-        user = asyncio.ensure_future(rig.manager.switch_to(A))
-        await until(lambda: rig.manager.state.switching_to == A)
+        gate, user = await user_switch_held_at_load(rig, A)
 
         async def want_b() -> None:
             async with sched.admit(B):
@@ -218,10 +227,7 @@ def test_a_request_still_waiting_keeps_its_switch(tmp_path: Path) -> None:
     served: list[str | None] = []
 
     async def main() -> None:
-        gate = asyncio.Event()
-        rig.script.block[A] = gate
-        user = asyncio.ensure_future(rig.manager.switch_to(A))
-        await until(lambda: rig.manager.state.switching_to == A)
+        gate, user = await user_switch_held_at_load(rig, A)
 
         async def want_b() -> None:
             async with sched.admit(B):
