@@ -216,6 +216,8 @@ class AlertReactor:
         last = self._advised.get(message)
         if last is not None and now - last < self.cooldown_s:
             return
+        # Only advice still within its cooldown is kept (step 2's text carries the seconds).
+        self._advised = {m: t for m, t in self._advised.items() if now - t < self.cooldown_s}
         self._advised[message] = now
         active = self.manager.active_model or ""
         self.manager.emit(SwitchEvent(0, StateChange.ADVICE, active, active, "alert", 0.0,
