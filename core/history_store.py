@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core import paths
+from core.engine.base import ENGINE_STARTS
 from core.engine.load_phases import LOAD_PHASES
 from core.manager.events import TIMED_PHASES
 
@@ -66,7 +67,8 @@ CREATE TABLE IF NOT EXISTS switches (
     total_s REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
     {", ".join(f"{c}_s REAL" for c in PHASE_COLUMNS)},
-    forced INTEGER NOT NULL DEFAULT 0
+    forced INTEGER NOT NULL DEFAULT 0,
+    engine_start TEXT
 );
 CREATE INDEX IF NOT EXISTS switches_pair ON switches (from_model, to_model, outcome);
 CREATE TABLE IF NOT EXISTS generations (
@@ -89,11 +91,12 @@ CREATE TABLE IF NOT EXISTS load_phases (
 # Named, not *: a migrated file's columns may stand in another order.
 _SWITCH_COLUMNS = ", ".join(["id", "started_at", "from_model", "to_model", "reason", "outcome",
                              "error", "total_s", "attempts", *(f"{c}_s" for c in PHASE_COLUMNS),
-                             "forced"])
+                             "forced", "engine_start"])
 # PRAGMA user_version: 1 added switches.forced; 2 the load_phases table (the breakdown of the
 # loading phase: core.engine.load_phases, in _SCHEMA), the routing log with its feedback and the
-# model-state changes of each app session (uptime, below). An older file is brought up to date
-# when opened; its rows keep their meaning (they simply have no load breakdown).
+# model-state changes of each app session (uptime, below); 3 switches.engine_start (how the load
+# started its engine: core.engine.base.ENGINE_STARTS). An older file is brought up to date when
+# opened; its rows keep their meaning (they simply have no load breakdown or start kind).
 _SCHEMA_V2 = """
 CREATE TABLE IF NOT EXISTS routed_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -132,7 +135,7 @@ CREATE TABLE IF NOT EXISTS model_states (
 );
 CREATE INDEX IF NOT EXISTS model_states_session ON model_states (session, at);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class SwitchRecord:
     phases: Mapping[str, float]
     forced: bool = False  # the temperature/power gate was skipped (alert step-down, Switch anyway)
     load_phases: Mapping[str, float] = field(default_factory=dict)  # LOAD_PHASES order
+    engine_start: str | None = None  # how the load started its engine (ENGINE_STARTS)
 
     @property
     def reason_label(self) -> str:
@@ -226,6 +230,8 @@ class HistoryStore:
         if "forced" not in columns:  # a history written before the column existed
             self._conn.execute(
                 "ALTER TABLE switches ADD COLUMN forced INTEGER NOT NULL DEFAULT 0")
+        if "engine_start" not in columns:
+            self._conn.execute("ALTER TABLE switches ADD COLUMN engine_start TEXT")
         # One transaction: a crash in between leaves the old version, and the next open retries.
         self._conn.executescript(f"BEGIN; {_SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION};"
                                  " COMMIT;")
@@ -260,10 +266,11 @@ class HistoryStore:
     def record_switch(self, *, from_model: str | None, to_model: str, reason: str, outcome: str,
                       total_s: float, phases: Mapping[str, float], error: str | None = None,
                       attempts: int = 1, started_at: float | None = None,
-                      forced: bool = False, load_phases: Mapping[str, float] | None = None
-                      ) -> int:
+                      forced: bool = False, load_phases: Mapping[str, float] | None = None,
+                      engine_start: str | None = None) -> int:
         """Store one finished switch and commit; returns its row id. load_phases: the breakdown
-        of its loading phase (core.engine.load_phases names), stored with it."""
+        of its loading phase (core.engine.load_phases names), stored with it; engine_start: how
+        that load started its engine (ENGINE_STARTS), None when the engine does not say."""
         if reason not in REASONS:
             raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {reason!r}")
         if outcome not in OUTCOMES:
@@ -274,11 +281,14 @@ class HistoryStore:
         unknown = set(load_phases or {}) - set(LOAD_PHASES)
         if unknown:
             raise ValueError(f"unknown load phases {sorted(unknown)}")
+        if engine_start is not None and engine_start not in ENGINE_STARTS:
+            raise ValueError(f"engine_start must be one of {', '.join(ENGINE_STARTS)}, "
+                             f"got {engine_start!r}")
         cols = ["started_at", "from_model", "to_model", "reason", "outcome", "error", "total_s",
-                "attempts", *(f"{p}_s" for p in PHASE_COLUMNS), "forced"]
+                "attempts", *(f"{p}_s" for p in PHASE_COLUMNS), "forced", "engine_start"]
         values = [time.time() if started_at is None else started_at, from_model, to_model, reason,
                   outcome, error, total_s, attempts, *(phases.get(p) for p in PHASE_COLUMNS),
-                  int(forced)]
+                  int(forced), engine_start]
         sql = f"INSERT INTO switches ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with self._lock:
             self._conn.execute("BEGIN")  # the row and its breakdown commit together
@@ -383,34 +393,48 @@ class HistoryStore:
                 (to_model, window)).fetchall()
         return sum(float(r[0]) for r in rows) / len(rows) if rows else None
 
-    def predicted_phases(self, from_model: str | None, to_model: str,
-                         window: int = 10) -> dict[str, float]:
+    def predicted_phases(self, from_model: str | None, to_model: str, window: int = 10,
+                         engine_start: str | None = None) -> dict[str, float]:
         """Median seconds of each switch phase and load phase in the latest successful switches
         of this pair (else of any switch to the target): what the ETA of the next one is made
         of. Empty without history. The median, so one switch slowed by a busy machine does not
-        move the next prediction much."""
+        move the next prediction much.
+
+        engine_start: how the next load will start its engine. Switches that started theirs the
+        same way come first (a spawned load imports everything, a forked one nothing: their
+        durations differ tenfold), then any switch of the pair or to the target."""
         cols = ", ".join(f"{c}_s" for c in PHASE_COLUMNS)
-        for pair in ((True, False) if from_model is not None else (False,)):
-            sql = f"SELECT id, {cols} FROM switches WHERE outcome = 'ready' AND to_model = ?"
-            args: list[object] = [to_model]
-            if pair:
-                sql += " AND from_model = ?"
-                args.append(from_model)
-            with self._lock:
-                rows = self._conn.execute(sql + " ORDER BY id DESC LIMIT ?",
-                                          [*args, window]).fetchall()
-                breakdowns = self._load_phases([int(r[0]) for r in rows])
-            if not rows:
-                continue
-            samples: dict[str, list[float]] = {}
-            for row in rows:
-                for name, value in zip(PHASE_COLUMNS, row[1:], strict=True):
-                    if value is not None:
-                        samples.setdefault(name, []).append(float(value))
-                for name, value in breakdowns.get(int(row[0]), {}).items():
-                    samples.setdefault(name, []).append(value)
-            return {name: statistics.median(v) for name, v in samples.items()}
+        pairs = (True, False) if from_model is not None else (False,)
+        starts = (engine_start, None) if engine_start is not None else (None,)
+        for start in starts:
+            for pair in pairs:
+                sql = f"SELECT id, {cols} FROM switches WHERE outcome = 'ready' AND to_model = ?"
+                args: list[object] = [to_model]
+                if pair:
+                    sql += " AND from_model = ?"
+                    args.append(from_model)
+                if start is not None:
+                    sql += " AND engine_start = ?"
+                    args.append(start)
+                with self._lock:
+                    rows = self._conn.execute(sql + " ORDER BY id DESC LIMIT ?",
+                                              [*args, window]).fetchall()
+                    breakdowns = self._load_phases([int(r[0]) for r in rows])
+                if rows:
+                    return self._medians(rows, breakdowns)
         return {}
+
+    @staticmethod
+    def _medians(rows: list[tuple[Any, ...]],
+                 breakdowns: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+        samples: dict[str, list[float]] = {}
+        for row in rows:
+            for name, value in zip(PHASE_COLUMNS, row[1:], strict=True):
+                if value is not None:
+                    samples.setdefault(name, []).append(float(value))
+            for name, value in breakdowns.get(int(row[0]), {}).items():
+                samples.setdefault(name, []).append(value)
+        return {name: statistics.median(v) for name, v in samples.items()}
 
     def throughput(self) -> list[ThroughputStats]:
         """Mean measured tokens/s per model."""
@@ -424,9 +448,10 @@ class HistoryStore:
     def _record(self, row: tuple[Any, ...], load_phases: Mapping[str, float]) -> SwitchRecord:
         (rid, started, from_model, to_model, reason, outcome, error, total, attempts,
          *rest) = row
-        phase_values, forced = rest[:len(PHASE_COLUMNS)], rest[len(PHASE_COLUMNS)]
+        phase_values = rest[:len(PHASE_COLUMNS)]
+        forced, engine_start = rest[len(PHASE_COLUMNS):]
         phases = {p: float(v) for p, v in zip(PHASE_COLUMNS, phase_values, strict=True)
                   if v is not None}
         return SwitchRecord(int(rid), float(started), from_model, str(to_model), str(reason),
                             str(outcome), error, float(total), int(attempts), phases,
-                            bool(forced), dict(load_phases))
+                            bool(forced), dict(load_phases), engine_start)

@@ -95,6 +95,16 @@ def make_engine(entry: ModelEntry, activity: EngineActivity, config: AppConfig) 
     return VllmEngine(activity=activity)
 
 
+def expected_engine_start(entry: ModelEntry) -> str | None:
+    """How the next load of this entry would start its engine (the ETA's history filter); None
+    for a remote model."""
+    if entry.is_remote:
+        return None
+    from core.engine.vllm_engine import expected_start
+
+    return expected_start()
+
+
 @dataclass
 class Runtime:
     """The core objects of one app or command run, wired together."""
@@ -172,7 +182,9 @@ class Runtime:
 
         manager = ModelManager(config.catalog, config.monitoring.model_switching, probe,
                                new_engine, store, activity, fit, cascade=cascade,
-                               prefetch=prefetch_model_files)
+                               prefetch=prefetch_model_files,
+                               expected_start=(expected_engine_start if engine_factory is None
+                                               else lambda entry: None))
         label = sampler.fresh().gpus[0].name if devices else "host RAM (CPU engine)"
         # Every generation (playground, CLI, local API) is admitted by this one scheduler.
         scheduler = RequestScheduler(manager, max_queue=config.server.max_queue)

@@ -128,6 +128,8 @@ class HistoryPanel(QWidget):
             phases = [f"{r.phases[p]:.2f}" if p in r.phases else "" for p in PHASE_COLUMNS]
             breakdown = ", ".join(f"{p.replace('_', ' ')} {s:.2f}"
                                   for p, s in r.load_phases.items())
+            if breakdown and r.engine_start:  # spawned or forked: why loads differ tenfold
+                breakdown = f"{r.engine_start.replace('_', ' ')}: {breakdown}"
             cells = [time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at)),
                      r.from_model or "", r.to_model, r.reason_label, *phases, f"{r.total_s:.2f}",
                      breakdown, r.outcome, r.error or ""]

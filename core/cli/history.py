@@ -88,8 +88,9 @@ def format_history(report: dict[str, Any]) -> str:
                 f"{r['outcome']} {r['total_s']:.2f}s")
         lines.append(line + (f" ({phases})" if phases else ""))
         if r.get("load_phases"):
-            lines.append("      load: " + ", ".join(f"{k} {v:.2f}s"
-                                                    for k, v in r["load_phases"].items()))
+            start = f" ({r['engine_start'].replace('_', ' ')})" if r.get("engine_start") else ""
+            lines.append(f"      load{start}: " + ", ".join(
+                f"{k} {v:.2f}s" for k, v in r["load_phases"].items()))
         if r["error"]:
             lines.append(f"      error: {r['error']}")
     if report["pairs"]:

@@ -73,6 +73,13 @@ class GenerationDelta:
         decode = self.elapsed_s - self.first_token_s
         return (self.tokens - 1) / decode if decode > 0 else None
 
+# How a load started its engine processes, which decides most of a load's time on vLLM's CPU
+# build: "spawned" (fresh processes import torch and vLLM), "forked" (from the engine forkserver,
+# imports done), "forked_after_wait" (forked once the forkserver, still importing, was ready).
+# An engine that reports it has an `engine_start` attribute after load(); the switch history
+# keeps it so the ETA compares like with like.
+ENGINE_STARTS = ("spawned", "forked", "forked_after_wait")
+
 
 @dataclass(frozen=True)
 class EngineInfo:

@@ -157,6 +157,14 @@ class _StartControl:
                 raise StartCancelledError()
 
 
+def expected_start() -> str:
+    """How a VllmEngine's load started now would start its engine (base.ENGINE_STARTS), for the
+    switch's ETA: forked once the engine forkserver is ready, after a wait while it imports."""
+    if not forkserver.running():
+        return "spawned"
+    return "forked" if forkserver.ready() else "forked_after_wait"
+
+
 class VllmEngine:
     """One model on vLLM's AsyncLLM. Implements core.engine.base.Engine.
 
@@ -202,6 +210,7 @@ class VllmEngine:
         # Seconds per phase of the last load (core.engine.load_phases), and who hears, while a
         # load runs, which of those phases it is in (the manager's progress text and ETA).
         self.load_phases: dict[str, float] = {}
+        self.engine_start: str | None = None  # how the last load started (base.ENGINE_STARTS)
         self.on_load_phase: Callable[[str], None] | None = None
         self._log_offset = 0
 
@@ -426,8 +435,11 @@ class VllmEngine:
                 options["kv_cache_memory_bytes"] = kv_bytes
             options.update(self._extra)
             args = AsyncEngineArgs(**options)
+            self.engine_start = "spawned"
             if self._preforked:
-                forkserver.wait_ready(control.check)
+                was_ready = forkserver.ready()
+                if forkserver.wait_ready(control.check):
+                    self.engine_start = "forked" if was_ready else "forked_after_wait"
             control.begin_spawning()  # a load cancelled during the imports ends here
             start_quiet_resource_tracker()
             marks["constructing"] = time.time()

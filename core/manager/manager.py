@@ -131,6 +131,7 @@ class _Attempt:
     attempts: int = 0
     forced: bool = False
     load_phases: dict[str, float] = field(default_factory=dict)  # the engine's load breakdown
+    engine_start: str | None = None  # how the load started its engine (ENGINE_STARTS)
     # Where the switch is (for the ETA): its phase and, while loading, the load's phase.
     phase: str = "planning"
     phase_started: float = 0.0
@@ -185,7 +186,9 @@ class ModelManager:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  on_disk: Callable[[ModelEntry], bool] | None = None,
-                 prefetch: Callable[[Path], object] | None = None) -> None:
+                 prefetch: Callable[[Path], object] | None = None,
+                 expected_start: Callable[[ModelEntry], str | None] = lambda entry: None,
+                 watch_interval_s: float = ENGINE_WATCH_INTERVAL_S) -> None:
         self.catalog = catalog
         self.switching = switching
         self.limits = SafetyLimits.from_settings(switching)
@@ -203,6 +206,10 @@ class ModelManager:
         # Reads the next model's files into the page cache while the old one shuts down
         # (core.engine.page_cache); None: no read-ahead.
         self._prefetch = prefetch
+        # How the next load of a model will start its engine (ENGINE_STARTS; None: unknown), so
+        # its ETA is built from switches that started theirs the same way.
+        self._expected_start = expected_start
+        self._watch_interval_s = watch_interval_s  # how often the loaded engine's health is read
         self._lock = asyncio.Lock()
         self._loaded: _Loaded | None = None
         self._inflight: dict[str, asyncio.Task[SwitchResult]] = {}
@@ -566,7 +573,8 @@ class ModelManager:
         """One switch to one model, recorded as one history row. Returns (row id, error)."""
         from_model = self.active_model
         a = _Attempt(next(self._ids), entry, reason, from_model, self._clock(),
-                     SwitchEta(self._history.predicted_phases(from_model, entry.id)),
+                     SwitchEta(self._history.predicted_phases(
+                         from_model, entry.id, engine_start=self._expected_start(entry))),
                      forced=force)
         t0 = time.monotonic()
         try:
@@ -681,6 +689,7 @@ class ModelManager:
                 await engine.load(spec)
                 self._activity.set_loading(False)
                 a.load_phases = dict(getattr(engine, "load_phases", None) or {})
+                a.engine_start = getattr(engine, "engine_start", None)
                 return engine, spec
             except asyncio.CancelledError:
                 await asyncio.shield(self._discard(engine))
@@ -736,7 +745,7 @@ class ModelManager:
     async def _watch_engine(self, loaded: _Loaded) -> None:
         # Real time, not the injected clock: this polls processes, it does not measure a switch.
         while self._loaded is loaded:
-            await asyncio.sleep(ENGINE_WATCH_INTERVAL_S)
+            await asyncio.sleep(self._watch_interval_s)
             if self._loaded is loaded and not loaded.engine.is_healthy():
                 await self._on_engine_death(loaded)
                 return
@@ -839,7 +848,8 @@ class ModelManager:
         return self._history.record_switch(
             from_model=a.from_model, to_model=a.entry.id, reason=a.reason, outcome=outcome,
             total_s=self._clock() - a.started, phases=a.phases, error=error,
-            attempts=max(1, a.attempts), forced=a.forced, load_phases=a.load_phases)
+            attempts=max(1, a.attempts), forced=a.forced, load_phases=a.load_phases,
+            engine_start=a.engine_start)
 
 
 def _describe(exc: BaseException) -> str:

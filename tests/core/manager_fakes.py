@@ -184,7 +184,11 @@ def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
              on_disk: Callable[[ModelEntry], bool] | None = None,
              catalog: Catalog | None = None,
              prefetch: Callable[[Path], object] | None = None,
-             engine_class: type[RecordingEngine] | None = None) -> Rig:
+             engine_class: type[RecordingEngine] | None = None,
+             expected_start: Callable[[ModelEntry], str | None] = lambda entry: None,
+             watch_interval_s: float = 0.05) -> Rig:
+    """watch_interval_s: how often the manager reads the engine's health; short, so a test of
+    a crash waits tenths, not seconds (the app's is ENGINE_WATCH_INTERVAL_S)."""
     RecordingEngine.reset()
     base = Path(str(tmp_path))
     catalog = catalog or load_catalog(models_dir=base / "models")
@@ -207,7 +211,8 @@ def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
                                            fallback_cascade=CASCADE)
     manager = ModelManager(catalog, settings, probe, factory, history, activity,
                            estimator_fit(Estimator(catalog)), clock=clock, sleep=clock.sleep,
-                           on_disk=on_disk or (lambda e: not e.is_remote), prefetch=prefetch)
+                           on_disk=on_disk or (lambda e: not e.is_remote), prefetch=prefetch,
+                           expected_start=expected_start, watch_interval_s=watch_interval_s)
     events: list[object] = []
     manager.subscribe(events.append)
     return Rig(manager, gpu, probe, activity, history, clock, script, catalog, engines, events)

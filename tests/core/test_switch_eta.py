@@ -79,8 +79,8 @@ def test_an_old_history_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     store = HistoryStore(path)
     try:
         old = store.recent()[0]
-        assert (old.to_model, old.total_s, old.phases, old.forced, old.load_phases) == (
-            "b", 7.0, {"loading": 6.0}, False, {})
+        assert (old.to_model, old.total_s, old.phases, old.forced, old.load_phases,
+                old.engine_start) == ("b", 7.0, {"loading": 6.0}, False, {}, None)
         store.record_switch(from_model="b", to_model="a", reason="manual", outcome="ready",
                             total_s=2.0, phases={"loading": 1.5}, load_phases={"spawn": 0.1})
         assert store.recent()[0].load_phases == {"spawn": 0.1}
@@ -174,3 +174,83 @@ def test_a_switch_reports_its_load_phases_with_the_eta_and_keeps_the_breakdown(
     assert engine.on_load_phase is not None
     engine.on_load_phase("handshake")
     assert load_events() == []
+
+
+def test_the_eta_compares_loads_that_started_their_engine_the_same_way(tmp_path: Path) -> None:
+    """A spawned load imports everything, a forked one nothing: the prediction for a forked
+    load is made of forked loads (of the pair, else of any switch to the target), and only
+    without any falls back to every start."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    try:
+        def row(source: str, loading: float, start: str | None) -> None:
+            store.record_switch(from_model=source, to_model="b", reason="manual",
+                                outcome="ready", total_s=loading, phases={"loading": loading},
+                                engine_start=start)
+
+        row("a", 20.0, "spawned")
+        row("a", 22.0, "spawned")
+        row("a", 2.0, "forked")
+        row("c", 3.0, "forked")
+        row("c", 4.0, "forked")
+        assert store.predicted_phases("a", "b", engine_start="forked") == {"loading": 2.0}
+        assert store.predicted_phases("a", "b", engine_start="spawned") == {"loading": 21.0}
+        assert store.predicted_phases("a", "b") == {"loading": 20.0}  # every start of the pair
+        # No forked switch of this pair: forked switches to the target, not spawned ones.
+        assert store.predicted_phases("x", "b", engine_start="forked") == {"loading": 3.0}
+        # Nothing started that way at all: any switch of the pair.
+        assert store.predicted_phases("a", "b", engine_start="forked_after_wait") == {
+            "loading": 20.0}
+        assert store.recent(1)[0].engine_start == "forked"
+        with pytest.raises(ValueError, match="engine_start must be one of"):
+            row("a", 1.0, "cloned")
+        assert store.count() == 5
+    finally:
+        store.close()
+
+
+class ForkingEngine(PhasedEngine):
+    """Says how its load started, like VllmEngine: spawned first, forked after."""
+
+    loads = 0
+
+    async def load(self, spec: LoadSpec) -> None:
+        await super().load(spec)
+        self.engine_start = "spawned" if ForkingEngine.loads == 0 else "forked"
+        ForkingEngine.loads += 1
+
+
+def test_a_switch_records_how_its_engine_started_and_its_eta_uses_it(tmp_path: Path) -> None:
+    ForkingEngine.loads = 0
+    expected = {"start": "spawned"}
+    rig = make_rig(tmp_path, engine_class=ForkingEngine,
+                   expected_start=lambda entry: expected["start"])
+    rig.script.load_seconds = 0.0
+
+    def predicted() -> float | None:
+        started = [e for e in rig.events if isinstance(e, SwitchEvent)
+                   and e.phase is SwitchPhase.PLANNING]
+        rig.events.clear()
+        return started[0].predicted_total_s
+
+    async def switch(steps: tuple[tuple[str, float], ...]) -> float | None:
+        ForkingEngine.STEPS = steps
+        await rig.manager.unload()
+        rig.events.clear()
+        await rig.manager.switch_to("demo-tiny-a")
+        return predicted()
+
+    slow = (("imports", 20.0), ("weights", 1.0))
+    fast = (("imports", 0.5), ("weights", 1.0))
+    try:
+        assert asyncio.run(switch(slow)) is None  # no history
+        expected["start"] = "forked"
+        # No forked load yet: the spawned one is all there is.
+        assert asyncio.run(switch(fast)) == pytest.approx(rig.history.recent()[1].total_s)
+        assert [r.engine_start for r in rig.history.recent(2)] == ["forked", "spawned"]
+        fast_total = rig.history.recent()[0].total_s
+        assert asyncio.run(switch(fast)) == pytest.approx(fast_total)  # not the spawned 21 s
+        expected["start"] = "spawned"  # the app restarted: the next load imports again
+        assert asyncio.run(switch(slow)) == pytest.approx(
+            next(r for r in rig.history.recent() if r.engine_start == "spawned").total_s)
+    finally:
+        ForkingEngine.STEPS = PhasedEngine.STEPS

@@ -32,7 +32,7 @@ from core.engine.base import (
     UnsupportedModelError,
 )
 from core.engine.processes import EngineProcessRegistry, alive, child_pids, end_engine_processes
-from core.engine.vllm_engine import VllmEngine
+from core.engine.vllm_engine import VllmEngine, expected_start
 
 pytestmark = pytest.mark.vllm
 T = TypeVar("T")
@@ -233,6 +233,7 @@ def test_engines_forked_from_the_forkserver(loop: asyncio.AbstractEventLoop,
 
     spawned = make_engine(tmp_path, preforked=False)
     run(loop, spawned.load(spec_for(demo_model_dir)))
+    assert spawned.engine_start == "spawned"
     me = os.getpid()
     assert me in {psutil.Process(p).ppid() for p in spawned.pids()}  # spawned by vLLM from here
     spawned_affinity = sorted(psutil.Process(p).cpu_affinity() for p in spawned.pids())
@@ -240,7 +241,9 @@ def test_engines_forked_from_the_forkserver(loop: asyncio.AbstractEventLoop,
     run(loop, spawned.shutdown(), timeout=60)
 
     assert forkserver.start()
+    assert expected_start() in ("forked", "forked_after_wait")  # the ETA's guess meanwhile
     assert forkserver.wait_ready()
+    assert expected_start() == "forked"
     server = forkserver.pid()
     # The preload runs in the server only (here it would rename this process, freeze its heap).
     assert "core.engine.forkserver_preload" not in sys.modules
@@ -251,6 +254,7 @@ def test_engines_forked_from_the_forkserver(loop: asyncio.AbstractEventLoop,
     assert all(p.ppid() == server for p in procs), [(p.pid, p.ppid()) for p in procs]
     assert sorted(p.cpu_affinity() for p in procs) == spawned_affinity
     assert set(engine.load_phases) >= {"spawn", "imports", "handshake"}
+    assert engine.engine_start == "forked"  # what the switch history records for its ETA
     assert run(loop, text(engine)) == spawned_text
 
     worker = next(p for p in procs if "EngineCore" not in p.name())
@@ -269,6 +273,7 @@ def test_engines_forked_from_the_forkserver(loop: asyncio.AbstractEventLoop,
 
     end_engine_processes(child_pids())  # the app's close: spares nothing it started before
     assert not forkserver.running()
+    assert expected_start() == "spawned"
     assert not psutil.pid_exists(server) or not alive(psutil.Process(server))
 
 
