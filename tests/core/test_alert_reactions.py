@@ -397,3 +397,108 @@ def test_advise_only_walks_the_steps_once_each_not_on_every_sample(tmp_path: Pat
     assert messages[1].endswith("(advise only)")
     assert rig.manager.active_model == "qwen3-14b"
     assert rig.manager.state.max_concurrent is None
+
+
+def test_one_step_down_per_sample_whatever_raised_it(tmp_path: Path) -> None:
+    """Two critical alerts in the same sample: one switch, not one per alert."""
+    rig = make_rig(tmp_path)
+    r = AlertReactor(rig.manager, load_monitoring_config().hardware_monitoring,
+                     thermal_persist_s=60, cooldown_s=0, clock=rig.clock)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("qwen3-14b")
+        return await r.handle([alert("power_limit"), alert("vram_overflow")])
+
+    [reaction] = asyncio.run(run())
+    assert (reaction.action, reaction.kind, reaction.applied) == (
+        "switch_smaller", "power_limit", True)
+    assert rig.manager.active_model == "qwen3-8b"  # one step down, not two
+
+
+def test_a_hand_over_to_the_remote_endpoint_is_the_samples_one_step(tmp_path: Path) -> None:
+    rig = remote_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[AlertReaction]:
+        await rig.manager.switch_to("demo-tiny-a")
+        return await r.handle([alert("gpu_lost"), alert("vram_overflow")])
+
+    assert [x.action for x in asyncio.run(run())] == ["switch_remote"]
+    assert rig.manager.active_model == "remote"
+
+
+def test_an_alert_in_its_cooldown_does_not_hold_back_step_1_of_another(tmp_path: Path) -> None:
+    """The cooldown is no step: a thermal alert raised meanwhile still lowers concurrency."""
+    rig = make_rig(tmp_path)
+    r = reactor(rig)
+
+    async def run() -> list[str]:
+        await rig.manager.switch_to("qwen3-14b")
+        await r.handle([alert("power_limit")])  # steps down, starts the cooldown
+        rig.clock.now += 10
+        return [x.action for x in await r.handle([alert("temperature")])]
+
+    assert asyncio.run(run()) == ["cooldown", "limit_concurrency"]
+    assert rig.manager.state.max_concurrent == 1
+
+
+def test_advise_only_restoring_concurrency_is_said_once(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig, policy="advise")
+
+    async def run() -> list[list[AlertReaction]]:
+        await rig.manager.switch_to("qwen3-14b")
+        await r.handle([alert("temperature")])
+        await rig.manager.unload()
+        ended = await r.handle([alert("temperature", change="ended")])
+        rig.clock.now += 600  # long after any cooldown: still nothing to restore
+        return [ended, await r.tick()]
+
+    ended, later = asyncio.run(run())
+    assert [x.action for x in ended] == ["restore_concurrency"]
+    assert later == []
+    assert [(e.target, e.message) for e in advice(rig)] == [
+        ("qwen3-14b", "temperature: step 1, at most 1 request at a time"),
+        ("", "thermal alert ended: concurrency restored")]  # no model is named: none is loaded
+
+
+def test_advise_only_unload_starts_the_cooldown(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    r = reactor(rig, policy="advise")
+
+    async def run() -> list[str]:
+        await rig.manager.switch_to("demo-tiny-a")
+        actions = [x.action for x in await r.handle([alert("vram_overflow")])]
+        rig.clock.now += 30
+        return actions + [x.action for x in await r.tick()]
+
+    assert asyncio.run(run()) == ["unload", "cooldown"]
+    assert rig.manager.active_model == "demo-tiny-a"
+
+
+@pytest.mark.parametrize("policy", ["act", "advise"])
+def test_repeated_advice_is_given_once_per_cooldown(tmp_path: Path, policy: str) -> None:
+    """What the policy can only advise (nothing smaller to step down to; in advise-only mode,
+    the hand-over to the remote endpoint) comes up on every sample: it is said once per
+    cooldown, from when it was said, and again once the cooldown is over."""
+    rig = remote_rig(tmp_path) if policy == "advise" else make_rig(tmp_path)
+    r = reactor(rig, policy=policy)  # cooldown 120 s
+    kind = "gpu_lost" if policy == "advise" else "power_limit"
+
+    async def run() -> list[float]:
+        await rig.manager.switch_to("demo-tiny-a")
+        started = rig.clock.now
+        said_at = []
+        await r.handle([alert(kind)])
+        for i in range(1, 601):  # five minutes of samples
+            rig.clock.now = started + i * 0.5
+            before = len(advice(rig))
+            await r.tick()
+            if len(advice(rig)) > before:
+                said_at.append(rig.clock.now - started)
+        return said_at
+
+    # Said at 0 s (not counted: the first handle), then when each cooldown has fully passed.
+    assert asyncio.run(run()) == [120.0, 240.0]
+    assert len({e.message for e in advice(rig)}) == 1
+    assert rig.manager.active_model == "demo-tiny-a"
