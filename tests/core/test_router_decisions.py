@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.models.catalog import Catalog, load_catalog
-from core.models.estimator import GIB
+from core.models.estimator import GIB, Estimator, EstimatorSettings
 from core.router import HardwareState, Router, load_router_config
 
 CARD = 16 * GIB
@@ -273,3 +273,81 @@ def test_models_dir_from_the_data_directory(tmp_path: Path,
     r = Router(load_router_config(catalog), catalog)
     decision = r.route("x", "simple_extraction", HardwareState(15 * GIB, CARD, 50.0))
     assert decision.model_id == "demo-tiny-a"
+
+
+def test_two_bands_and_a_rule_preferring_two_models(catalog: Catalog, tmp_path: Path) -> None:
+    """With two bands the upper one reads ">= the lower one's bound"; a rule's whole prefer list
+    is in its text."""
+    user = {"selection": {"vram_bands": [
+        {"below_gib": 8, "rules": [{"prefer": [THINKING]}]},
+        {"rules": [{"prefer": [B8, INSTRUCT]}]}]}}
+    decision = router(catalog, tmp_path, user).route("x", "simple_extraction",
+                                                     HardwareState(15 * GIB, CARD, 50.0))
+    assert decision.band == "free 15.00 GiB >= 8 GiB"
+    assert decision.rule == (f"complexity 0.10; rule: no rule above it applies -> prefer {B8}, "
+                             f"{INSTRUCT}")
+    assert (f"  selection: free 15.00 GiB >= 8 GiB; complexity 0.10; rule: no rule above it "
+            f"applies -> prefer {B8}, {INSTRUCT}") in decision.explain().splitlines()
+    assert decision.candidates[:2] == (B8, INSTRUCT)
+
+
+def test_a_hot_rule_on_free_memory(catalog: Catalog, tmp_path: Path) -> None:
+    """The hot rules may ask for free memory too: they compare the device's free bytes."""
+    user = {"selection": {"hot": {"rules": [{"above_free_gib": 12, "prefer": [B8]},
+                                            {"prefer": [THINKING]}]}}}
+    r = router(catalog, tmp_path, user)
+    roomy = r.route("x", "simple_extraction", HardwareState(15 * GIB, CARD, 85.0))
+    assert (roomy.hot, roomy.band) == (True, "hot: 85 C > 80 C")
+    assert roomy.rule == f"complexity 0.10; rule: free > 12 GiB -> prefer {B8}"
+    assert roomy.candidates[0] == B8
+    tight = r.route("x", "simple_extraction", HardwareState(10 * GIB, CARD, 85.0))
+    assert tight.rule == f"complexity 0.10; rule: no rule above it applies -> prefer {THINKING}"
+    assert tight.candidates[0] == THINKING
+
+
+def test_the_estimator_given_to_the_router_sizes_its_choice(catalog: Catalog,
+                                                            tmp_path: Path) -> None:
+    """The runtime hands the router an estimator with its own settings (the CPU engine's
+    overhead, say): the chosen model's estimate follows them, its utilization step too."""
+    put_on_disk(catalog, "demo-tiny-a")
+    settings = EstimatorSettings(base_overhead_bytes=5 * GIB // 4, utilization_resolution=100)
+    estimator = Estimator(catalog, settings)
+    r = Router(load_router_config(catalog), catalog, estimator=estimator)
+    hw = HardwareState(15 * GIB, CARD, 50.0)
+    decision = r.route("x", "simple_extraction", hw)
+    assert decision.model_id == "demo-tiny-a"
+    assert decision.estimate == estimator.fit_context(catalog.get("demo-tiny-a"), CARD,
+                                                      15 * GIB, GIB)
+    assert decision.estimate is not None
+    assert decision.estimate.overhead_bytes > 5 * GIB // 4
+    assert decision.estimate.gpu_memory_utilization == 0.08  # in hundredths, as configured
+
+
+def test_the_model_on_disk_decides_its_maximum_context(catalog: Catalog, tmp_path: Path) -> None:
+    """config.json on disk says 512 positions where the catalog says 4096: the router loads 512
+    tokens, and does not refuse the model for holding fewer than min_context_tokens (1024)."""
+    directory = catalog.local_path(catalog.get("demo-tiny-a"))
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(
+        '{"model_type": "qwen3", "max_position_embeddings": 512}')
+    decision = router(catalog, tmp_path).route("x", "simple_extraction",
+                                               HardwareState(15 * GIB, CARD, 50.0))
+    assert decision.model_id == "demo-tiny-a"
+    assert decision.estimate is not None
+    assert (decision.estimate.context_tokens, decision.estimate.model_max_context) == (512, 512)
+    assert decision.estimate.source == f"config.json in {directory}"
+    assert decision.explain().splitlines()[-1].startswith(
+        "  chosen demo-tiny-a: context 512 tokens, ")
+
+
+def test_a_default_context_below_the_minimum_is_enough(tmp_path: Path) -> None:
+    """A model configured to load with 512 tokens of context (its maximum is 4096) is taken:
+    the minimum-context rule asks no more than the context it would be loaded with."""
+    catalog = load_catalog({"demo-tiny-a": {"default_context": 512}}, tmp_path / "c.yaml",
+                           models_dir=tmp_path / "models")
+    put_on_disk(catalog, "demo-tiny-a")
+    decision = router(catalog, tmp_path).route("x", "simple_extraction",
+                                               HardwareState(15 * GIB, CARD, 50.0))
+    assert decision.model_id == "demo-tiny-a"
+    assert decision.estimate is not None
+    assert (decision.estimate.context_tokens, decision.estimate.model_max_context) == (512, 4096)
