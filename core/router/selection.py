@@ -270,9 +270,10 @@ class Router:
         return est
 
     def _config_mtime(self, entry: ModelEntry) -> float | None:
-        """config.json's mtime when the model is on disk, else None."""
-        if entry.is_gguf:  # a .gguf file, not a config.json, says a GGUF model is there
-            return 0.0 if self.catalog.is_on_disk(entry) else None
+        """config.json's mtime when the model is on disk, else None.
+
+        Only entries an engine here loads come this far: GGUF ones need llama.cpp (the catalog
+        refuses them for vLLM) and `check` has already rejected them for their engine."""
         try:
             return os.stat(self._config_json[entry.id]).st_mtime
         except OSError:
