@@ -806,7 +806,7 @@ class ModelManager:
         return LoadSpec(model_id=entry.id, path=path, max_model_len=context,
                         memory_utilization=utilization, quantization=entry.vllm_quantization,
                         dtype=entry.vllm_dtype, trust_remote_code=entry.trust_remote_code,
-                        kv_cache_tokens=kv_cache_tokens)
+                        enforce_eager=entry.enforce_eager, kv_cache_tokens=kv_cache_tokens)
 
     # -- events and history ---------------------------------------------------------------------
     def _on_load_phase(self, a: _Attempt, phase: str) -> None:

@@ -96,6 +96,9 @@ class ModelEntry(BaseModel):
     enabled: bool = True
     base_url: str | None = None  # remote only
     remote_model: str | None = None  # remote only: the served model name
+    # vLLM's enforce_eager for this model (core.engine.base.LoadSpec): true skips compilation
+    # and CUDA graphs (a faster first load, a slower decode).
+    enforce_eager: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:

@@ -165,7 +165,8 @@ async def _bench(model_dir: Path, work: Path) -> dict[str, dict[str, Any]]:
     # vLLM's own figures: constructing AsyncLLM on the loop (blocking, as the decision record's
     # sketch did) with the same ticker, and its own shutdown.
     args = AsyncEngineArgs(model=str(model_dir), max_model_len=512, gpu_memory_utilization=0.1,
-                           dtype=engine_dtype(spec), enforce_eager=True, disable_log_stats=True)
+                           dtype=engine_dtype(spec), enforce_eager=spec.enforce_eager,
+                           disable_log_stats=True)
     with Ticker() as ticker:
         await asyncio.sleep(0.01)
         started = time.monotonic()

@@ -13,7 +13,8 @@ Same run, three parts, each against its baseline:
   ETA's error against the real duration, and the machine's load average while each part ran.
 
 The machine is shared: read the ratios and their spreads, not the absolute seconds.
-VRAMPILOT_BENCH_SWITCHES (default 8), VRAMPILOT_BENCH_RECIPE (3), VRAMPILOT_BENCH_LOADS (3)
+VRAMPILOT_BENCH_SWITCHES (default 16: the ETA error after three switches of a pair needs
+the later ones), VRAMPILOT_BENCH_RECIPE (3), VRAMPILOT_BENCH_LOADS (3)
 set the repetitions. ~15 min on a busy 2-core machine.
 """
 
@@ -35,7 +36,7 @@ from core.engine.demo_model import ensure_demo_models
 from core.engine.load_phases import LoadMarks, breakdown, parse_log, process_started_at
 from core.engine.page_cache import prefetch_model_files
 from core.engine.processes import child_pids, new_engine_processes
-from core.engine.vllm_engine import VllmEngine, engine_dtype
+from core.engine.vllm_engine import VllmEngine, engine_dtype, expected_start
 from core.engine.vllm_process import write_logging_config
 from core.history_store import HistoryStore
 from core.manager.events import SwitchEvent
@@ -48,7 +49,7 @@ from core.telemetry.activity import EngineActivity
 from core.telemetry.config import ModelSwitching
 from tests.benchmarks.bench_streaming import Ticker, _stats
 
-SWITCHES = int(os.environ.get("VRAMPILOT_BENCH_SWITCHES", "8"))
+SWITCHES = int(os.environ.get("VRAMPILOT_BENCH_SWITCHES", "16"))
 RECIPE_SWITCHES = int(os.environ.get("VRAMPILOT_BENCH_RECIPE", "3"))
 LOADS = int(os.environ.get("VRAMPILOT_BENCH_LOADS", "3"))
 PAIR = ("demo-tiny-a", "demo-tiny-b")
@@ -67,7 +68,8 @@ def _direct_args(path: Path) -> Any:
                     memory_utilization=CPU_MIN_UTILIZATION)
     return AsyncEngineArgs(model=spec.path, max_model_len=spec.max_model_len,
                            gpu_memory_utilization=spec.memory_utilization,
-                           dtype=engine_dtype(spec), enforce_eager=True, disable_log_stats=True)
+                           dtype=engine_dtype(spec), enforce_eager=spec.enforce_eager,
+                           disable_log_stats=True)
 
 
 def _direct_load(path: Path, log_file: Path) -> tuple[Any, float, dict[str, float]]:
@@ -125,7 +127,8 @@ async def _bench_manager(results: dict[str, list[float]], units: dict[str, str])
     manager = ModelManager(catalog, switching, HostMemoryProbe(), factory, history, activity,
                            estimator_fit(Estimator(catalog), min_utilization=CPU_MIN_UTILIZATION,
                                          size_kv_cache=True),
-                           prefetch=prefetch_model_files)
+                           prefetch=prefetch_model_files,
+                           expected_start=lambda entry: expected_start())
     manager.subscribe(on_event)
     seen: dict[tuple[str | None, str], int] = {}
     try:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("router", "telemetry", "streaming", "switch", "gui", "soak", "api")
+BENCHMARKS = ("router", "telemetry", "streaming", "switch", "eager", "gui", "soak", "api")
 SENTINEL = "@@BENCH-JSON@@"
 # Benchmarks that need more than --timeout: the switch benchmark repeats real loads and switches.
 MIN_TIMEOUTS = {"switch": 1800.0}

@@ -216,3 +216,48 @@ def test_a_queued_request_for_the_model_that_became_active_is_a_noop(tmp_path: P
     assert first.outcome == "ready"
     assert again == SwitchResult(B8, B8, "noop", "router", None, 0.0)
     assert len(rig.engines) == 1
+
+
+def test_enforce_eager_is_the_models_choice_else_left_to_the_engine(tmp_path: Path) -> None:
+    """`enforce_eager` in a model's catalog entry reaches the engine; unset, the decision
+    record's False (compiled)."""
+    from core.models.catalog import load_catalog
+
+    catalog = load_catalog({FOUR_B: {"enforce_eager": True}, B8: {"enforce_eager": False}},
+                           models_dir=tmp_path / "models")
+    rig = make_rig(tmp_path, catalog=catalog)
+
+    async def run() -> list[bool | None]:
+        out = []
+        for model in (FOUR_B, B8, "demo-small"):
+            await rig.manager.switch_to(model)
+            spec = rig.engines[-1].spec
+            assert spec is not None
+            out.append(spec.enforce_eager)
+        return out
+
+    assert asyncio.run(run()) == [True, False, False]
+
+
+def test_background_work_leaves_no_asyncio_error_behind(tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """A read-ahead that fails (a model directory that went away) and the engine watchers that
+    every switch replaces end quietly: no "exception was never retrieved", no failing
+    done-callback in asyncio's log."""
+    import gc
+
+    def failing_prefetch(path: Path) -> None:
+        raise OSError(f"{path} went away")
+
+    rig = make_rig(tmp_path, prefetch=failing_prefetch)
+
+    async def run() -> None:
+        for model in (FOUR_B, B8, FOUR_B, B8):
+            assert (await rig.manager.switch_to(model)).outcome == "ready"
+            await asyncio.sleep(0.01)  # the read-ahead's thread ends; its callback runs
+        await rig.manager.close()
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        asyncio.run(run())
+        gc.collect()  # a future whose exception nobody read complains when it is collected
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []

@@ -369,3 +369,4 @@ def test_unsupported_architecture_and_quantization(loop: asyncio.AbstractEventLo
     with pytest.raises(UnsupportedModelError, match="quantization"):
         run(loop, engine.load(spec_for(demo_model_dir, quantization="awq-nonsense")))
     assert not engine.loaded
+
