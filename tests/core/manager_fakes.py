@@ -21,7 +21,7 @@ from core.history_store import HistoryStore
 from core.manager.fit import estimator_fit
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import GpuSnapshotProbe
-from core.manager.plan import DeviceReading
+from core.manager.plan import DeviceReading, FitEstimator
 from core.models.catalog import Catalog, ModelEntry, load_catalog
 from core.models.estimator import Estimator
 from core.telemetry.activity import EngineActivity
@@ -186,7 +186,7 @@ def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
              prefetch: Callable[[Path], object] | None = None,
              engine_class: type[RecordingEngine] | None = None,
              expected_start: Callable[[ModelEntry], str | None] = lambda entry: None,
-             watch_interval_s: float = 0.05) -> Rig:
+             watch_interval_s: float = 0.05, fit: FitEstimator | None = None) -> Rig:
     """watch_interval_s: how often the manager reads the engine's health; short, so a test of
     a crash waits tenths, not seconds (the app's is ENGINE_WATCH_INTERVAL_S)."""
     RecordingEngine.reset()
@@ -210,7 +210,8 @@ def make_rig(tmp_path: object, *, switching: ModelSwitching | None = None,
                                            memory_return_timeout_seconds=30,
                                            fallback_cascade=CASCADE)
     manager = ModelManager(catalog, settings, probe, factory, history, activity,
-                           estimator_fit(Estimator(catalog)), clock=clock, sleep=clock.sleep,
+                           fit or estimator_fit(Estimator(catalog)), clock=clock,
+                           sleep=clock.sleep,
                            on_disk=on_disk or (lambda e: not e.is_remote), prefetch=prefetch,
                            expected_start=expected_start, watch_interval_s=watch_interval_s)
     events: list[object] = []

@@ -261,3 +261,22 @@ def test_background_work_leaves_no_asyncio_error_behind(tmp_path: Path,
         asyncio.run(run())
         gc.collect()  # a future whose exception nobody read complains when it is collected
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+def test_the_load_spec_carries_the_fit_and_the_entrys_engine_settings(tmp_path: Path) -> None:
+    """The utilization and KV-cache size the fit chose, and the entry's dtype and
+    trust_remote_code, each reach the engine as they are (not the spec's defaults)."""
+    from core.manager.fit import estimator_fit
+    from core.models.catalog import load_catalog
+    from core.models.estimator import Estimator
+
+    catalog = load_catalog({"demo-small": {"quantization": "fp16", "trust_remote_code": True}},
+                           models_dir=tmp_path / "models")
+    fit = estimator_fit(Estimator(catalog), min_utilization=0.3, size_kv_cache=True)
+    rig = make_rig(tmp_path, catalog=catalog, fit=fit)
+    asyncio.run(rig.manager.switch_to("demo-small"))
+    spec = rig.engines[-1].spec
+    assert spec is not None
+    assert spec.memory_utilization == 0.3  # the fit's floor, not LoadSpec's 0.1
+    assert spec.kv_cache_tokens == spec.max_model_len == 1024  # sized to the fitted context
+    assert (spec.dtype, spec.trust_remote_code) == ("float16", True)
