@@ -53,7 +53,7 @@ lint: setup
 # scratch; ARGS narrows it to mutant names, e.g. ARGS='core.manager.memory_wait.*'.
 mutate: setup
 	rm -rf mutants
-	VRAMPILOT_DATA_DIR=$$(mktemp -d) QT_QPA_PLATFORM=offscreen \
+	VRAMPILOT_DATA_DIR=$$(mktemp -d) QT_QPA_PLATFORM=offscreen PATH="$(abspath $(BIN)):$$PATH" \
 		$(BIN)/mutmut run --max-children $(MUTATE_WORKERS) $(ARGS)
 	$(BIN)/python -m tests.mutation_summary
 
