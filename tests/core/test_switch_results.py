@@ -1,0 +1,173 @@
+"""Every field of what a switch returns and announces: the SwitchResult of a fallback and of a
+failed cascade (its first plan, duration, forced flag), the events of a failed attempt, of a
+cancelled switch and of the end of every switch (settled), with their elapsed time and ETA."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from core.engine.base import ModelDirectoryError
+from core.manager.events import StateChange, SwitchEvent, SwitchPhase
+from core.manager.manager import SwitchResult
+from tests.core.manager_fakes import Rig, make_rig
+
+FOUR_B, B8, B14 = "qwen3-4b-instruct-2507", "qwen3-8b", "qwen3-14b"
+
+
+def switch_events(rig: Rig, phase: SwitchPhase | StateChange) -> list[SwitchEvent]:
+    return [e for e in rig.events if isinstance(e, SwitchEvent) and e.phase is phase]
+
+
+def broken(model: str) -> ModelDirectoryError:
+    return ModelDirectoryError(f"/models/{model}", "config.json")
+
+
+def test_a_fallback_result_keeps_the_first_plan_the_duration_and_the_forced_flag(
+        tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.script.fail_next(B14, broken(B14))
+
+    async def run() -> tuple[SwitchResult, float]:
+        started = rig.clock.now
+        result = await rig.manager.switch_to(B14, reason="alert", force=True)
+        return result, rig.clock.now - started
+
+    result, took = asyncio.run(run())
+    assert (result.requested, result.active, result.outcome, result.reason, result.forced) == (
+        B14, B8, "fallback", "alert", True)
+    assert result.plan is not None
+    assert result.plan.target == B14
+    assert result.total_s == pytest.approx(took)
+    assert took > 0
+    assert len(result.history_ids) == 2
+
+
+def test_a_failed_cascade_says_every_error_once_in_its_result_and_event(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    for model in (B8, FOUR_B, "demo-tiny-a", "demo-tiny-b"):
+        rig.script.fail_next(model, broken(model))
+
+    async def run() -> tuple[SwitchResult, float]:
+        started = rig.clock.now
+        result = await rig.manager.switch_to(B8, reason="router", force=True)
+        return result, rig.clock.now - started
+
+    result, took = asyncio.run(run())
+    assert (result.outcome, result.active, result.reason, result.forced) == (
+        "failed", None, "router", True)
+    assert result.plan is not None
+    assert result.plan.target == B8
+    assert result.total_s == pytest.approx(took)
+    assert took > 0
+    joined = "; ".join(result.errors)
+    [whole] = [e for e in switch_events(rig, SwitchPhase.FAILED) if e.switch_id == 0]
+    assert (whole.target, whole.reason, whole.message, whole.error) == (
+        B8, "router", joined, joined)
+    # Each attempt's own FAILED event carries its error as message and error.
+    attempts = [e for e in switch_events(rig, SwitchPhase.FAILED) if e.switch_id != 0]
+    assert [e.target for e in attempts] == [B8, FOUR_B, "demo-tiny-a", "demo-tiny-b"]
+    for event in attempts:
+        assert event.error == event.message
+        assert event.message.startswith(f"Model directory /models/{event.target}")
+
+
+def test_every_switch_event_counts_elapsed_time_from_the_switchs_start(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.script.load_seconds = 2.0
+
+    async def run() -> float:
+        await rig.manager.switch_to(FOUR_B)
+        rig.events.clear()
+        started = rig.clock.now
+        await rig.manager.switch_to(B8)
+        return started
+
+    started = asyncio.run(run())
+    events = [e for e in rig.events if isinstance(e, SwitchEvent) and e.switch_id != 0]
+    assert events, "no switch events"
+    assert all(0 <= e.elapsed_s <= rig.clock.now - started for e in events)
+    ready = switch_events(rig, SwitchPhase.READY)[-1]
+    assert ready.elapsed_s == pytest.approx(rig.clock.now - started)
+    assert ready.eta_s == 0.0  # the end says nothing is left
+    assert ready.error is None
+
+
+def test_a_retry_while_loading_predicts_what_is_left_of_the_load(tmp_path: Path) -> None:
+    """A retried attempt's LOADING event carries the ETA of the load phase it is in."""
+    rig = make_rig(tmp_path)
+
+    async def run() -> None:
+        await rig.manager.switch_to(FOUR_B)
+        await rig.manager.switch_to(B8)
+        await rig.manager.switch_to(FOUR_B)  # history of FOUR_B -> B8 exists now
+        rig.script.fail_next(B8, TimeoutError("slow"))
+        rig.events.clear()
+        await rig.manager.switch_to(B8)
+
+    asyncio.run(run())
+    retry = next(e for e in switch_events(rig, SwitchPhase.LOADING) if e.attempt == 2)
+    assert retry.message.startswith(f"loading {B8} (attempt 2: ")
+    assert retry.eta_s is not None
+    assert retry.eta_s >= 0
+    assert retry.predicted_total_s is not None
+    assert retry.eta_s <= retry.predicted_total_s
+
+
+def test_settled_names_the_model_active_after_the_switch(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.script.fail_next(B14, broken(B14))
+
+    async def run() -> float:
+        await rig.manager.switch_to(FOUR_B)
+        rig.events.clear()
+        started = rig.clock.now
+        await rig.manager.switch_to(B14, reason="router")  # falls back to the 8B
+        return started
+
+    started = asyncio.run(run())
+    [settled] = switch_events(rig, StateChange.SETTLED)
+    assert (settled.switch_id, settled.target, settled.from_model, settled.reason) == (
+        0, B8, B8, "router")
+    assert settled.elapsed_s == pytest.approx(rig.clock.now - started)
+
+
+def test_a_cancelled_switch_says_so(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    rig.script.block[B8] = asyncio.Event()
+
+    async def run() -> None:
+        loading = asyncio.Event()
+        rig.manager.subscribe(lambda e: loading.set() if isinstance(e, SwitchEvent)
+                              and e.phase is SwitchPhase.LOADING else None)
+        task = asyncio.ensure_future(rig.manager.switch_to(B8))
+        await loading.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    [cancelled] = switch_events(rig, SwitchPhase.CANCELLED)
+    assert (cancelled.target, cancelled.message, cancelled.eta_s) == (
+        B8, "switch cancelled", 0.0)
+
+
+def test_falling_back_to_the_model_already_active_keeps_it_and_the_first_plan(
+        tmp_path: Path) -> None:
+    """The 14B is refused before anything is unloaded (not on disk); the cascade's next model
+    is the 8B, loaded already: nothing is reloaded, and the result still says what was asked
+    and planned."""
+    rig = make_rig(tmp_path, on_disk=lambda entry: entry.id != B14)
+
+    async def run() -> SwitchResult:
+        await rig.manager.switch_to(B8)
+        return await rig.manager.switch_to(B14, reason="router")
+
+    result = asyncio.run(run())
+    assert (result.requested, result.active, result.outcome, result.forced) == (
+        B14, B8, "fallback", False)
+    assert result.plan is not None
+    assert (result.plan.target, result.plan.ok) == (B14, False)
+    assert len(rig.engines) == 1  # the 8B's first load only
