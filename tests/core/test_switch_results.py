@@ -171,3 +171,35 @@ def test_falling_back_to_the_model_already_active_keeps_it_and_the_first_plan(
     assert result.plan is not None
     assert (result.plan.target, result.plan.ok) == (B14, False)
     assert len(rig.engines) == 1  # the 8B's first load only
+
+
+def test_a_plan_names_the_active_model_and_the_pairs_own_prediction(tmp_path: Path) -> None:
+    from core.manager.plan import DeviceReading
+
+    rig = make_rig(tmp_path)
+    asyncio.run(rig.manager.switch_to(B8))
+    # A history where the pair (8B -> 4B) took 7 s and other switches to the 4B took 100 s.
+    for source, seconds in ((B8, 7.0), (B14, 100.0), (None, 100.0)):
+        rig.history.record_switch(from_model=source, to_model=FOUR_B, reason="manual",
+                                  outcome="ready", total_s=seconds, phases={})
+    plan = rig.manager.plan_switch(FOUR_B)
+    assert (plan.target, plan.from_model, plan.ok, plan.noop) == (FOUR_B, B8, True, False)
+    assert plan.predicted_s == pytest.approx(7.0)
+    memory = next(c for c in plan.checks if c.name == "memory")
+    free_now = rig.probe.read().free_bytes
+    assert free_now is not None
+    # The memory check counts what the active 8B frees when it is unloaded.
+    assert plan.fit is not None
+    assert memory.detail.startswith(
+        f"{(free_now + rig.manager.state.loaded_bytes) / 1024**3:.2f} GiB free after unloading")
+    # A reading the caller already took is planned against, not a fresh one.
+    hot = DeviceReading(free_now, rig.probe.read().total_bytes, temperature_c=95.0)
+    assert [c.name for c in rig.manager.plan_switch(FOUR_B, reading=hot).checks
+            if not c.passed] == ["temperature"]
+
+
+def test_a_plan_refuses_a_local_model_that_is_not_on_disk(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, on_disk=lambda entry: entry.id != B14)
+    plan = rig.manager.plan_switch(B14)
+    assert [(c.name, c.detail) for c in plan.checks if not c.passed] == [
+        ("on_disk", f"{B14} is not on disk")]
