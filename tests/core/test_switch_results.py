@@ -203,3 +203,87 @@ def test_a_plan_refuses_a_local_model_that_is_not_on_disk(tmp_path: Path) -> Non
     plan = rig.manager.plan_switch(B14)
     assert [(c.name, c.detail) for c in plan.checks if not c.passed] == [
         ("on_disk", f"{B14} is not on disk")]
+
+
+def test_a_request_for_the_target_in_flight_joins_it(tmp_path: Path) -> None:
+    """Two callers ask for the same model at once: one load, and both get its result (the
+    second is not a later no-op)."""
+    rig = make_rig(tmp_path)
+
+    async def run() -> list[SwitchResult]:
+        return list(await asyncio.gather(rig.manager.switch_to(B8),
+                                         rig.manager.switch_to(B8, reason="router")))
+
+    first, second = asyncio.run(run())
+    assert first.outcome == second.outcome == "ready"
+    assert second is first  # the same switch, shared
+    assert len(rig.engines) == 1
+
+
+def test_asking_for_the_active_model_while_idle_announces_nothing(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+
+    async def run() -> SwitchResult:
+        await rig.manager.switch_to(B8)
+        rig.events.clear()
+        return await rig.manager.switch_to(B8)
+
+    assert asyncio.run(run()).outcome == "noop"
+    assert rig.events == []  # no switch ran: no phase, no "settled"
+
+
+def test_a_closed_manager_refuses_switches_and_says_why(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+
+    async def run() -> None:
+        await rig.manager.close()
+        with pytest.raises(RuntimeError, match=r"^the model manager is closed$"):
+            await rig.manager.switch_to(B8)
+
+    asyncio.run(run())
+
+
+def test_a_switch_announces_each_phase_in_words(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+
+    async def run() -> None:
+        await rig.manager.switch_to(FOUR_B)
+        rig.events.clear()
+        await rig.manager.switch_to(B8)
+
+    asyncio.run(run())
+    said = [(e.phase.value, e.message) for e in rig.events
+            if isinstance(e, SwitchEvent) and e.switch_id != 0]
+    assert said == [
+        ("planning", f"planning the switch to {B8}"),
+        ("unloading", f"unloading {FOUR_B}"),
+        ("waiting_for_memory", "waiting for the device memory to come back"),
+        ("checking", "checking free memory, temperature, power"),
+        ("loading", f"loading {B8}"),
+        ("warming_up", "warming up with one short request"),
+        ("ready", f"{B8} ready"),
+    ]
+
+
+def test_a_local_load_uses_the_fitted_context_and_a_remote_one_its_defaults(
+        tmp_path: Path) -> None:
+    from tests.core.test_manager_safety import remote_rig
+
+    rig = remote_rig(tmp_path)
+    rig.probe.other_process_bytes = 6 * 1024**3  # another program holds 6 GiB: less context fits
+
+    async def run() -> None:
+        fitted = rig.manager.plan_switch(B8).fit
+        assert fitted is not None
+        assert fitted.context < rig.catalog.get(B8).default_context  # type: ignore[operator]
+        await rig.manager.switch_to(B8)
+        spec = rig.engines[-1].spec
+        assert spec is not None
+        assert (spec.max_model_len, spec.memory_utilization) == (
+            fitted.context, fitted.memory_utilization)
+        await rig.manager.switch_to("remote")
+
+    asyncio.run(run())
+    spec = rig.engines[-1].spec
+    assert spec is not None
+    assert (spec.model_id, spec.max_model_len) == ("remote", 2048)  # no default_context set
