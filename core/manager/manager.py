@@ -529,10 +529,9 @@ class ModelManager:
                 # The previous model is still loaded (refused before unloading): keep it.
                 return SwitchResult(entry.id, model_id, "fallback", reason, first_plan,
                                     self._clock() - start, tuple(errors), tuple(ids), force)
-            if i > 0:
+            if i > 0:  # the candidate before failed: errors[-1] says why
                 self._emit_simple(SwitchPhase.FALLBACK, cand.id, reason,
-                                  f"{errors[-1]} - falling back to {cand.id}" if errors
-                                  else f"falling back to {cand.id}")
+                                  f"{errors[-1]} - falling back to {cand.id}")
             size = self.model_bytes(model_id)
             forced = force and (i == 0 or (target_size is not None and size is not None
                                            and size <= target_size))

@@ -171,6 +171,9 @@ def test_falling_back_to_the_model_already_active_keeps_it_and_the_first_plan(
     assert result.plan is not None
     assert (result.plan.target, result.plan.ok) == (B14, False)
     assert len(rig.engines) == 1  # the 8B's first load only
+    assert [(r.to_model, r.outcome) for r in rig.history.recent(5)] == [
+        (B14, "refused"), (B8, "ready")]  # no second row for the 8B kept as it was
+    assert switch_events(rig, SwitchPhase.FALLBACK) == []
 
 
 def test_a_plan_names_the_active_model_and_the_pairs_own_prediction(tmp_path: Path) -> None:
@@ -287,3 +290,33 @@ def test_a_local_load_uses_the_fitted_context_and_a_remote_one_its_defaults(
     spec = rig.engines[-1].spec
     assert spec is not None
     assert (spec.model_id, spec.max_model_len) == ("remote", 2048)  # no default_context set
+
+
+@pytest.mark.parametrize(("target", "next_model"), [("demo-tiny-a", "demo-tiny-b"),
+                                                    (FOUR_B, "demo-tiny-a")])
+def test_a_forced_step_down_stays_forced_for_models_no_larger_than_its_target(
+        tmp_path: Path, target: str, next_model: str) -> None:
+    """Too hot for the gate, the forced target fails to load: the next model down, the same
+    size (the two tiny demo models) or smaller, is forced too and loads."""
+    rig = make_rig(tmp_path)
+    rig.probe.temperature_c = 95.0  # over the 85 C limit: only a forced switch passes
+    rig.script.fail_next(target, broken(target))
+    result = asyncio.run(rig.manager.switch_to(target, reason="alert", force=True))
+    assert (result.outcome, result.active) == ("fallback", next_model)
+    newest = rig.history.recent(1)[0]
+    assert (newest.to_model, newest.outcome, newest.forced) == (next_model, "ready", True)
+
+
+def test_a_forced_switch_is_not_forced_into_a_larger_model(tmp_path: Path) -> None:
+    """The gate is skipped to get smaller, never to load something bigger while hot: with a
+    cascade that goes up (the tiny demo model, then the 4B), the 4B is refused on temperature."""
+    from tests.core.test_manager_safety import rig_with
+
+    rig = rig_with(tmp_path, fallback_cascade=("demo-tiny-a", FOUR_B))
+    rig.probe.temperature_c = 95.0
+    rig.script.fail_next("demo-tiny-a", broken("demo-tiny-a"))
+    result = asyncio.run(rig.manager.switch_to("demo-tiny-a", reason="alert", force=True))
+    assert (result.outcome, result.active) == ("failed", None)
+    newest = rig.history.recent(1)[0]
+    assert (newest.to_model, newest.outcome, newest.forced) == (FOUR_B, "refused", False)
+    assert "temperature: 95" in (newest.error or "")
