@@ -43,8 +43,8 @@ def test_the_deadline_result_names_what_ran_out_and_what_was_restored(tmp_path: 
     rows = rig.history.recent(2)
     restored, hung = rows
     assert (hung.to_model, hung.outcome, hung.reason) == (HUNG, "timed_out", "router")
-    assert (restored.to_model, restored.outcome, restored.reason) == (
-        "demo-tiny-b", "ready", "fallback")
+    assert (restored.to_model, restored.outcome, restored.reason, restored.forced) == (
+        "demo-tiny-b", "ready", "fallback", False)  # bringing it back skips no gate
     note = result.errors[0]
     found = re.fullmatch(r"the switch deadline of 0 s ran out; tried demo-tiny-a; demo-tiny-a "
                          r"was loading \(attempt 1\) for (\d+\.\d) s", note)
@@ -54,6 +54,9 @@ def test_the_deadline_result_names_what_ran_out_and_what_was_restored(tmp_path: 
                                   pytest.approx(took), (note, "demo-tiny-b restored"),
                                   (restored.id,), False)
     assert took > 0  # the driven clock moved during the switch: a duration, not a sum
+    attempt_failed = [e for e in rig.events if isinstance(e, SwitchEvent)
+                      and e.phase is SwitchPhase.FAILED and e.switch_id != 0]
+    assert [(e.target, e.message, e.error) for e in attempt_failed] == [(HUNG, note, note)]
     [event] = failed_events(rig)
     assert (event.target, event.reason) == (HUNG, "router")
     assert event.message == event.error == f"{note}; demo-tiny-b restored"

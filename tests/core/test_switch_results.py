@@ -320,3 +320,37 @@ def test_a_forced_switch_is_not_forced_into_a_larger_model(tmp_path: Path) -> No
     newest = rig.history.recent(1)[0]
     assert (newest.to_model, newest.outcome, newest.forced) == (FOUR_B, "refused", False)
     assert "temperature: 95" in (newest.error or "")
+
+
+def test_the_eta_of_a_switch_comes_from_its_own_pair(tmp_path: Path) -> None:
+    """Switches 8B -> 4B took 7 s of loading, switches to the 4B from elsewhere 100 s: a switch
+    8B -> 4B predicts from its pair, and each phase's start says what is left from there."""
+    rig = make_rig(tmp_path)
+    for source, seconds in ((B8, 7.0), (B8, 7.0), (B14, 100.0), (None, 100.0)):
+        rig.history.record_switch(from_model=source, to_model=FOUR_B, reason="manual",
+                                  outcome="ready", total_s=seconds + 1,
+                                  phases={"loading": seconds, "warming_up": 1.0})
+
+    async def run() -> None:
+        await rig.manager.switch_to(B8)
+        rig.events.clear()
+        await rig.manager.switch_to(FOUR_B)
+
+    asyncio.run(run())
+    planning = switch_events(rig, SwitchPhase.PLANNING)[0]
+    assert planning.predicted_total_s == pytest.approx(8.0)
+    loading = switch_events(rig, SwitchPhase.LOADING)[0]
+    assert loading.eta_s == pytest.approx(8.0)  # the whole load and warm-up are still ahead
+
+
+def test_a_remote_endpoint_is_configured_only_when_enabled_with_an_address(
+        tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    remote = rig.catalog.get("remote")
+    for enabled, url, configured in ((True, "http://127.0.0.1:9/v1", True),
+                                     (False, "http://127.0.0.1:9/v1", False),
+                                     (True, None, False)):
+        entry = remote.model_copy(update={"enabled": enabled, "base_url": url})
+        assert rig.manager.remote_configured(entry) is configured
+        assert rig.manager.is_usable(entry) is configured
+    assert rig.manager.remote_configured(rig.catalog.get(B8)) is False  # a local model
