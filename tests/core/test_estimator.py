@@ -264,3 +264,12 @@ def test_fp8_quantization_config_is_read(catalog: Catalog, tmp_path: Path) -> No
     fp = footprint(entry, directory)
     assert fp.weight_bytes == pytest.approx(weight_bytes(fp.architecture, "fp8"))
     assert fp.weight_bytes < 0.6 * weight_bytes(fp.architecture, "bf16")
+
+
+def test_an_fp8_kv_cache_halves_the_bytes_per_token(catalog: Catalog) -> None:
+    from core.models.estimator import EstimatorSettings
+
+    entry = catalog.get("qwen3-8b")
+    default = footprint(entry, None)
+    fp8 = footprint(entry, None, EstimatorSettings(kv_dtype_bytes=1))
+    assert fp8.kv_bytes_per_token * 2 == default.kv_bytes_per_token == 144 * KIB

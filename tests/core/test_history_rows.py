@@ -187,10 +187,11 @@ def test_a_file_that_is_not_a_database_is_refused_and_kept(tmp_path: Path) -> No
     with pytest.raises(HistoryStoreError) as info:
         HistoryStore(path)
     assert info.value.path == path
-    assert str(info.value).startswith(f"the switch history {path} cannot be opened (")
+    assert str(info.value).startswith(f"the switch history {path} cannot be opened (file is "
+                                      "not a database)")
     assert str(info.value).endswith("); move it aside to start a new one")
     assert path.read_bytes() == b"not a database, just text " * 400
-    with pytest.raises(HistoryStoreError, match="cannot be opened"):
+    with pytest.raises(HistoryStoreError, match=r"cannot be opened \(unable to open database"):
         HistoryStore(tmp_path / "no-such-dir" / "h.sqlite3")
 
 
@@ -265,3 +266,72 @@ def test_recent_gives_the_latest_twenty_by_default(store: HistoryStore) -> None:
     rows = store.recent()
     assert len(rows) == 20
     assert (rows[0].total_s, rows[-1].total_s) == (21.0, 2.0)  # newest first, the oldest left out
+
+
+def test_the_store_is_written_and_read_from_other_threads(tmp_path: Path) -> None:
+    """The sampler, the engine's threads and the GUI share one store."""
+    import threading
+
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.record_generation("m", 10, 1.0, 0.1, 10.0)
+            store.recent()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join()
+    assert errors == []
+    assert [t.generations for t in store.throughput()] == [1]
+    store.close()
+
+
+def test_a_row_whose_breakdown_cannot_be_stored_is_not_half_written(tmp_path: Path) -> None:
+    """The switch row and its load breakdown commit together: a breakdown SQLite refuses (NaN
+    is stored as NULL, and seconds are NOT NULL) leaves neither, and the store works on."""
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_switch(from_model=None, to_model="b", reason="manual", outcome="ready",
+                            total_s=1.0, phases={}, load_phases={"spawn": float("nan")})
+    assert store.count() == 0
+    store.record_switch(from_model=None, to_model="b", reason="manual", outcome="ready",
+                        total_s=1.0, phases={}, load_phases={"spawn": 0.5})
+    assert [r.load_phases for r in store.recent()] == [{"spawn": 0.5}]
+    store.close()
+
+
+def test_breakdowns_of_more_switches_than_sqlite_binds_at_once(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    for i in range(1201):
+        store.record_switch(from_model=None, to_model="b", reason="manual", outcome="ready",
+                            total_s=1.0, phases={}, load_phases={"spawn": float(i)})
+    rows = store.recent(1201)
+    assert [r.load_phases["spawn"] for r in rows] == [float(i) for i in reversed(range(1201))]
+    store.close()
+
+
+def test_a_bad_reason_or_start_names_the_allowed_values(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    with pytest.raises(ValueError, match=r"^reason must be one of manual, router, alert, "
+                                         r"fallback, crash, got 'bored'$"):
+        store.record_switch(from_model=None, to_model="b", reason="bored", outcome="ready",
+                            total_s=1.0, phases={})
+    with pytest.raises(ValueError, match=r"^engine_start must be one of spawned, forked, "
+                                         r"forked_after_wait, got 'x'$"):
+        store.record_switch(from_model=None, to_model="b", reason="manual", outcome="ready",
+                            total_s=1.0, phases={}, engine_start="x")
+    store.close()
+
+
+def test_predicted_duration_averages_the_latest_window_only(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    for seconds in [100.0] * 5 + [10.0] * 10:
+        store.record_switch(from_model=None, to_model="b", reason="manual", outcome="ready",
+                            total_s=seconds, phases={})
+    assert store.predicted_duration("a", "b") == pytest.approx(10.0)  # the last 10 switches
+    assert store.predicted_duration(None, "b", window=15) == pytest.approx(40.0)
+    store.close()

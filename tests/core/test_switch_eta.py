@@ -254,3 +254,9 @@ def test_a_switch_records_how_its_engine_started_and_its_eta_uses_it(tmp_path: P
             next(r for r in rig.history.recent() if r.engine_start == "spawned").total_s)
     finally:
         ForkingEngine.STEPS = PhasedEngine.STEPS
+
+
+def test_the_eta_inside_the_load_counts_the_very_next_load_phase() -> None:
+    eta = SwitchEta({"loading": 6.0, "imports": 3.0, "model_init": 2.0, "weights": 1.0})
+    assert eta.remaining("loading", 0.0, "imports", 0.0) == pytest.approx(3.0 + 2.0 + 1.0)
+    assert eta.remaining("loading", 3.0, "model_init", 0.5) == pytest.approx(1.5 + 1.0)

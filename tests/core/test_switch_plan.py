@@ -161,3 +161,23 @@ def test_effective_cascade_without_remote() -> None:
     assert effective_cascade(("remote", "14b"), ("demo-a",)) == ("14b", "demo-a", "remote")
     assert effective_cascade(("14b", "api"), ("demo-a",), remote_id="api") == (
         "14b", "demo-a", "api")
+
+
+def test_a_crash_loop_refusal_is_its_own_check(catalog: Catalog) -> None:
+    plan = plan_switch(catalog.get("qwen3-8b"), active_model=None, active_loaded_bytes=0,
+                       reading=DeviceReading(15 * GIB, 16 * GIB, 50.0, 50.0), limits=LIMITS,
+                       estimate=fixed(5 * GIB), on_disk=True,  # type: ignore[arg-type]
+                       crash_loop="3 deaths in 10 minutes")
+    assert [(c.name, c.detail) for c in plan.checks if not c.passed] == [
+        ("crash_loop", "3 deaths in 10 minutes")]
+
+
+def test_forcing_marks_only_the_gate_checks_it_skipped(catalog: Catalog) -> None:
+    plan = plan_switch(catalog.get("qwen3-8b"), active_model=None, active_loaded_bytes=0,
+                       reading=DeviceReading(15 * GIB, 16 * GIB, 90.0, 50.0), limits=LIMITS,
+                       estimate=fixed(5 * GIB), on_disk=True,  # type: ignore[arg-type]
+                       force=True)
+    gate = {c.name: (c.passed, c.detail) for c in plan.checks if c.name in ("temperature",
+                                                                              "power")}
+    assert gate == {"temperature": (True, "90 °C, limit 85 °C (gate skipped: forced)"),
+                    "power": (True, "50 W, limit 120 W")}  # it passed: nothing was skipped
