@@ -289,7 +289,8 @@ def test_a_local_load_uses_the_fitted_context_and_a_remote_one_its_defaults(
     asyncio.run(run())
     spec = rig.engines[-1].spec
     assert spec is not None
-    assert (spec.model_id, spec.max_model_len) == ("remote", 2048)  # no default_context set
+    # No default_context set; the remote engine reserves nothing here.
+    assert (spec.model_id, spec.max_model_len, spec.memory_utilization) == ("remote", 2048, 0.1)
 
 
 @pytest.mark.parametrize(("target", "next_model"), [("demo-tiny-a", "demo-tiny-b"),
