@@ -18,10 +18,9 @@ class LoadSpec:
     quantization: str | None = None
     dtype: str = "auto"
     trust_remote_code: bool = False
-    # True: no compilation and no CUDA graphs. The decision record's False (compiled) is the
-    # default: vLLM caches the compiled model (~/.cache/vllm), so only a model's first load pays
-    # the compile, and decoding is faster (tests/benchmarks/bench_eager.py).
-    enforce_eager: bool = False
+    # True: no compilation and no CUDA graphs (a faster load, a slower decode). None: the
+    # engine's default for the device (VllmEngine.enforce_eager_default).
+    enforce_eager: bool | None = None
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     max_num_seqs: int | None = None

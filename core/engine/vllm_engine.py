@@ -98,6 +98,19 @@ def engine_dtype(spec: LoadSpec) -> str:
     return spec.dtype
 
 
+def engine_enforce_eager(spec: LoadSpec) -> bool:
+    """The model's own choice, else the device's default. On a GPU, compiled with CUDA graphs as
+    the decision record asks (enforce_eager=False; vLLM keeps the compiled graphs in its cache,
+    ~/.cache/vllm). On vLLM's CPU build, eager: compiled, every load spent 7-9 s more in its
+    profiling and warm-up even with the compile cache warm, for a 1.2-1.3x faster decode
+    (tests/benchmarks/bench_switch.py and bench_eager.py). Call with vLLM imported."""
+    if spec.enforce_eager is not None:
+        return spec.enforce_eager
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 # Seconds an unload gives vLLM's processes to end cleanly before vLLM kills their tree. They
 # hold nothing worth a slow teardown (the OS frees their memory either way), and on a busy
 # machine their interpreters took 4-5 s more to wind down: every switch waited for it.
@@ -423,7 +436,7 @@ class VllmEngine:
                 quantization=spec.quantization,
                 dtype=engine_dtype(spec),
                 trust_remote_code=spec.trust_remote_code,
-                enforce_eager=spec.enforce_eager,
+                enforce_eager=engine_enforce_eager(spec),
                 enable_prefix_caching=spec.enable_prefix_caching,
                 enable_chunked_prefill=spec.enable_chunked_prefill,
                 disable_log_stats=True,

@@ -97,8 +97,8 @@ class ModelEntry(BaseModel):
     base_url: str | None = None  # remote only
     remote_model: str | None = None  # remote only: the served model name
     # vLLM's enforce_eager for this model (core.engine.base.LoadSpec): true skips compilation
-    # and CUDA graphs (a faster first load, a slower decode).
-    enforce_eager: bool = False
+    # and CUDA graphs (a faster load, a slower decode); null: the engine's default for the device.
+    enforce_eager: bool | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:

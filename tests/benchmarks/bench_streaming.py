@@ -22,7 +22,7 @@ from typing import Any
 from core.engine.base import ChatMessage, GenerationRequest, LoadSpec
 from core.engine.demo_model import build_demo_model
 from core.engine.processes import EngineProcessRegistry
-from core.engine.vllm_engine import VllmEngine, engine_dtype
+from core.engine.vllm_engine import VllmEngine, engine_dtype, engine_enforce_eager
 from core.engine.vllm_process import import_vllm
 
 ROUNDS = 5
@@ -165,7 +165,7 @@ async def _bench(model_dir: Path, work: Path) -> dict[str, dict[str, Any]]:
     # vLLM's own figures: constructing AsyncLLM on the loop (blocking, as the decision record's
     # sketch did) with the same ticker, and its own shutdown.
     args = AsyncEngineArgs(model=str(model_dir), max_model_len=512, gpu_memory_utilization=0.1,
-                           dtype=engine_dtype(spec), enforce_eager=spec.enforce_eager,
+                           dtype=engine_dtype(spec), enforce_eager=engine_enforce_eager(spec),
                            disable_log_stats=True)
     with Ticker() as ticker:
         await asyncio.sleep(0.01)

@@ -36,7 +36,12 @@ from core.engine.demo_model import ensure_demo_models
 from core.engine.load_phases import LoadMarks, breakdown, parse_log, process_started_at
 from core.engine.page_cache import prefetch_model_files
 from core.engine.processes import child_pids, new_engine_processes
-from core.engine.vllm_engine import VllmEngine, engine_dtype, expected_start
+from core.engine.vllm_engine import (
+    VllmEngine,
+    engine_dtype,
+    engine_enforce_eager,
+    expected_start,
+)
 from core.engine.vllm_process import write_logging_config
 from core.history_store import HistoryStore
 from core.manager.events import SwitchEvent
@@ -68,7 +73,7 @@ def _direct_args(path: Path) -> Any:
                     memory_utilization=CPU_MIN_UTILIZATION)
     return AsyncEngineArgs(model=spec.path, max_model_len=spec.max_model_len,
                            gpu_memory_utilization=spec.memory_utilization,
-                           dtype=engine_dtype(spec), enforce_eager=spec.enforce_eager,
+                           dtype=engine_dtype(spec), enforce_eager=engine_enforce_eager(spec),
                            disable_log_stats=True)
 
 

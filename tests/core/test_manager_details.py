@@ -219,8 +219,8 @@ def test_a_queued_request_for_the_model_that_became_active_is_a_noop(tmp_path: P
 
 
 def test_enforce_eager_is_the_models_choice_else_left_to_the_engine(tmp_path: Path) -> None:
-    """`enforce_eager` in a model's catalog entry reaches the engine; unset, the decision
-    record's False (compiled)."""
+    """`enforce_eager` in a model's catalog entry reaches the engine; unset, the engine's default
+    for the device decides (None in the spec)."""
     from core.models.catalog import load_catalog
 
     catalog = load_catalog({FOUR_B: {"enforce_eager": True}, B8: {"enforce_eager": False}},
@@ -236,7 +236,7 @@ def test_enforce_eager_is_the_models_choice_else_left_to_the_engine(tmp_path: Pa
             out.append(spec.enforce_eager)
         return out
 
-    assert asyncio.run(run()) == [True, False, False]
+    assert asyncio.run(run()) == [True, False, None]
 
 
 def test_background_work_leaves_no_asyncio_error_behind(tmp_path: Path,

@@ -370,3 +370,15 @@ def test_unsupported_architecture_and_quantization(loop: asyncio.AbstractEventLo
         run(loop, engine.load(spec_for(demo_model_dir, quantization="awq-nonsense")))
     assert not engine.loaded
 
+
+def test_enforce_eager_defaults_to_eager_on_the_cpu_build(demo_model_dir: Path) -> None:
+    """vLLM's CPU build here: eager unless the model says otherwise (compiled loads measured
+    7-9 s slower); a model's own choice always stands."""
+    from vllm.platforms import current_platform
+
+    from core.engine.vllm_engine import engine_enforce_eager
+
+    assert current_platform.is_cpu()
+    assert engine_enforce_eager(spec_for(demo_model_dir)) is True
+    assert engine_enforce_eager(spec_for(demo_model_dir, enforce_eager=False)) is False
+    assert engine_enforce_eager(spec_for(demo_model_dir, enforce_eager=True)) is True
