@@ -19,7 +19,7 @@ class LoadSpec:
     dtype: str = "auto"
     trust_remote_code: bool = False
     # True: no compilation and no CUDA graphs (a faster load, a slower decode). None: the
-    # engine's default for the device (VllmEngine.enforce_eager_default).
+    # engine's default for the device (core.engine.vllm_engine.engine_enforce_eager).
     enforce_eager: bool | None = None
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
