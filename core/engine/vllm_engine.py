@@ -102,7 +102,7 @@ def engine_enforce_eager(spec: LoadSpec) -> bool:
     """The model's own choice, else the device's default. On a GPU, compiled with CUDA graphs as
     the decision record asks (enforce_eager=False; vLLM keeps the compiled graphs in its cache,
     ~/.cache/vllm). On vLLM's CPU build, eager: compiled, every load spent 7-9 s more in its
-    profiling and warm-up even with the compile cache warm, for a 1.2-1.3x faster decode
+    profiling and warm-up even with the compile cache warm, for a 1.1-1.2x faster decode
     (tests/benchmarks/bench_switch.py and bench_eager.py). Call with vLLM imported."""
     if spec.enforce_eager is not None:
         return spec.enforce_eager
