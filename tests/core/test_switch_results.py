@@ -25,17 +25,23 @@ def broken(model: str) -> ModelDirectoryError:
     return ModelDirectoryError(f"/models/{model}", "config.json")
 
 
+def timed_switch(rig: Rig, target: str, **how: bool | str) -> tuple[SwitchResult, float]:
+    """The switch's result and how far the driven clock moved while it ran."""
+
+    async def run() -> tuple[SwitchResult, float]:
+        started = rig.clock.now
+        result = await rig.manager.switch_to(target, **how)  # type: ignore[arg-type]
+        return result, rig.clock.now - started
+
+    return asyncio.run(run())
+
+
 def test_a_fallback_result_keeps_the_first_plan_the_duration_and_the_forced_flag(
         tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     rig.script.fail_next(B14, broken(B14))
 
-    async def run() -> tuple[SwitchResult, float]:
-        started = rig.clock.now
-        result = await rig.manager.switch_to(B14, reason="alert", force=True)
-        return result, rig.clock.now - started
-
-    result, took = asyncio.run(run())
+    result, took = timed_switch(rig, B14, reason="alert", force=True)
     assert (result.requested, result.active, result.outcome, result.reason, result.forced) == (
         B14, B8, "fallback", "alert", True)
     assert result.plan is not None
@@ -50,12 +56,7 @@ def test_a_failed_cascade_says_every_error_once_in_its_result_and_event(tmp_path
     for model in (B8, FOUR_B, "demo-tiny-a", "demo-tiny-b"):
         rig.script.fail_next(model, broken(model))
 
-    async def run() -> tuple[SwitchResult, float]:
-        started = rig.clock.now
-        result = await rig.manager.switch_to(B8, reason="router", force=True)
-        return result, rig.clock.now - started
-
-    result, took = asyncio.run(run())
+    result, took = timed_switch(rig, B8, reason="router", force=True)
     assert (result.outcome, result.active, result.reason, result.forced) == (
         "failed", None, "router", True)
     assert result.plan is not None
