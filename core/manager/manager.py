@@ -135,8 +135,7 @@ class _Attempt:
     # Where the switch is (for the ETA): its phase and, while loading, the load's phase.
     phase: str = "planning"
     phase_started: float = 0.0
-    load_phase: str | None = None
-    load_phase_started: float = 0.0
+    load_phase: str | None = None  # its ETA is figured as each load phase starts
 
     @property
     def predicted_s(self) -> float | None:
@@ -584,7 +583,7 @@ class ModelManager:
             return row, str(exc)
         except asyncio.CancelledError:
             if self._deadline_expired:
-                phase = self._phase.value.replace("_", " ") if self._phase else "planning"
+                phase = a.phase.replace("_", " ")
                 note = (f"{self._deadline_note}; {entry.id} was {phase} (attempt "
                         f"{max(1, a.attempts)}) for {time.monotonic() - t0:.1f} s")
                 self._deadline_note = note
@@ -630,7 +629,7 @@ class ModelManager:
         spec = self._load_spec(entry, fit.context if fit else (entry.default_context or 2048),
                                fit.memory_utilization if fit else 0.1,
                                fit.kv_cache_tokens if fit else None)
-        loaded_bytes = fit.needed_bytes if fit else 0
+        loaded_bytes = fit.needed_bytes if fit else 0  # a remote endpoint holds nothing here
 
         free_before_load = self._probe.read().free_bytes
         with self._phase_timer(a, SwitchPhase.LOADING, f"loading {entry.id}"):
@@ -649,9 +648,11 @@ class ModelManager:
         free_after_load = self._probe.read().free_bytes
         if free_before_load is not None and free_after_load is not None:
             # Wait later for what the device really gave up, not for the estimate: on the host
-            # (vLLM's CPU build) the reserved share is not all resident.
+            # (vLLM's CPU build) the reserved share is not all resident. Never more than the
+            # estimate (a remote endpoint's: nothing): what another program took meanwhile is
+            # not the engine's to give back, and would never come back at the next unload.
             measured = max(0, free_before_load - free_after_load)
-            self._loaded.measured_bytes = min(measured, loaded_bytes) if loaded_bytes else measured
+            self._loaded.measured_bytes = min(measured, loaded_bytes)
         self._watch(self._loaded)
 
     def _start_prefetch(self, entry: ModelEntry) -> None:
@@ -675,6 +676,8 @@ class ModelManager:
             n += 1
             a.attempts += 1
             if a.attempts > 1:
+                # A retry is a fresh load: its ETA is a whole load's again.
+                a.phase_started, a.load_phase = self._clock(), None
                 self._emit(a, SwitchPhase.LOADING, f"loading {spec.model_id} "
                            f"(attempt {a.attempts}: {last})")
             engine = self._factory(a.entry)
@@ -812,7 +815,7 @@ class ModelManager:
         """The engine's load entered a phase: say so with a fresh ETA (the Models tab)."""
         if self._phase != SwitchPhase.LOADING:
             return
-        a.load_phase, a.load_phase_started = phase, self._clock()
+        a.load_phase = phase
         self._emit(a, SwitchPhase.LOADING,
                    f"loading {a.entry.id}: {LOAD_LABELS.get(phase, phase)}")
 
@@ -831,8 +834,8 @@ class ModelManager:
               error: str | None = None) -> None:
         now = self._clock()
         elapsed = now - a.started
-        eta = a.eta.remaining(a.phase, now - a.phase_started, a.load_phase,
-                              now - a.load_phase_started)
+        # Emitted as a load phase starts (or with none): nothing of it has run yet.
+        eta = a.eta.remaining(a.phase, now - a.phase_started, a.load_phase)
         if phase in (SwitchPhase.READY, SwitchPhase.FAILED, SwitchPhase.CANCELLED):
             eta = 0.0
         self.emit(SwitchEvent(a.switch_id, phase, a.entry.id, a.from_model, a.reason, elapsed,

@@ -151,9 +151,13 @@ class AdjustableProbe:
         self.temperature_c: float | None = None
         self.power_w: float | None = None
         self.reads = 0
+        # Called before each reading: lets a test move another program's memory as time goes.
+        self.before_read: Callable[[], None] | None = None
 
     def read(self) -> DeviceReading:
         self.reads += 1
+        if self.before_read is not None:
+            self.before_read()
         r = self._inner.read()
         free = None if r.free_bytes is None else max(0, r.free_bytes - self.other_process_bytes)
         return DeviceReading(free, r.total_bytes,

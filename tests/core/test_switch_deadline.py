@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from core.engine.base import GenerationDelta, GenerationRequest
 from core.manager.events import SwitchEvent, SwitchPhase
 from core.manager.manager import SwitchResult
-from tests.core.manager_fakes import Rig, make_rig
+from core.telemetry.config import ModelSwitching
+from tests.core.manager_fakes import CASCADE, RecordingEngine, Rig, make_rig
 from tests.core.test_manager_safety import rig_with
 
 HUNG = "demo-tiny-a"  # its loads never end unless a test releases them
@@ -135,3 +138,23 @@ def test_a_switch_within_its_deadline_returns_its_own_result(tmp_path: Path) -> 
     result = asyncio.run(rig.manager.switch_to("demo-tiny-b"))
     assert (result.outcome, result.active, result.errors) == ("ready", "demo-tiny-b", ())
     assert failed_events(rig) == []
+
+
+class HangingWarmUp(RecordingEngine):
+    """Loads, then its first generation (the warm-up) never answers."""
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationDelta]:
+        await asyncio.Event().wait()
+        yield GenerationDelta(text="", tokens=0, elapsed_s=0.0)  # pragma: no cover
+
+
+def test_a_deadline_during_the_warm_up_says_so_and_keeps_the_forced_flag(
+        tmp_path: Path) -> None:
+    settings = ModelSwitching(switch_timeout_seconds=0.3, fallback_cascade=CASCADE)
+    rig = make_rig(tmp_path, switching=settings, engine_class=HangingWarmUp)
+    result = asyncio.run(rig.manager.switch_to(HUNG, reason="alert", force=True))
+    assert (result.outcome, result.active, result.forced) == ("failed", None, True)
+    assert re.search(r"; demo-tiny-a was warming up \(attempt 1\) for \d+\.\d s$",
+                     result.errors[0]), result.errors[0]
+    assert RecordingEngine.loaded == set()  # the loaded engine was shut down
+    assert rig.history.recent(1)[0].outcome == "timed_out"

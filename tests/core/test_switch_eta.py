@@ -260,3 +260,49 @@ def test_the_eta_inside_the_load_counts_the_very_next_load_phase() -> None:
     eta = SwitchEta({"loading": 6.0, "imports": 3.0, "model_init": 2.0, "weights": 1.0})
     assert eta.remaining("loading", 0.0, "imports", 0.0) == pytest.approx(3.0 + 2.0 + 1.0)
     assert eta.remaining("loading", 3.0, "model_init", 0.5) == pytest.approx(1.5 + 1.0)
+
+
+def phased_rig_with_history(tmp_path: Path) -> Any:
+    """A rig whose last load of demo-tiny-a took imports 3 s, weights 1 s, kv_cache 0.5 s
+    (loading 4.5 s) and a 1 s warm-up."""
+    rig = make_rig(tmp_path, engine_class=PhasedEngine)
+    rig.script.load_seconds = 0.0
+    rig.history.record_switch(from_model=None, to_model="demo-tiny-a", reason="manual",
+                              outcome="ready", total_s=5.5,
+                              phases={"loading": 4.5, "warming_up": 1.0},
+                              load_phases={"imports": 3.0, "weights": 1.0, "kv_cache": 0.5})
+    return rig
+
+
+def loading_etas(rig: Any) -> dict[str, float | None]:
+    return {e.message: e.eta_s for e in rig.events
+            if isinstance(e, SwitchEvent) and e.phase is SwitchPhase.LOADING}
+
+
+def test_a_load_running_late_predicts_from_the_load_phase_it_has_reached(
+        tmp_path: Path) -> None:
+    """The imports take 10 s this time, not 3: once the weights start, what is left is the
+    weights, the KV cache and the warm-up of last time (2.5 s), not the 4.5 s load's
+    prediction less the 10 s already spent."""
+    rig = phased_rig_with_history(tmp_path)
+    PhasedEngine.STEPS = (("imports", 10.0), ("weights", 1.0), ("kv_cache", 0.5))
+    try:
+        asyncio.run(rig.manager.switch_to("demo-tiny-a"))
+    finally:
+        PhasedEngine.STEPS = (("imports", 3.0), ("weights", 1.0), ("kv_cache", 0.5))
+    etas = loading_etas(rig)
+    assert etas[f"loading demo-tiny-a: {LABELS['imports']}"] == pytest.approx(3.0 + 1.5 + 1.0)
+    assert etas[f"loading demo-tiny-a: {LABELS['weights']}"] == pytest.approx(1.0 + 0.5 + 1.0)
+
+
+def test_a_retried_load_predicts_a_whole_load_again(tmp_path: Path) -> None:
+    rig = phased_rig_with_history(tmp_path)
+    rig.script.fail_next("demo-tiny-a", TimeoutError("slow"))  # after its three load phases
+    asyncio.run(rig.manager.switch_to("demo-tiny-a"))
+    said = [(e.attempt, e.message, e.eta_s) for e in rig.events
+            if isinstance(e, SwitchEvent) and e.phase is SwitchPhase.LOADING]
+    [retry] = [eta for attempt, message, eta in said if "(attempt 2" in message]
+    assert retry == pytest.approx(4.5 + 1.0)  # the load from its start, then the warm-up
+    # The retry's own load phases count from there, as the first attempt's did.
+    imports = [eta for _, message, eta in said if message.endswith(LABELS["imports"])]
+    assert imports == [pytest.approx(4.5 + 1.0)] * 2

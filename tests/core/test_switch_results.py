@@ -5,6 +5,7 @@ cancelled switch and of the end of every switch (settled), with their elapsed ti
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,13 @@ def broken(model: str) -> ModelDirectoryError:
     return ModelDirectoryError(f"/models/{model}", "config.json")
 
 
+async def step_until(condition: Callable[[], bool]) -> None:
+    """Let the loop run one step at a time until `condition` holds: the state under test lasts
+    only between two steps (an event would be seen a step too late)."""
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0)
+
+
 def timed_switch(rig: Rig, target: str, **how: bool | str) -> tuple[SwitchResult, float]:
     """The switch's result and how far the driven clock moved while it ran."""
 
@@ -39,13 +47,16 @@ def timed_switch(rig: Rig, target: str, **how: bool | str) -> tuple[SwitchResult
 def test_a_fallback_result_keeps_the_first_plan_the_duration_and_the_forced_flag(
         tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
+    rig.probe.temperature_c = 95.0  # over the gate: only a forced plan passes
     rig.script.fail_next(B14, broken(B14))
 
     result, took = timed_switch(rig, B14, reason="alert", force=True)
     assert (result.requested, result.active, result.outcome, result.reason, result.forced) == (
         B14, B8, "fallback", "alert", True)
     assert result.plan is not None
-    assert result.plan.target == B14
+    assert (result.plan.target, result.plan.ok) == (B14, True)  # planned forced, not private
+    assert "(gate skipped: forced)" in next(
+        c.detail for c in result.plan.checks if c.name == "temperature")
     assert result.total_s == pytest.approx(took)
     assert took > 0
     assert len(result.history_ids) == 2
@@ -155,20 +166,19 @@ def test_a_cancelled_switch_says_so(tmp_path: Path) -> None:
         B8, "switch cancelled", 0.0)
 
 
+@pytest.mark.parametrize("force", [False, True])
 def test_falling_back_to_the_model_already_active_keeps_it_and_the_first_plan(
-        tmp_path: Path) -> None:
+        tmp_path: Path, force: bool) -> None:
     """The 14B is refused before anything is unloaded (not on disk); the cascade's next model
     is the 8B, loaded already: nothing is reloaded, and the result still says what was asked
     and planned."""
     rig = make_rig(tmp_path, on_disk=lambda entry: entry.id != B14)
+    asyncio.run(rig.manager.switch_to(B8))
 
-    async def run() -> SwitchResult:
-        await rig.manager.switch_to(B8)
-        return await rig.manager.switch_to(B14, reason="router")
-
-    result = asyncio.run(run())
+    result, took = timed_switch(rig, B14, reason="router", force=force)
     assert (result.requested, result.active, result.outcome, result.forced) == (
-        B14, B8, "fallback", False)
+        B14, B8, "fallback", force)
+    assert result.total_s == pytest.approx(took)
     assert result.plan is not None
     assert (result.plan.target, result.plan.ok) == (B14, False)
     assert len(rig.engines) == 1  # the 8B's first load only
@@ -356,3 +366,75 @@ def test_a_remote_endpoint_is_configured_only_when_enabled_with_an_address(
         assert rig.manager.remote_configured(entry) is configured
         assert rig.manager.is_usable(entry) is configured
     assert rig.manager.remote_configured(rig.catalog.get(B8)) is False  # a local model
+
+
+def test_an_unsubscribed_callback_hears_nothing_more(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    heard: list[object] = []
+    unsubscribe = rig.manager.subscribe(heard.append)
+    asyncio.run(rig.manager.switch_to(FOUR_B))
+    assert heard
+    unsubscribe()
+    heard.clear()
+    asyncio.run(rig.manager.switch_to(B8))
+    assert heard == []
+    assert switch_events(rig, SwitchPhase.READY)[-1].target == B8  # others still hear
+
+
+def test_a_plan_is_not_private_unless_asked(tmp_path: Path) -> None:
+    from tests.core.test_manager_safety import remote_rig
+
+    rig = remote_rig(tmp_path)
+    assert rig.manager.plan_switch("remote").ok
+    private = rig.manager.plan_switch("remote", private=True)
+    assert [c.name for c in private.checks if not c.passed] == ["private"]
+
+
+def test_asking_for_the_active_model_during_a_switch_elsewhere_switches_back(
+        tmp_path: Path) -> None:
+    """The 4B is active and a switch to the 8B has begun (nothing unloaded yet): a request for
+    the 4B is not "already active", it is queued and loads the 4B again once the 8B is in."""
+    rig = make_rig(tmp_path)
+
+    async def run() -> tuple[SwitchResult, SwitchResult]:
+        await rig.manager.switch_to(FOUR_B)
+        to_8b = asyncio.ensure_future(rig.manager.switch_to(B8))
+        await step_until(lambda: rig.manager.state.switching_to == B8)
+        assert rig.manager.active_model == FOUR_B  # still loaded, the switch under way
+        back = await rig.manager.switch_to(FOUR_B, reason="router")
+        return await to_8b, back
+
+    first, back = asyncio.run(run())
+    assert (first.outcome, first.active) == ("ready", B8)
+    assert (back.outcome, back.active, back.reason) == ("ready", FOUR_B, "router")
+    assert [e.entry.id for e in rig.engines] == [FOUR_B, B8, FOUR_B]
+
+
+def test_a_request_joins_the_newest_switch_to_its_target_after_an_older_one_ends(
+        tmp_path: Path) -> None:
+    """8B (running), 4B (queued), 8B again (queued after the 4B: a new switch). When the first
+    8B switch ends, a fourth request for the 8B joins the queued one, not a switch of its own,
+    and cancelling every switch reaches it."""
+    rig = make_rig(tmp_path)
+
+    async def run() -> list[SwitchResult | BaseException]:
+        rig.script.block[B8] = gate = asyncio.Event()
+        first = asyncio.ensure_future(rig.manager.switch_to(B8))
+        await step_until(lambda: rig.manager.state.switching_to == B8)
+        to_4b = asyncio.ensure_future(rig.manager.switch_to(FOUR_B))
+        await asyncio.sleep(0)
+        again = asyncio.ensure_future(rig.manager.switch_to(B8, reason="router"))
+        await asyncio.sleep(0)
+        gate.set()
+        await first  # the first 8B switch is over; the 4B's and the second 8B's are queued
+        rig.script.block[FOUR_B] = asyncio.Event()  # the 4B now hangs while loading
+        fourth = asyncio.ensure_future(rig.manager.switch_to(B8))
+        await step_until(lambda: rig.manager.state.switching_to == FOUR_B)
+        await rig.manager.cancel_switches()
+        return list(await asyncio.gather(to_4b, again, fourth, return_exceptions=True))
+
+    to_4b, again, fourth = asyncio.run(run())
+    assert isinstance(to_4b, asyncio.CancelledError)
+    assert isinstance(again, asyncio.CancelledError)  # the queued 8B switch was cancelled
+    assert isinstance(fourth, asyncio.CancelledError)  # it had joined that one
+    assert [e.entry.id for e in rig.engines] == [B8, FOUR_B]
