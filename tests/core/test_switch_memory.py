@@ -137,3 +137,16 @@ def test_the_memory_wait_ends_when_exactly_the_next_need_and_the_buffer_are_free
     assert left == [0]  # the wait's one reading and the check's were both crowded
     row = rig.history.recent()[0]
     assert row.phases["waiting_for_memory"] == 0.0
+
+
+def test_with_nothing_loaded_the_plan_counts_only_the_free_memory(tmp_path: Path) -> None:
+    """Exactly the need and the buffer free: allowed; one byte less: refused (nothing loaded
+    gives anything back)."""
+    rig, _ = shifting_rig(tmp_path, 0)
+    device_free = rig.probe.read().free_bytes
+    assert device_free is not None
+    rig.probe.other_process_bytes = device_free - (NEED + BUFFER)
+    assert rig.manager.plan_switch(A).ok
+    rig.probe.other_process_bytes += 1
+    short = rig.manager.plan_switch(A)
+    assert [c.name for c in short.checks if not c.passed] == ["memory"]
