@@ -21,7 +21,7 @@ from core.history_store import HistoryStore
 from core.manager.fit import estimator_fit
 from core.manager.manager import ModelManager
 from core.manager.memory_wait import GpuSnapshotProbe
-from core.manager.plan import DeviceReading, FitEstimator
+from core.manager.plan import DeviceReading, FitEstimate, FitEstimator
 from core.models.catalog import Catalog, ModelEntry, load_catalog
 from core.models.estimator import Estimator
 from core.telemetry.activity import EngineActivity
@@ -31,6 +31,30 @@ from core.telemetry.simulated_device import SimulatedGpu, load_profile
 GIB = 1024**3
 CASCADE = ("qwen3-30b-a3b-instruct-2507", "qwen3-14b", "qwen3-8b", "qwen3-4b-instruct-2507",
            "demo-tiny-a", "demo-tiny-b", "remote")
+
+
+async def until(condition: Callable[[], object]) -> None:
+    """Let the other tasks run one loop step at a time until condition holds (a state that lasts
+    only between two steps is seen; an event would be seen a step late)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+class FixedFit:
+    """An estimator that needs `need` bytes whatever the memory, and remembers each question
+    (free, total, buffer) it was asked."""
+
+    def __init__(self, need: int, fits: bool = True, detail: str = "") -> None:
+        self.need, self.fits, self.detail = need, fits, detail
+        self.seen: list[tuple[int | None, int | None, int]] = []
+
+    def __call__(self, entry: ModelEntry, free: int | None, total: int | None,
+                 buffer: int) -> FitEstimate:
+        self.seen.append((free, total, buffer))
+        return FitEstimate(self.fits, self.need, 4096, 0.5, self.detail)
 
 
 class DrivenClock:

@@ -4,7 +4,6 @@ queue, the thermal concurrency limit, cancellation, a failed switch."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,18 +14,9 @@ from core.manager.manager import SwitchResult
 from core.router import load_router_config
 from core.router.selection import Router
 from core.scheduler import NoModelError, QueueFullError, RequestScheduler
-from tests.core.manager_fakes import Rig, make_rig
+from tests.core.manager_fakes import Rig, make_rig, until
 
 A, B = "demo-tiny-a", "demo-tiny-b"
-
-
-async def until(condition: Callable[[], object]) -> None:
-    """Let the other tasks run until condition holds (the in-test engine needs a few turns)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
 
 
 def switch_rows(rig: Rig) -> list[tuple[str | None, str, str]]:

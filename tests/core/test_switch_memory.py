@@ -15,25 +15,12 @@ from pathlib import Path
 import pytest
 
 from core.engine.base import LoadSpec
-from core.manager.plan import FitEstimate
-from core.models.catalog import ModelEntry, load_catalog
-from tests.core.manager_fakes import GIB, RecordingEngine, Rig, make_rig
+from core.models.catalog import load_catalog
+from tests.core.manager_fakes import GIB, FixedFit, RecordingEngine, Rig, make_rig
 
 A, B = "qwen3-8b", "qwen3-4b-instruct-2507"
 NEED = 4 * GIB
 BUFFER = GIB  # ModelSwitching's default vram_buffer_gb
-
-
-class FixedFit:
-    """Every local model needs NEED; remembers the free memory each plan counted."""
-
-    def __init__(self) -> None:
-        self.free_seen: list[int | None] = []
-
-    def __call__(self, entry: ModelEntry, free: int | None, total: int | None,
-                 buffer: int) -> FitEstimate:
-        self.free_seen.append(free)
-        return FitEstimate(True, NEED, 4096, 0.3)
 
 
 class ShiftingEngine(RecordingEngine):
@@ -51,7 +38,7 @@ class ShiftingEngine(RecordingEngine):
 
 
 def shifting_rig(tmp_path: Path, shift: int, **kwargs: object) -> tuple[Rig, FixedFit]:
-    fit = FixedFit()
+    fit = FixedFit(NEED)
     rig = make_rig(tmp_path, engine_class=ShiftingEngine, fit=fit, **kwargs)  # type: ignore[arg-type]
     ShiftingEngine.rig, ShiftingEngine.shift = rig, shift
     return rig, fit
@@ -61,7 +48,7 @@ def given_back(rig: Rig, fit: FixedFit, target: str) -> int:
     """What the next plan counts the active model as giving back at its unload."""
     free = rig.probe.read().free_bytes
     rig.manager.plan_switch(target)
-    counted = fit.free_seen[-1]
+    counted = fit.seen[-1][0]
     assert free is not None
     assert counted is not None
     return counted - free

@@ -5,7 +5,6 @@ cancelled switch and of the end of every switch (settled), with their elapsed ti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from core.engine.base import ModelDirectoryError
 from core.manager.events import StateChange, SwitchEvent, SwitchPhase
 from core.manager.manager import SwitchResult
-from tests.core.manager_fakes import Rig, make_rig
+from tests.core.manager_fakes import Rig, make_rig, until
 
 FOUR_B, B8, B14 = "qwen3-4b-instruct-2507", "qwen3-8b", "qwen3-14b"
 
@@ -24,13 +23,6 @@ def switch_events(rig: Rig, phase: SwitchPhase | StateChange) -> list[SwitchEven
 
 def broken(model: str) -> ModelDirectoryError:
     return ModelDirectoryError(f"/models/{model}", "config.json")
-
-
-async def step_until(condition: Callable[[], bool]) -> None:
-    """Let the loop run one step at a time until `condition` holds: the state under test lasts
-    only between two steps (an event would be seen a step too late)."""
-    while not condition():  # noqa: ASYNC110
-        await asyncio.sleep(0)
 
 
 def timed_switch(rig: Rig, target: str, **how: bool | str) -> tuple[SwitchResult, float]:
@@ -399,7 +391,7 @@ def test_asking_for_the_active_model_during_a_switch_elsewhere_switches_back(
     async def run() -> tuple[SwitchResult, SwitchResult]:
         await rig.manager.switch_to(FOUR_B)
         to_8b = asyncio.ensure_future(rig.manager.switch_to(B8))
-        await step_until(lambda: rig.manager.state.switching_to == B8)
+        await until(lambda: rig.manager.state.switching_to == B8)
         assert rig.manager.active_model == FOUR_B  # still loaded, the switch under way
         back = await rig.manager.switch_to(FOUR_B, reason="router")
         return await to_8b, back
@@ -420,7 +412,7 @@ def test_a_request_joins_the_newest_switch_to_its_target_after_an_older_one_ends
     async def run() -> list[SwitchResult | BaseException]:
         rig.script.block[B8] = gate = asyncio.Event()
         first = asyncio.ensure_future(rig.manager.switch_to(B8))
-        await step_until(lambda: rig.manager.state.switching_to == B8)
+        await until(lambda: rig.manager.state.switching_to == B8)
         to_4b = asyncio.ensure_future(rig.manager.switch_to(FOUR_B))
         await asyncio.sleep(0)
         again = asyncio.ensure_future(rig.manager.switch_to(B8, reason="router"))
@@ -429,7 +421,7 @@ def test_a_request_joins_the_newest_switch_to_its_target_after_an_older_one_ends
         await first  # the first 8B switch is over; the 4B's and the second 8B's are queued
         rig.script.block[FOUR_B] = asyncio.Event()  # the 4B now hangs while loading
         fourth = asyncio.ensure_future(rig.manager.switch_to(B8))
-        await step_until(lambda: rig.manager.state.switching_to == FOUR_B)
+        await until(lambda: rig.manager.state.switching_to == FOUR_B)
         await rig.manager.cancel_switches()
         return list(await asyncio.gather(to_4b, again, fourth, return_exceptions=True))
 
